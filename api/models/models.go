@@ -1,0 +1,167 @@
+// Package models holds the JSON documents of the agent's REST API (under /v1
+// on the unix socket). Keys are kebab-case like Cilium's models, so tools
+// written against Cilium's endpoint API read ours. The same types are used by
+// the agent, the CNI plugin and the debug CLI; api/openapi.yaml describes
+// them and a test keeps the two in step.
+package models
+
+import "time"
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// AddressPair is an endpoint's addresses.
+type AddressPair struct {
+	IPv4 string `json:"ipv4,omitempty"`
+	IPv6 string `json:"ipv6,omitempty"`
+}
+
+// EndpointState is a lifecycle state (Cilium's names).
+type EndpointState string
+
+const (
+	StateWaitingForIdentity  EndpointState = "waiting-for-identity"
+	StateWaitingToRegenerate EndpointState = "waiting-to-regenerate"
+	StateRegenerating        EndpointState = "regenerating"
+	StateReady               EndpointState = "ready"
+	StateDisconnecting       EndpointState = "disconnecting"
+	StateDisconnected        EndpointState = "disconnected"
+	StateRestoring           EndpointState = "restoring"
+	StateInvalid             EndpointState = "invalid"
+	StateNotReady            EndpointState = "not-ready"
+)
+
+// EndpointChangeRequest is the body of PUT /v1/endpoint/{id}.
+type EndpointChangeRequest struct {
+	ID                     int64         `json:"id,omitempty"`
+	ContainerID            string        `json:"container-id,omitempty"`
+	ContainerInterfaceName string        `json:"container-interface-name,omitempty"`
+	InterfaceName          string        `json:"interface-name,omitempty"`
+	InterfaceIndex         int64         `json:"interface-index,omitempty"`
+	Mac                    string        `json:"mac,omitempty"`
+	HostMac                string        `json:"host-mac,omitempty"`
+	Addressing             *AddressPair  `json:"addressing,omitempty"`
+	K8sNamespace           string        `json:"k8s-namespace,omitempty"`
+	K8sPodName             string        `json:"k8s-pod-name,omitempty"`
+	K8sUID                 string        `json:"k8s-uid,omitempty"`
+	Labels                 []string      `json:"labels,omitempty"`
+	NetnsCookie            string        `json:"netns-cookie,omitempty"`
+	NetworkNamespace       string        `json:"netns,omitempty"`
+	SyncBuildEndpoint      bool          `json:"sync-build-endpoint,omitempty"`
+	State                  EndpointState `json:"state,omitempty"`
+}
+
+// Identity is a numeric security identity and the labels it stands for.
+type Identity struct {
+	ID     uint32   `json:"id"`
+	Labels []string `json:"labels"`
+	// Endpoints is how many local endpoints use it (reserved identities: 0).
+	Endpoints int `json:"endpoints,omitempty"`
+}
+
+// StatusEntry is one line of an endpoint's status log.
+type StatusEntry struct {
+	Timestamp time.Time     `json:"timestamp"`
+	State     EndpointState `json:"state"`
+	Code      string        `json:"code"` // "ok" or "failure"
+	Message   string        `json:"message"`
+}
+
+// Endpoint is what the agent knows about one endpoint.
+type Endpoint struct {
+	ID                     uint16        `json:"id"`
+	State                  EndpointState `json:"state"`
+	ContainerID            string        `json:"container-id,omitempty"`
+	ContainerInterfaceName string        `json:"container-interface-name,omitempty"`
+	InterfaceName          string        `json:"interface-name,omitempty"`
+	InterfaceIndex         int           `json:"interface-index,omitempty"`
+	Mac                    string        `json:"mac,omitempty"`
+	HostMac                string        `json:"host-mac,omitempty"`
+	NetnsCookie            string        `json:"netns-cookie,omitempty"`
+	NetworkNamespace       string        `json:"netns,omitempty"`
+	K8sNamespace           string        `json:"k8s-namespace,omitempty"`
+	K8sPodName             string        `json:"k8s-pod-name,omitempty"`
+	K8sUID                 string        `json:"k8s-uid,omitempty"`
+	Labels                 []string      `json:"labels"`
+	Identity               *Identity     `json:"identity,omitempty"`
+	Addressing             AddressPair   `json:"addressing"`
+	PolicyRevision         uint64        `json:"policy-revision"`
+	Created                time.Time     `json:"created"`
+	Status                 []StatusEntry `json:"status,omitempty"`
+}
+
+// LabelsPatch is the body of PATCH /v1/endpoint/{id}/labels: labels the
+// endpoint's request carries in addition to its pod's (e.g. from podman).
+type LabelsPatch struct {
+	Add    []string `json:"add,omitempty"`
+	Delete []string `json:"delete,omitempty"`
+}
+
+// EndpointLabels is the answer of GET /v1/endpoint/{id}/labels.
+type EndpointLabels struct {
+	// Requested are the labels given with the endpoint (PUT or PATCH).
+	Requested []string `json:"requested"`
+	// Pod are the labels from the pod's metadata.
+	Pod []string `json:"pod"`
+	// Security are the labels the identity is derived from (after the filter).
+	Security []string `json:"security"`
+}
+
+// EndpointHealth is the answer of GET /v1/endpoint/{id}/healthz.
+type EndpointHealth struct {
+	State   EndpointState `json:"state"`
+	Healthy bool          `json:"healthy"`
+	Message string        `json:"message,omitempty"`
+}
+
+// IPAMRequest is the (optional) body of POST /v1/ipam.
+type IPAMRequest struct {
+	// Owner is recorded with the allocation ("ns/pod" or a container id).
+	Owner string `json:"owner,omitempty"`
+	// Family restricts the answer to "ipv4" or "ipv6"; empty: every configured family.
+	Family string `json:"family,omitempty"`
+}
+
+// IPAMAddress is one allocated address with what the pod needs to use it.
+type IPAMAddress struct {
+	IP      string `json:"ip"`
+	Prefix  int    `json:"prefix-length"`
+	Gateway string `json:"gateway"`
+	Cidr    string `json:"cidr"`
+}
+
+// IPAMResponse is the answer of POST /v1/ipam.
+type IPAMResponse struct {
+	IPv4 *IPAMAddress `json:"ipv4,omitempty"`
+	IPv6 *IPAMAddress `json:"ipv6,omitempty"`
+}
+
+// IPAMAllocation is one row of GET /v1/ipam.
+type IPAMAllocation struct {
+	IP      string    `json:"ip"`
+	Owner   string    `json:"owner"`
+	Created time.Time `json:"created"`
+}
+
+// Pod is the metadata the agent holds for a pod (PUT /v1/pod/{ns}/{name}).
+type Pod struct {
+	Namespace   string            `json:"namespace"`
+	Name        string            `json:"name"`
+	UID         string            `json:"uid,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Source      string            `json:"source,omitempty"`
+}
+
+// Status is the answer of GET /v1/healthz.
+type Status struct {
+	Version   string            `json:"version"`
+	Uptime    string            `json:"uptime"`
+	Healthy   bool              `json:"healthy"`
+	Endpoints map[string]int    `json:"endpoints"` // by state
+	Modules   map[string]string `json:"modules"`   // health of each cell
+	Message   string            `json:"message,omitempty"`
+}

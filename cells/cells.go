@@ -1,0 +1,53 @@
+// Package cells assembles Membrane's agent from its cells. Each cell is a
+// package under cells/ with one job; they share state only through the
+// statedb tables in statedb/ (package tables). A custom agent is a main.go
+// that calls NewAgentHive with the cells it wants instead of DefaultCells
+// (see docs/custom-agent.md).
+package cells
+
+import (
+	"github.com/cilium/hive"
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/cells/apiserver"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// Infrastructure every agent needs: the database, job registry, health and
+// the shared tables.
+var Infrastructure = cell.Group(
+	statedb.Cell,
+	job.Cell,
+	cell.Provide(
+		cell.NewSimpleHealth,
+		func(h *cell.SimpleHealth) hive.ScriptCmdOut {
+			return hive.NewScriptCmd("health", cell.SimpleHealthCmd(h))
+		},
+	),
+	tables.Cell,
+)
+
+// DefaultCells are the cells of the stock membrane-agent.
+var DefaultCells = cell.Group(
+	apiserver.Cell,
+)
+
+// HiveOptions give each module its own health scope and job group, so
+// `membrane status` reports health per cell.
+func HiveOptions() hive.Options {
+	opts := hive.DefaultOptions()
+	opts.ModuleDecorators = cell.ModuleDecorators{
+		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
+	}
+	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
+		func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) },
+	}
+	return opts
+}
+
+// NewAgentHive builds a hive of the infrastructure and the given cells.
+func NewAgentHive(cs ...cell.Cell) *hive.Hive {
+	return hive.NewWithOptions(HiveOptions(), append([]cell.Cell{Infrastructure}, cs...)...)
+}

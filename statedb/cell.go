@@ -1,0 +1,22 @@
+package tables
+
+import (
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/statedb"
+)
+
+// Cell registers every table with the database and provides both the
+// writable (RWTable) and read-only (Table) view of each.
+var Cell = cell.Module(
+	"tables",
+	"Shared statedb tables",
+
+	cell.Provide(
+		NewEndpointsTable, statedb.RWTable[*Endpoint].ToTable,
+		NewIdentitiesTable, statedb.RWTable[*Identity].ToTable,
+		NewPodsTable, statedb.RWTable[*Pod].ToTable,
+		NewIPAMTable, statedb.RWTable[*IPAMAllocation].ToTable,
+		NewIPCacheTable, statedb.RWTable[*IPCacheEntry].ToTable,
+		NewEndpointMapTable, statedb.RWTable[*EndpointMapEntry].ToTable,
+	),
+)
