@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/statedir"
 	tables "github.com/membrane-net/membrane/statedb"
 )
 
@@ -27,6 +28,7 @@ var Infrastructure = cell.Group(
 		},
 	),
 	tables.Cell,
+	statedir.Cell,
 )
 
 // DefaultCells are the cells of the stock membrane-agent.

@@ -19,4 +19,9 @@ var Cell = cell.Module(
 		NewIPCacheTable, statedb.RWTable[*IPCacheEntry].ToTable,
 		NewEndpointMapTable, statedb.RWTable[*EndpointMapEntry].ToTable,
 	),
+	// Construct every table even if no cell of a custom agent uses it, so
+	// /statedb/ always shows the whole schema.
+	cell.Invoke(func(statedb.Table[*Endpoint], statedb.Table[*Identity], statedb.Table[*Pod],
+		statedb.Table[*IPAMAllocation], statedb.Table[*IPCacheEntry], statedb.Table[*EndpointMapEntry]) {
+	}),
 )

@@ -11,14 +11,16 @@ import (
 // IPAMAllocation is one address handed out from the node's pod CIDR.
 type IPAMAllocation struct {
 	IP netip.Addr `json:"ip"`
-	// Owner is who asked for it: "namespace/pod" or a container id.
-	Owner   string    `json:"owner"`
+	// Owner is who asked for it (the CNI plugin: "container-id:ifname").
+	Owner string `json:"owner"`
+	// Pod is "namespace/name" if the owner said so.
+	Pod     string    `json:"pod,omitempty"`
 	Created time.Time `json:"created"`
 }
 
-func (a *IPAMAllocation) TableHeader() []string { return []string{"IP", "Owner", "Created"} }
+func (a *IPAMAllocation) TableHeader() []string { return []string{"IP", "Owner", "Pod", "Created"} }
 func (a *IPAMAllocation) TableRow() []string {
-	return []string{a.IP.String(), a.Owner, a.Created.Format(time.RFC3339)}
+	return []string{a.IP.String(), a.Owner, a.Pod, a.Created.Format(time.RFC3339)}
 }
 
 // IPAMIPIndex is the primary index.

@@ -119,8 +119,11 @@ type EndpointHealth struct {
 
 // IPAMRequest is the (optional) body of POST /v1/ipam.
 type IPAMRequest struct {
-	// Owner is recorded with the allocation ("ns/pod" or a container id).
+	// Owner is recorded with the allocation: the CNI plugin uses the
+	// attachment "container-id:ifname", so a DEL can find what to release.
 	Owner string `json:"owner,omitempty"`
+	// Pod ("namespace/name") is recorded for operators, if known.
+	Pod string `json:"pod,omitempty"`
 	// Family restricts the answer to "ipv4" or "ipv6"; empty: every configured family.
 	Family string `json:"family,omitempty"`
 }
@@ -143,6 +146,7 @@ type IPAMResponse struct {
 type IPAMAllocation struct {
 	IP      string    `json:"ip"`
 	Owner   string    `json:"owner"`
+	Pod     string    `json:"pod,omitempty"`
 	Created time.Time `json:"created"`
 }
 
