@@ -1,0 +1,64 @@
+package endpointapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/membrane-net/membrane/cells/apiserver"
+)
+
+// apiLimiter guards one kind of request the way Cilium's APILimiterSet
+// does: at most Parallel run at once, at most Rate start per second (with
+// Burst), and a request waits up to MaxWait for both before it is answered
+// 429. A burst of pods therefore queues briefly instead of failing, and a
+// flood cannot pile up unbounded work in the agent.
+type apiLimiter struct {
+	name    string
+	slots   chan struct{}
+	rate    *rate.Limiter
+	maxWait time.Duration
+}
+
+func newAPILimiter(name string, parallel int, perSecond float64, burst int, maxWait time.Duration) *apiLimiter {
+	if parallel < 1 {
+		parallel = 1
+	}
+	if burst < 1 {
+		burst = 1
+	}
+	return &apiLimiter{
+		name:    name,
+		slots:   make(chan struct{}, parallel),
+		rate:    rate.NewLimiter(rate.Limit(perSecond), burst),
+		maxWait: maxWait,
+	}
+}
+
+// wait blocks until the request may proceed; the returned func releases the
+// slot. The error is a 429 once MaxWait has passed.
+func (l *apiLimiter) wait(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, l.maxWait)
+	defer cancel()
+	tooMany := func() error {
+		return apiserver.Errorf(http.StatusTooManyRequests,
+			"%s rate limited: waited %s for one of %d parallel slots at %.0f requests/s; retry later",
+			l.name, l.maxWait, cap(l.slots), float64(l.rate.Limit()))
+	}
+	if err := l.rate.Wait(ctx); err != nil {
+		// Wait fails early when the deadline cannot be met.
+		return nil, tooMany()
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	case <-ctx.Done():
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, tooMany()
+		}
+		return nil, fmt.Errorf("%s: %w", l.name, ctx.Err())
+	}
+}

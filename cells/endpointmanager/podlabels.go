@@ -1,0 +1,152 @@
+package endpointmanager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/labels"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// PodLabels returns the labels an endpoint of pod p carries: the pod's
+// labels with source k8s, plus its namespace.
+func PodLabels(p *tables.Pod) labels.Labels {
+	ls := labels.FromMap(p.Labels, labels.SourceK8s)
+	return labels.Merge(ls, labels.Labels{{Source: labels.SourceK8s, Key: labels.NamespaceKey, Value: p.Namespace}})
+}
+
+// podLabelsController makes endpoint labels follow the pods table: an
+// endpoint that names a pod takes the pod's labels when the pod becomes
+// known and whenever they change (its identity follows, through the
+// identity allocator). An endpoint whose pod stays unknown past
+// --pod-metadata-timeout becomes invalid rather than run under a
+// placeholder identity; its sync-build request then fails and the CNI ADD
+// is rolled back, so the runtime retries it.
+type podLabelsController struct {
+	m       *EndpointManager
+	pods    statedb.Table[*tables.Pod]
+	timeout time.Duration
+}
+
+func (c *podLabelsController) run(ctx context.Context, health cell.Health) error {
+	m := c.m
+	wtxn := m.db.WriteTxn(m.endpoints, c.pods)
+	epChanges, err := m.endpoints.Changes(wtxn)
+	if err != nil {
+		wtxn.Abort()
+		return err
+	}
+	podChanges, err := c.pods.Changes(wtxn)
+	wtxn.Commit()
+	if err != nil {
+		return err
+	}
+	defer epChanges.Close()
+	defer podChanges.Close()
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		txn := m.db.ReadTxn()
+		dirty := map[uint16]struct{}{}
+		podSeq, podWatch := podChanges.Next(txn)
+		for ch := range podSeq {
+			for ep := range m.endpoints.List(txn, tables.EndpointPodIndex.Query(ch.Object.Key())) {
+				dirty[ep.ID] = struct{}{}
+			}
+		}
+		epSeq, epWatch := epChanges.Next(txn)
+		for ch := range epSeq {
+			if !ch.Deleted && !ch.Object.LabelsResolved {
+				dirty[ch.Object.ID] = struct{}{}
+			}
+		}
+		// Endpoints still waiting get another look when their bound expires.
+		next := time.Duration(-1)
+		for ep := range m.endpoints.List(txn, tables.EndpointStateIndex.Query(models.StateWaitingForIdentity)) {
+			if ep.LabelsResolved {
+				continue
+			}
+			left := time.Until(ep.Created.Add(c.timeout))
+			if left <= 0 {
+				dirty[ep.ID] = struct{}{}
+			} else if next < 0 || left < next {
+				next = left
+			}
+		}
+		for id := range dirty {
+			if err := c.sync(id); err != nil {
+				health.Degraded("pod labels", err)
+			}
+		}
+		if next >= 0 {
+			timer.Reset(next + 10*time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-podWatch:
+		case <-epWatch:
+		case <-timer.C:
+		}
+	}
+}
+
+// sync brings one endpoint's pod labels up to date.
+func (c *podLabelsController) sync(id uint16) error {
+	m := c.m
+	wtxn := m.db.WriteTxn(m.endpoints)
+	defer wtxn.Abort()
+	ep, _, ok := m.endpoints.Get(wtxn, tables.EndpointIDIndex.Query(id))
+	if !ok || ep.K8sPodName == "" {
+		return nil
+	}
+	switch ep.State {
+	case models.StateDisconnecting, models.StateDisconnected, models.StateInvalid:
+		return nil
+	}
+	pod, _, found := c.pods.Get(wtxn, tables.PodKeyIndex.Query(ep.PodName()))
+	ep = ep.Clone()
+	switch {
+	case found:
+		want := PodLabels(pod)
+		if ep.LabelsResolved && want.Equal(ep.PodLabels) {
+			return nil
+		}
+		first := !ep.LabelsResolved
+		ep.PodLabels, ep.LabelsResolved = want, true
+		if ep.K8sUID == "" {
+			ep.K8sUID = pod.UID
+		}
+		msg := "pod labels changed: " + want.String()
+		if first {
+			msg = "pod labels known: " + want.String()
+		}
+		if ep.State == models.StateRestoring || ep.State == models.StateWaitingForIdentity {
+			ep.AddLog("ok", msg)
+		} else if err := ep.SetState(models.StateWaitingForIdentity, msg); err != nil {
+			return err
+		}
+	case !ep.LabelsResolved && time.Since(ep.Created) >= c.timeout:
+		msg := fmt.Sprintf("pod %s is not known to the agent after %s: register it (membrane pod apply, PUT /v1/pod, --pod-manifest-dir) before its sandbox is created",
+			ep.PodName(), c.timeout)
+		if err := ep.SetState(models.StateInvalid, msg); err != nil {
+			return err
+		}
+		ep.Log[len(ep.Log)-1].Code = "failure"
+	default:
+		// The pod went away while the endpoint lives, or is not known yet:
+		// keep what we have.
+		return nil
+	}
+	if _, _, err := m.endpoints.Insert(wtxn, ep); err != nil {
+		return err
+	}
+	wtxn.Commit()
+	return nil
+}
