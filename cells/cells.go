@@ -12,7 +12,14 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/endpointapi"
+	"github.com/membrane-net/membrane/cells/endpointmanager"
+	"github.com/membrane-net/membrane/cells/health"
+	"github.com/membrane-net/membrane/cells/loader"
+	"github.com/membrane-net/membrane/cells/podmeta"
+	"github.com/membrane-net/membrane/cells/regeneration"
 	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/cells/status"
 	tables "github.com/membrane-net/membrane/statedb"
 )
 
@@ -21,12 +28,7 @@ import (
 var Infrastructure = cell.Group(
 	statedb.Cell,
 	job.Cell,
-	cell.Provide(
-		cell.NewSimpleHealth,
-		func(h *cell.SimpleHealth) hive.ScriptCmdOut {
-			return hive.NewScriptCmd("health", cell.SimpleHealthCmd(h))
-		},
-	),
+	health.Cell,
 	tables.Cell,
 	statedir.Cell,
 )
@@ -34,6 +36,12 @@ var Infrastructure = cell.Group(
 // DefaultCells are the cells of the stock membrane-agent.
 var DefaultCells = cell.Group(
 	apiserver.Cell,
+	status.Cell,
+	podmeta.Cell,
+	endpointmanager.Cell,
+	endpointapi.Cell,
+	regeneration.Cell,
+	loader.Cell,
 )
 
 // HiveOptions give each module its own health scope and job group, so

@@ -41,7 +41,7 @@ func (def Config) Flags(fs *pflag.FlagSet) {
 // Cell provides the *EndpointManager.
 var Cell = cell.Module(
 	"endpoint-manager",
-	"Creates, finds, persists and deletes endpoints",
+	"Creates and finds and persists and deletes endpoints",
 
 	cell.Config(Config{PodMetadataTimeout: 10 * time.Second}),
 	cell.Provide(newEndpointManager),

@@ -37,7 +37,7 @@ func (e *DuplicateError) Error() string {
 	if p := e.Holder.PodName(); p != "" {
 		holder += " (pod " + p + ")"
 	}
-	return fmt.Sprintf("%s is already in use by %s, container %s", e.What, holder, e.Holder.CNIAttachmentID())
+	return fmt.Sprintf("%s is already in use by %s, container %s", e.What, holder, e.Holder.ContainerID)
 }
 
 // Subscriber is told when endpoints come and go, after the change is

@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/cilium/hive/cell"
 	"github.com/spf13/cobra"
 
 	"github.com/membrane-net/membrane/cells"
+	"github.com/membrane-net/membrane/cells/status"
 )
 
 func main() {
-	h := cells.NewAgentHive(cells.DefaultCells)
 	var debug bool
+	flags := status.Flags{}
+	h := cells.NewAgentHive(cells.DefaultCells, cell.Provide(func() status.Flags { return flags }))
 	cmd := &cobra.Command{
 		Use:   "membrane-agent",
 		Short: "Membrane node agent: endpoints, identities and their datapath",
@@ -33,6 +36,7 @@ over the unix socket given by --socket.`,
 		},
 	}
 	h.RegisterFlags(cmd.Flags())
+	flags.FlagSet = cmd.Flags()
 	cmd.Flags().BoolVar(&debug, "debug", false, "Log at debug level")
 	cmd.AddCommand(h.Command())
 	if err := cmd.Execute(); err != nil {

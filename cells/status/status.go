@@ -1,0 +1,81 @@
+// Package status answers GET /v1/healthz (the agent's version, uptime,
+// endpoints by state and the health each cell last reported; what
+// `membrane status` and the CNI plugin's STATUS read) and GET /v1/config
+// (every flag's effective value).
+package status
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/statedb"
+	"github.com/spf13/pflag"
+
+	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/health"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// Version is set at build time (-ldflags -X).
+var Version = "dev"
+
+// Flags are the agent's parsed flags, provided by main (optional).
+type Flags struct{ *pflag.FlagSet }
+
+// Cell serves the status routes.
+var Cell = cell.Module(
+	"status",
+	"Agent status and configuration API",
+	cell.Provide(newRoutes),
+)
+
+type params struct {
+	cell.In
+
+	DB        *statedb.DB
+	Endpoints statedb.Table[*tables.Endpoint]
+	Health    *health.Registry
+	Flags     Flags `optional:"true"`
+}
+
+func newRoutes(p params) apiserver.RoutesOut {
+	start := time.Now()
+	healthz := func(w http.ResponseWriter, r *http.Request) (any, int, error) {
+		s := &models.Status{
+			Version:   Version,
+			Uptime:    time.Since(start).Round(time.Second).String(),
+			Healthy:   true,
+			Endpoints: map[string]int{},
+			Modules:   map[string]string{},
+		}
+		for ep := range p.Endpoints.All(p.DB.ReadTxn()) {
+			s.Endpoints[string(ep.State)]++
+		}
+		for name, rep := range p.Health.Snapshot() {
+			if name == "" {
+				continue
+			}
+			s.Modules[name] = rep.String()
+			if rep.Level == cell.StatusDegraded {
+				s.Healthy = false
+				s.Message = fmt.Sprintf("%s degraded", name)
+			}
+		}
+		return s, http.StatusOK, nil
+	}
+	config := func(w http.ResponseWriter, r *http.Request) (any, int, error) {
+		out := map[string]string{}
+		if p.Flags.FlagSet != nil {
+			p.Flags.VisitAll(func(f *pflag.Flag) { out[f.Name] = f.Value.String() })
+		}
+		return maps.Clone(out), http.StatusOK, nil
+	}
+	return apiserver.RoutesOut{Routes: []apiserver.Route{
+		{Pattern: "GET /v1/healthz", Handler: apiserver.Handle(healthz)},
+		{Pattern: "GET /v1/config", Handler: apiserver.Handle(config)},
+	}}
+}
