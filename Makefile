@@ -1,0 +1,52 @@
+# Membrane. `make demo` and `make test` are the two commands of the README;
+# both install what they need on a fresh Debian machine (run as root).
+
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/membrane-net/membrane/cells/status.Version=$(VERSION)
+PKGS    := ./...
+# Debian packages the tests and the demo use: ip/ping for netns work, the
+# reference CNI plugins as the benchmark baseline.
+APT_PKGS := iproute2 iputils-ping containernetworking-plugins
+
+.PHONY: all build deps test check unit bench demo clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane-agent ./cmd/membrane-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane-cni ./plugins/membrane-cni
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane ./cmd/membrane
+
+# deps installs the Debian packages that are missing (needs root).
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(GO) mod download
+
+# check: formatting and vet.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# test: everything, privileged suites included (run as root).
+test: deps check
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# unit: the fast tests only.
+unit:
+	$(GO) test -short -count=1 $(PKGS)
+
+bench: deps build
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/...
+
+demo: deps build
+	./scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)
