@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/health"
+	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/podmeta"
 	"github.com/membrane-net/membrane/cells/regeneration"
@@ -37,6 +38,7 @@ var Infrastructure = cell.Group(
 var DefaultCells = cell.Group(
 	apiserver.Cell,
 	status.Cell,
+	ipam.Cell,
 	podmeta.Cell,
 	endpointmanager.Cell,
 	endpointapi.Cell,

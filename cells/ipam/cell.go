@@ -1,0 +1,66 @@
+package ipam
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/cells/statedir"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// Cell provides *IPAM and the /v1/ipam routes.
+var Cell = cell.Module(
+	"ipam",
+	"Pod IP address management from the node pod CIDR",
+
+	cell.Config(DefaultConfig),
+	cell.Provide(newFromHive, newRoutes),
+	cell.Invoke(func(*IPAM) {}),
+)
+
+type params struct {
+	cell.In
+
+	Lifecycle cell.Lifecycle
+	Log       *slog.Logger
+	Health    cell.Health
+	DB        *statedb.DB
+	Table     statedb.RWTable[*tables.IPAMAllocation]
+	Dir       statedir.Dir
+	Config    Config
+}
+
+func newFromHive(p params) (*IPAM, error) {
+	m, err := newIPAM(p.Log, p.DB, p.Table, p.Dir, p.Config)
+	if err != nil {
+		return nil, err
+	}
+	// The API server's routes depend on *IPAM, so this hook runs before the
+	// socket opens: no request sees an IPAM that has not loaded its state.
+	p.Lifecycle.Append(cell.Hook{
+		OnStart: func(cell.HookContext) error {
+			loaded, outside, err := m.start()
+			if err != nil {
+				p.Health.Degraded("restoring allocations failed", err)
+				return err
+			}
+			p.Log.Info("IPAM ready", "cidrs", m.cidrs(), "restored", loaded,
+				"outside-cidrs", outside, "state-file", p.Dir.Path(stateFileName))
+			status := fmt.Sprintf("allocating from %s, %d allocations restored", strings.Join(m.cidrs(), " and "), loaded)
+			if outside > 0 {
+				status += fmt.Sprintf(", %d outside the pod CIDRs (see the agent log)", outside)
+			}
+			p.Health.OK(status)
+			return nil
+		},
+		OnStop: func(cell.HookContext) error {
+			m.stop()
+			return nil
+		},
+	})
+	return m, nil
+}

@@ -1,0 +1,30 @@
+// Package ipam is the agent's IP address management: it gives each pod
+// attachment its address (one per configured family) from the node's pod
+// CIDR, --pod-cidr (default 10.200.0.0/24) and, for dual stack,
+// --pod-cidr-v6.
+//
+// In the endpoint story it is the first thing that happens: membrane-cni
+// ADD calls POST /v1/ipam with owner "container-id:ifname" before it
+// creates the veth, configures the answer's address in the pod and routes
+// through the answer's gateway; it then names that address in the
+// endpoint. DEL releases it (DELETE /v1/ipam/{ip}; GET /v1/ipam?owner=X
+// finds the leftovers of a half-done ADD).
+//
+// The first address of each CIDR is the router (the pods' gateway on the
+// host side) and is never handed out, nor are the IPv4 network and
+// broadcast addresses. Addresses are handed out round-robin, so a released
+// one is not reused at once (see pool.allocate for why). Running out is
+// ErrExhausted, answered 503 with what to do.
+//
+// It writes the `ipam` table (IP -> owner, pod, created), the source of
+// truth, and mirrors it to ipam.json in --state-dir on every change, under
+// one lock, so allocations survive a restart. Until they are restored the
+// table is not initialized.
+//
+// See it work:
+//
+//	membrane ipam list                  # the allocations
+//	membrane statedb ipam               # the raw table rows
+//	curl --unix-socket /var/run/membrane/membrane.sock \
+//	     -X POST -d '{"owner":"test:eth0"}' http://x/v1/ipam
+package ipam
