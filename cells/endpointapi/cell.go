@@ -54,7 +54,7 @@ var DefaultConfig = Config{
 // Cell serves /v1/endpoint.
 var Cell = cell.Module(
 	"endpoint-api",
-	"Endpoint API handlers, API manager and creator",
+	"Endpoint API handlers and API manager and creator",
 
 	cell.Config(DefaultConfig),
 	cell.Provide(newEndpointAPIManager, newRoutes),
