@@ -1,0 +1,36 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/membrane-net/membrane/api/client"
+)
+
+// Status reports whether the plugin can serve ADD: the configuration is
+// valid and the agent answers /v1/healthz as healthy. Anything else is CNI
+// error 50 (plugin not available), which the runtime shows as the network
+// not being ready.
+func Status(ctx context.Context, args *skel.CmdArgs) error {
+	conf, err := LoadConf(args.StdinData)
+	if err != nil {
+		return withCode(types.ErrInvalidNetworkConfig, fmt.Errorf("membrane-cni STATUS: %w", err))
+	}
+	st, err := client.New(conf.Socket).Healthz(ctx)
+	if err != nil {
+		return withCode(ErrPluginNotAvailable, fmt.Errorf("membrane-cni STATUS: %w", agentError(conf.Socket, err)))
+	}
+	if !st.Healthy {
+		msg := st.Message
+		if msg == "" {
+			msg = "no reason given"
+		}
+		return withCode(ErrPluginNotAvailable,
+			fmt.Errorf("membrane-cni STATUS: membrane-agent at %s is not healthy: %w (see `membrane status`)", conf.Socket, errors.New(msg)))
+	}
+	return nil
+}
