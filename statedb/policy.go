@@ -1,0 +1,167 @@
+package tables
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/index"
+	"github.com/cilium/statedb/reconciler"
+
+	policyapi "github.com/membrane-net/membrane/policy/api"
+)
+
+// PolicyRule is one imported rule, with the revision that imported it.
+// Written by the policy repository (PUT/DELETE /v1/policy); read by the
+// policy engine.
+type PolicyRule struct {
+	// Key is unique per rule: "<import revision>/<index in the import>".
+	Key      string         `json:"key"`
+	Rule     policyapi.Rule `json:"rule"`
+	Revision uint64         `json:"revision"`
+	// Namespace is set for rules of a CiliumNetworkPolicy: their selectors
+	// only match endpoints of that namespace (as in Cilium).
+	Namespace string `json:"namespace,omitempty"`
+	// Labels are the rule's labels as "source:key=value" (for DELETE).
+	Labels []string `json:"labels,omitempty"`
+}
+
+func (r *PolicyRule) TableHeader() []string {
+	return []string{"Key", "Revision", "Namespace", "Labels", "Description"}
+}
+func (r *PolicyRule) TableRow() []string {
+	return []string{r.Key, strconv.FormatUint(r.Revision, 10), r.Namespace, strings.Join(r.Labels, ","), r.Rule.Description}
+}
+
+// PolicyRuleKeyIndex is the primary index.
+var PolicyRuleKeyIndex = statedb.Index[*PolicyRule, string]{
+	Name:       "key",
+	FromObject: func(r *PolicyRule) index.KeySet { return index.NewKeySet(index.String(r.Key)) },
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// PolicyRuleLabelIndex finds rules by one of their labels.
+var PolicyRuleLabelIndex = statedb.Index[*PolicyRule, string]{
+	Name:       "label",
+	FromObject: func(r *PolicyRule) index.KeySet { return index.StringSlice(r.Labels) },
+	FromKey:    index.String,
+	FromString: index.FromString,
+}
+
+func NewPolicyRulesTable(db *statedb.DB) (statedb.RWTable[*PolicyRule], error) {
+	return statedb.NewTable(db, "policy-rules", PolicyRuleKeyIndex, PolicyRuleLabelIndex)
+}
+
+// Traffic directions, as the datapath numbers them.
+const (
+	DirIngress uint8 = 0 // into the endpoint (to-container program)
+	DirEgress  uint8 = 1 // out of the endpoint (from-container program)
+)
+
+// Protocol numbers (0 = any).
+const (
+	ProtoAny    uint8 = 0
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+	ProtoSCTP   uint8 = 132
+)
+
+// PolicyKey is what one policy entry matches: a direction, a peer
+// identity (0: any peer), a protocol (0: any) and a port range
+// [Port, EndPort] (both 0: all ports; ICMP types are ports of
+// protocol ICMP/ICMPv6).
+type PolicyKey struct {
+	Direction uint8           `json:"direction"`
+	Identity  NumericIdentity `json:"identity"`
+	Protocol  uint8           `json:"protocol"`
+	Port      uint16          `json:"port"`
+	EndPort   uint16          `json:"end-port"`
+}
+
+func (k PolicyKey) String() string {
+	dir := "ingress"
+	if k.Direction == DirEgress {
+		dir = "egress"
+	}
+	ports := "any"
+	switch {
+	case k.Port == 0 && k.EndPort == 0:
+	case k.EndPort == 0 || k.EndPort == k.Port:
+		ports = strconv.Itoa(int(k.Port))
+	default:
+		ports = fmt.Sprintf("%d-%d", k.Port, k.EndPort)
+	}
+	return fmt.Sprintf("%s identity=%d proto=%d port=%s", dir, k.Identity, k.Protocol, ports)
+}
+
+// PolicyEntry is one computed allow or deny.
+type PolicyEntry struct {
+	Key  PolicyKey `json:"key"`
+	Deny bool      `json:"deny,omitempty"`
+	// RuleKeys name the rules that produced the entry (for tracing).
+	RuleKeys []string `json:"rules,omitempty"`
+}
+
+// EndpointPolicy is the computed policy of one endpoint: what the policy
+// engine derived from the rules that select the endpoint's identity.
+// Reconciled by the loader into the endpoint's slice of the policy map.
+type EndpointPolicy struct {
+	EndpointID uint16          `json:"endpoint-id"`
+	Identity   NumericIdentity `json:"identity"`
+	// Revision is the policy revision the entries reflect.
+	Revision        uint64        `json:"revision"`
+	IngressEnforced bool          `json:"ingress-enforced"`
+	EgressEnforced  bool          `json:"egress-enforced"`
+	Entries         []PolicyEntry `json:"entries"`
+
+	Status reconciler.Status `json:"status"`
+}
+
+func (p *EndpointPolicy) Clone() *EndpointPolicy { p2 := *p; return &p2 }
+
+func (p *EndpointPolicy) GetStatus() reconciler.Status { return p.Status }
+func (p *EndpointPolicy) SetStatus(s reconciler.Status) *EndpointPolicy {
+	p.Status = s
+	return p
+}
+
+// SameDesired reports whether two rows ask for the same datapath state.
+func (p *EndpointPolicy) SameDesired(o *EndpointPolicy) bool {
+	return p.EndpointID == o.EndpointID && p.Identity == o.Identity &&
+		p.IngressEnforced == o.IngressEnforced && p.EgressEnforced == o.EgressEnforced &&
+		slices.EqualFunc(p.Entries, o.Entries, func(a, b PolicyEntry) bool { return a.Key == b.Key && a.Deny == b.Deny })
+}
+
+func (p *EndpointPolicy) TableHeader() []string {
+	return []string{"Endpoint", "Identity", "Revision", "Ingress", "Egress", "Entries", "Status"}
+}
+func (p *EndpointPolicy) TableRow() []string {
+	enf := func(b bool) string {
+		if b {
+			return "enforced"
+		}
+		return "allow-all"
+	}
+	return []string{strconv.Itoa(int(p.EndpointID)), strconv.FormatUint(uint64(p.Identity), 10),
+		strconv.FormatUint(p.Revision, 10), enf(p.IngressEnforced), enf(p.EgressEnforced),
+		strconv.Itoa(len(p.Entries)), p.Status.String()}
+}
+
+// EndpointPolicyIndex is the primary index.
+var EndpointPolicyIndex = statedb.Index[*EndpointPolicy, uint16]{
+	Name:       "endpoint",
+	FromObject: func(p *EndpointPolicy) index.KeySet { return index.NewKeySet(index.Uint16(p.EndpointID)) },
+	FromKey:    index.Uint16,
+	FromString: index.Uint16String,
+	Unique:     true,
+}
+
+func NewEndpointPolicyTable(db *statedb.DB) (statedb.RWTable[*EndpointPolicy], error) {
+	return statedb.NewTable(db, "endpoint-policy", EndpointPolicyIndex)
+}
