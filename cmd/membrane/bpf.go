@@ -1,0 +1,221 @@
+package main
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/spf13/cobra"
+
+	"github.com/membrane-net/membrane/datapath/maps"
+)
+
+// DefaultBPFRoot is where the agent pins its maps unless --bpf-root says otherwise.
+const DefaultBPFRoot = "/sys/fs/bpf/membrane"
+
+func (a *app) bpfCommand() *cobra.Command {
+	var root string
+	cmd := groupCommand("bpf", "Read the datapath's pinned BPF maps directly",
+		`The bpf commands open the maps the agent pinned under --bpf-root read-only and
+print what the datapath enforces right now. They do not talk to the agent, so
+they work while it is down (the maps outlive it) and show whether the
+agent's tables ("membrane statedb ipcache", "membrane statedb bpf-endpoints")
+reached the kernel. They need root (CAP_BPF) and a mounted bpffs.`,
+		`  membrane bpf ipcache list
+  membrane bpf endpoint list --bpf-root /sys/fs/bpf/membrane-test`,
+		a.bpfIPCacheCommand(&root),
+		a.bpfEndpointCommand(&root),
+	)
+	cmd.PersistentFlags().StringVar(&root, "bpf-root", DefaultBPFRoot, "bpffs directory the agent pins its maps in (the agent's --bpf-root)")
+	return cmd
+}
+
+func (a *app) bpfIPCacheCommand(root *string) *cobra.Command {
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the ipcache map: prefix -> security identity",
+		Long: `list prints every entry of the pinned ipcache map (` + maps.IPCacheMapName + `), an LPM trie
+from address prefix to the security identity of whatever sits behind it.
+The datapath looks a packet's peer up in it. Sorted by address, IPv4 first.`,
+		Example: `  membrane bpf ipcache list
+  membrane bpf ipcache list -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			entries, err := readIPCache(*root)
+			if err != nil {
+				return err
+			}
+			return a.render(entries, func(w io.Writer) error {
+				t := newTable(w, "PREFIX", "IDENTITY", "FLAGS")
+				for _, e := range entries {
+					t.row(e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), fmt.Sprintf("%#x", e.Flags))
+				}
+				return t.flush()
+			})
+		},
+	}
+	return groupCommand("ipcache", "The ipcache map: prefix -> security identity", "", "  membrane bpf ipcache list", list)
+}
+
+// ipcacheEntry is one entry of the ipcache map as the CLI prints it.
+type ipcacheEntry struct {
+	Prefix   string `json:"prefix"`
+	Identity uint32 `json:"identity"`
+	Flags    uint32 `json:"flags"`
+
+	sortKey netip.Prefix
+}
+
+func readIPCache(root string) ([]ipcacheEntry, error) {
+	m, err := maps.OpenPinned(root, maps.IPCacheMapName)
+	if err != nil {
+		return nil, bpfHint(err)
+	}
+	defer m.Close()
+	entries := []ipcacheEntry{}
+	var (
+		k maps.IPCacheKey
+		v maps.IPCacheValue
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		e := ipcacheEntry{Identity: v.Identity, Flags: v.Flags}
+		if p, err := k.Prefix(); err == nil {
+			e.Prefix, e.sortKey = p.String(), p
+		} else {
+			e.Prefix = fmt.Sprintf("invalid(family=%d, len=%d)", k.Family, k.PrefixLen)
+		}
+		entries = append(entries, e)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", maps.IPCacheMapName, err)
+	}
+	slices.SortStableFunc(entries, func(x, y ipcacheEntry) int {
+		return cmp.Or(
+			cmp.Compare(boolRank(!x.sortKey.IsValid()), boolRank(!y.sortKey.IsValid())),
+			x.sortKey.Addr().Compare(y.sortKey.Addr()),
+			cmp.Compare(x.sortKey.Bits(), y.sortKey.Bits()),
+			cmp.Compare(x.Prefix, y.Prefix))
+	})
+	return entries, nil
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (a *app) bpfEndpointCommand(root *string) *cobra.Command {
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the endpoints map: host interface -> endpoint, identity, addresses",
+		Long: `list prints every entry of the pinned endpoints map (` + maps.EndpointsMapName + `), keyed by the
+ifindex of an endpoint's host-side veth: the endpoint ID, its security
+identity, addresses and MACs the programs on that interface use. INTERFACE is
+the name of that ifindex in this network namespace, if it exists. Sorted by
+endpoint ID.`,
+		Example: `  membrane bpf endpoint list
+  membrane bpf endpoint list -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			entries, err := readEndpointMap(*root)
+			if err != nil {
+				return err
+			}
+			return a.render(entries, func(w io.Writer) error {
+				t := newTable(w, "ENDPOINT", "IFINDEX", "INTERFACE", "IDENTITY", "IPV4", "IPV6", "MAC", "HOST MAC")
+				for _, e := range entries {
+					t.row(strconv.Itoa(int(e.EndpointID)), strconv.Itoa(int(e.IfIndex)), dash(e.Interface),
+						strconv.FormatUint(uint64(e.Identity), 10), dash(e.IPv4), dash(e.IPv6), dash(e.MAC), dash(e.HostMAC))
+				}
+				return t.flush()
+			})
+		},
+	}
+	return groupCommand("endpoint", "The endpoints map: host interface -> endpoint", "", "  membrane bpf endpoint list", list)
+}
+
+// endpointMapEntry is one entry of the endpoints map as the CLI prints it.
+type endpointMapEntry struct {
+	IfIndex    uint32 `json:"ifindex"`
+	Interface  string `json:"interface,omitempty"`
+	EndpointID uint16 `json:"endpoint-id"`
+	Identity   uint32 `json:"identity"`
+	IPv4       string `json:"ipv4,omitempty"`
+	IPv6       string `json:"ipv6,omitempty"`
+	MAC        string `json:"mac,omitempty"`
+	HostMAC    string `json:"host-mac,omitempty"`
+	Flags      uint16 `json:"flags"`
+}
+
+func readEndpointMap(root string) ([]endpointMapEntry, error) {
+	m, err := maps.OpenPinned(root, maps.EndpointsMapName)
+	if err != nil {
+		return nil, bpfHint(err)
+	}
+	defer m.Close()
+	entries := []endpointMapEntry{}
+	var (
+		k maps.EndpointKey
+		v maps.EndpointValue
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		e := endpointMapEntry{
+			IfIndex:    k.IfIndex,
+			EndpointID: v.EndpointID,
+			Identity:   v.Identity,
+			MAC:        macString(v.MAC),
+			HostMAC:    macString(v.HostMAC),
+			Flags:      v.Flags,
+		}
+		v4, v6 := v.Addrs()
+		if v4.IsValid() {
+			e.IPv4 = v4.String()
+		}
+		if v6.IsValid() {
+			e.IPv6 = v6.String()
+		}
+		if ifc, err := net.InterfaceByIndex(int(k.IfIndex)); err == nil {
+			e.Interface = ifc.Name
+		}
+		entries = append(entries, e)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", maps.EndpointsMapName, err)
+	}
+	slices.SortStableFunc(entries, func(x, y endpointMapEntry) int {
+		return cmp.Or(cmp.Compare(x.EndpointID, y.EndpointID), cmp.Compare(x.IfIndex, y.IfIndex))
+	})
+	return entries, nil
+}
+
+func macString(b [6]byte) string {
+	if b == [6]byte{} {
+		return ""
+	}
+	return net.HardwareAddr(b[:]).String()
+}
+
+// bpfHint adds what to do to the common failures of opening a pin.
+func bpfHint(err error) error {
+	switch {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("%w (this kernel lacks BPF support)", err)
+	case errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%w (reading BPF maps needs root or CAP_BPF)", err)
+	}
+	return err
+}
