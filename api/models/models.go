@@ -74,23 +74,24 @@ type StatusEntry struct {
 type Endpoint struct {
 	ID                     uint16        `json:"id"`
 	State                  EndpointState `json:"state"`
-	ContainerID            string        `json:"container-id,omitempty"`
-	ContainerInterfaceName string        `json:"container-interface-name,omitempty"`
-	InterfaceName          string        `json:"interface-name,omitempty"`
+	ContainerID            string        `json:"container-id"`
+	ContainerInterfaceName string        `json:"container-interface-name"`
+	InterfaceName          string        `json:"interface-name"`
 	InterfaceIndex         int           `json:"interface-index,omitempty"`
 	Mac                    string        `json:"mac,omitempty"`
 	HostMac                string        `json:"host-mac,omitempty"`
 	NetnsCookie            string        `json:"netns-cookie,omitempty"`
 	NetworkNamespace       string        `json:"netns,omitempty"`
-	K8sNamespace           string        `json:"k8s-namespace,omitempty"`
-	K8sPodName             string        `json:"k8s-pod-name,omitempty"`
+	K8sNamespace           string        `json:"k8s-namespace"`
+	K8sPodName             string        `json:"k8s-pod-name"`
 	K8sUID                 string        `json:"k8s-uid,omitempty"`
 	Labels                 []string      `json:"labels"`
-	Identity               *Identity     `json:"identity,omitempty"`
-	Addressing             AddressPair   `json:"addressing"`
-	PolicyRevision         uint64        `json:"policy-revision"`
-	Created                time.Time     `json:"created"`
-	Status                 []StatusEntry `json:"status,omitempty"`
+	// Identity is null until the endpoint's labels are resolved.
+	Identity       *Identity     `json:"identity"`
+	Addressing     AddressPair   `json:"addressing"`
+	PolicyRevision uint64        `json:"policy-revision"`
+	Created        time.Time     `json:"created"`
+	Status         []StatusEntry `json:"status,omitempty"`
 }
 
 // LabelsPatch is the body of PATCH /v1/endpoint/{id}/labels: labels the
