@@ -20,24 +20,13 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/testutil"
 )
 
 // These tests run the plugin's commands for real, inside two throwaway
 // network namespaces: "host" plays the runtime's namespace (where the host
 // veth, router address and host routes go), "pod" the sandbox. The agent is
 // a fake (fakeagent_test.go) so that each failure can be provoked.
-
-func requirePrivileged(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	msg := "needs root to create network namespaces and veths (run the tests as root)"
-	if os.Getenv("MEMBRANE_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatal(msg + "; MEMBRANE_REQUIRE_PRIVILEGED=1 makes this a failure")
-	}
-	t.Skip(msg)
-}
 
 var nsCounter atomic.Int64
 
@@ -64,7 +53,7 @@ type testEnv struct {
 }
 
 func newEnv(t *testing.T, poolSize int, v6 bool) *testEnv {
-	requirePrivileged(t)
+	testutil.RequirePrivileged(t)
 	return &testEnv{t: t, host: newNetns(t), agent: newFakeAgent(t, poolSize, v6)}
 }
 
