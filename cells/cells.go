@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/health"
+	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/podmeta"
@@ -42,6 +43,7 @@ var DefaultCells = cell.Group(
 	podmeta.Cell,
 	endpointmanager.Cell,
 	endpointapi.Cell,
+	identity.Cell,
 	regeneration.Cell,
 	loader.Cell,
 )

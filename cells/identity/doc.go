@@ -1,0 +1,40 @@
+// Package identity is the identity allocator cell: step 5 of the endpoint
+// story. An endpoint's policy is written against numbers, not labels; this
+// cell gives every endpoint the number of its security labels, the same
+// number for the same labels, so pods of one workload share an identity.
+//
+// It reacts to the endpoints table. For each endpoint whose labels are
+// resolved (LabelsResolved) and that is not being deleted:
+//
+//	security labels = labels.Filter(endpoint labels)  drop pod-template-hash & co (--identity-label-filter)
+//	identity        = Allocator.Allocate(labels)      same labels => same number; new: 256..65535
+//	endpoint row    : Identity = N, state waiting-for-identity -> waiting-to-regenerate
+//
+// which is what regeneration waits for. A relabelled endpoint moves to the
+// identity of its new labels. Nobody counts references: an identity's users
+// are the endpoints rows that carry it (EndpointIdentityIndex), and one that
+// no row carries is released, but only once the endpoints table is
+// initialized, so a restart never drops a number a restored endpoint (state
+// restoring) is about to claim back.
+//
+// Tables: reads and writes endpoints (Identity, State, status log; nothing
+// else); owns identities (the reserved identities 1..10 from start, then
+// every cluster identity in use). Cluster identities are persisted in
+// identities.json in --state-dir, rewritten on every allocation and
+// release before the tables show it, so numbers survive a restart.
+//
+// See it working, with an agent running:
+//
+//	membrane identity list          # GET /v1/identity: number, labels, endpoints using it
+//	membrane identity get 256       # GET /v1/identity/256
+//	membrane statedb identities     # the table itself
+//	membrane endpoint log 12        # "identity 256 resolved (labels k8s:app=web,...)"
+//	cat /var/lib/membrane/identities.json
+//
+// Relabel a pod (`membrane pod apply`) and its endpoint moves to another
+// identity; delete the last pod with a label set and its identity goes.
+// testdata/*.txtar replay these stories against the tables.
+//
+// The allocator is node-local. A cluster-wide one (etcd) would replace this
+// cell; the rest of the agent only sees the two tables.
+package identity

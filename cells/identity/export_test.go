@@ -1,0 +1,13 @@
+package identity
+
+import (
+	"github.com/cilium/hive/cell"
+
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// WithRange narrows the cluster identity range of the cell, so tests can
+// exhaust it.
+func WithRange(min, max tables.NumericIdentity) cell.Cell {
+	return cell.Provide(func() clusterRange { return clusterRange{min, max} })
+}
