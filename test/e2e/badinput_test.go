@@ -50,6 +50,9 @@ func TestDuplicateAttachment(t *testing.T) {
 	if err := ping(p, p.Result.IPs[0].Gateway.String()); err != nil {
 		t.Error(err)
 	}
+	if ids := a.identities(); len(ids) != 1 || ids[after.Identity.ID] != 1 {
+		t.Errorf("identities %v: want only %d, used once", ids, after.Identity.ID)
+	}
 	if err := n.del(p); err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +97,11 @@ func TestIPAMExhaustion(t *testing.T) {
 	}
 	if out, err := exec.Command("ip", "-n", failed.NetnsName, "link", "show", "eth0").CombinedOutput(); err == nil {
 		t.Errorf("the failed pod has an eth0: %s", out)
+	}
+	for id, users := range a.identities() {
+		if users != len(added) {
+			t.Errorf("identity %d is used by %d endpoints, want %d", id, users, len(added))
+		}
 	}
 
 	if err := n.del(added[0]); err != nil {

@@ -32,10 +32,10 @@ import (
 // setup gates a test: root (or a failure under CI), not -short, binaries built.
 func setup(t *testing.T) {
 	t.Helper()
-	testutil.RequirePrivileged(t)
 	if testing.Short() {
 		t.Skip("end-to-end suite: skipped with -short")
 	}
+	testutil.RequirePrivileged(t)
 	needBinaries(t, "membrane-agent", "membrane-cni", "cnitool")
 }
 
@@ -538,3 +538,35 @@ func assertGone(t *testing.T, a *agent, p *pod, ip netip.Addr) {
 
 // netipInvalid stands for "no address": assertGone skips the ipcache check.
 var netipInvalid netip.Addr
+
+// identities maps each cluster identity (>= 256) the agent lists to the
+// number of endpoints using it.
+func (a *agent) identities() map[uint32]int {
+	a.t.Helper()
+	ids, err := a.Client.ListIdentities(ctxT(a.t))
+	if err != nil {
+		a.t.Fatalf("GET /v1/identity: %v", err)
+	}
+	out := map[uint32]int{}
+	for _, id := range ids {
+		if id.ID >= 256 {
+			out[id.ID] = id.Endpoints
+		}
+	}
+	return out
+}
+
+// assertNoIdleIdentities: every cluster identity the agent still holds is
+// used by an endpoint, i.e. nothing (a failed ADD, a DEL) left a reference.
+// Release follows the endpoints table, so it is polled.
+func assertNoIdleIdentities(t *testing.T, a *agent) {
+	t.Helper()
+	eventually(t, 10*time.Second, "identities without endpoints are released", func() error {
+		for id, n := range a.identities() {
+			if n == 0 {
+				return fmt.Errorf("identity %d is held by no endpoint", id)
+			}
+		}
+		return nil
+	})
+}

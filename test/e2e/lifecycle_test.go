@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +106,19 @@ func TestPodLifecycle(t *testing.T) {
 		}
 	}
 
+	// Pods reach each other through the host (no policy yet: all allowed).
+	if err := ping(web1, db.IP().String()); err != nil {
+		t.Error(err)
+	}
+	if err := ping(nginx, web2.IP().String()); err != nil {
+		t.Error(err)
+	}
+
 	checkEndpointListJSON(t, a, pods)
+	if ids := a.identities(); ids[eps[web1].Identity.ID] != 2 || ids[eps[db].Identity.ID] != 1 {
+		t.Errorf("endpoints per identity: %v; want web's (%d) used by 2 and db's (%d) by 1",
+			ids, eps[web1].Identity.ID, eps[db].Identity.ID)
+	}
 
 	// Relabel web-2: its endpoint moves to a new identity, the map follows,
 	// web-1 keeps its own.
@@ -142,6 +155,11 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, a, web2, web2.IP())
+	// The router address lives on every pod's host veth; removing one
+	// must not cut the others off.
+	if err := ping(web1, web1.Result.IPs[0].Gateway.String()); err != nil {
+		t.Errorf("after web-2's DEL: %v", err)
+	}
 	if err := n.del(web2); err != nil {
 		t.Errorf("second DEL: %v", err)
 	}
@@ -175,6 +193,55 @@ func TestPodLifecycle(t *testing.T) {
 			t.Errorf("ipcache entry left: %s -> %d", p, id)
 		}
 	}
+	eventually(t, 10*time.Second, "every pod identity released", func() error {
+		if ids := a.identities(); len(ids) != 0 {
+			return fmt.Errorf("identities left: %v", ids)
+		}
+		return nil
+	})
+}
+
+// The runtime may run ADD before the pod's labels reach the agent (a
+// watcher that lags). The endpoint waits for them, bounded: a pod that
+// shows up in time gets its identity and ADD succeeds; one that never
+// does fails the ADD, which leaves nothing behind.
+func TestPodLabelsArriveLate(t *testing.T) {
+	setup(t)
+	a := startAgent(t, agentOpts{Extra: []string{"--pod-metadata-timeout=4s"}})
+	n := newNetwork(t, a, "", nil)
+
+	late := newPod(t, "shop", "late")
+	done := make(chan error, 1)
+	go func() { done <- n.add(late) }()
+	eventually(t, 10*time.Second, "the endpoint of the unregistered pod exists", func() error {
+		if ep, err := a.Client.GetEndpoint(ctxT(t), late.Attachment().EndpointID()); err != nil {
+			return err
+		} else if ep.State != models.StateWaitingForIdentity {
+			return fmt.Errorf("state %s, want %s", ep.State, models.StateWaitingForIdentity)
+		}
+		return nil
+	})
+	a.putPod("shop", "late", map[string]string{"app": "late"})
+	if err := <-done; err != nil {
+		t.Fatalf("ADD of a pod registered while it waited: %v", err)
+	}
+	ep := a.endpoint(late.Attachment())
+	if ep.State != models.StateReady || !slices.Contains(ep.Identity.Labels, "k8s:app=late") {
+		t.Errorf("endpoint %d: %s, identity %+v", ep.ID, ep.State, ep.Identity)
+	}
+
+	ghost := newPod(t, "shop", "ghost")
+	start := time.Now()
+	err := n.add(ghost)
+	if err == nil {
+		t.Fatal("ADD of a pod the agent never heard of succeeded")
+	}
+	t.Logf("ADD of an unknown pod failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if !strings.Contains(err.Error(), "shop/ghost") {
+		t.Errorf("the error should name the pod: %v", err)
+	}
+	assertGone(t, a, ghost, netipInvalid)
+	assertNoIdleIdentities(t, a)
 }
 
 // checkEndpointListJSON: `membrane endpoint list -o json` shows what the
