@@ -312,6 +312,9 @@ type network struct {
 	Name  string
 	Dir   string
 	agent *agent
+	// CapArgs, if set, is cnitool's CAP_ARGS: the runtimeConfig values
+	// libcni injects for the capabilities the configuration declares.
+	CapArgs string
 }
 
 // newNetwork writes the conflist. plugin holds extra keys of the plugin's
@@ -409,6 +412,7 @@ func (n *network) cnitool(cmd string, p *pod, cniArgs string) (stdout string, er
 		"NETCONFPATH="+n.Dir,
 		"CNI_ARGS="+cniArgs,
 		"CNI_IFNAME=eth0",
+		"CAP_ARGS="+n.CapArgs,
 	)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
