@@ -47,7 +47,9 @@ type agent struct {
 	Socket  string
 	BPFRoot string
 	PodCIDR netip.Prefix
-	Client  *client.Client
+	// PodCIDRv6 is set for a dual-stack agent.
+	PodCIDRv6 netip.Prefix
+	Client    *client.Client
 
 	cmd     *exec.Cmd
 	logPath string
@@ -56,8 +58,10 @@ type agent struct {
 
 type agentOpts struct {
 	// Bits is the pod CIDR's prefix length (default 24).
-	Bits  int
-	Extra []string
+	Bits int
+	// DualStack gives the agent an IPv6 pod CIDR too.
+	DualStack bool
+	Extra     []string
 }
 
 // startAgent runs membrane-agent on temporary paths and waits until it
@@ -81,7 +85,12 @@ func startAgent(t *testing.T, o agentOpts) *agent {
 		logPath: filepath.Join(dir, "agent.log"),
 	}
 	a.Client = client.New(a.Socket)
-	a.start(o.Extra)
+	extra := o.Extra
+	if o.DualStack {
+		a.PodCIDRv6 = freePodCIDRv6(t)
+		extra = append([]string{"--pod-cidr-v6", a.PodCIDRv6.String()}, extra...)
+	}
+	a.start(extra)
 	t.Cleanup(func() {
 		a.Stop()
 		if t.Failed() || os.Getenv("MEMBRANE_E2E_KEEP_LOGS") == "1" {
@@ -301,6 +310,40 @@ func freePodCIDR(t *testing.T, bits int) netip.Prefix {
 	return netip.Prefix{}
 }
 
+// freePodCIDRv6 picks fd00:2NN:XXXX::/64 that no IPv6 route on this
+// machine overlaps.
+func freePodCIDRv6(t *testing.T) netip.Prefix {
+	t.Helper()
+	cidrMu.Lock()
+	defer cidrMu.Unlock()
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: syscall.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		t.Fatalf("listing routes: %v", err)
+	}
+	for range 1000 {
+		var b [16]byte
+		b[0], b[1], b[2], b[3] = 0xfd, 0x00, 0x02, byte(0x10+rand.IntN(0x40))
+		b[4], b[5] = byte(rand.IntN(256)), byte(rand.IntN(256))
+		p := netip.PrefixFrom(netip.AddrFrom16(b), 64)
+		free := !cidrsTaken[p]
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			ones, _ := r.Dst.Mask.Size()
+			if rp, ok := netip.AddrFromSlice(r.Dst.IP); ok && ones > 0 && netip.PrefixFrom(rp, ones).Overlaps(p) {
+				free = false
+			}
+		}
+		if free {
+			cidrsTaken[p] = true
+			return p
+		}
+	}
+	t.Fatal("no free IPv6 pod CIDR")
+	return netip.Prefix{}
+}
+
 // ---- CNI networks and pods -------------------------------------------
 
 var netCounter atomic.Int64
@@ -370,6 +413,17 @@ func (p *pod) Attachment() plugin.Attachment {
 func (p *pod) IP() netip.Addr {
 	for _, ipc := range p.Result.IPs {
 		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// IPv6 is the pod's IPv6 address from its ADD result, if any.
+func (p *pod) IPv6() netip.Addr {
+	for _, ipc := range p.Result.IPs {
+		if ipc.Address.IP.To4() == nil {
+			a, _ := netip.AddrFromSlice(ipc.Address.IP)
 			return a
 		}
 	}

@@ -89,6 +89,13 @@ func (a *adder) run(ctx context.Context) (res types.Result, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocating an address: %w", err)
 	}
+	for _, ad := range addrs {
+		if ad.IP.Is6() && a.conf.mtu() < MinMTUv6 {
+			return nil, withCode(types.ErrInvalidNetworkConfig, fmt.Errorf(
+				"invalid network configuration %q: \"mtu\" %d is below IPv6's minimum of %d, and the agent hands out IPv6 addresses (--pod-cidr-v6)",
+				a.conf.Name, a.conf.mtu(), MinMTUv6))
+		}
+	}
 
 	pair, err := createVeth(a.att.HostVeth(), a.att.IfName, a.conf.mtu(), netns)
 	if err != nil {

@@ -413,6 +413,23 @@ func TestAddDualStack(t *testing.T) {
 	e.requireClean(Attachment{ContainerID: "ds", IfName: "eth0"}, podNS)
 }
 
+// IPv6 needs an MTU of at least 1280; the plugin says so instead of
+// letting the kernel silently disable IPv6 on the link.
+func TestAddIPv6SmallMTU(t *testing.T) {
+	e := newEnv(t, 4, true)
+	podNS := newNetns(t)
+	args := e.args("smallmtu", podNS, "")
+	args.StdinData = fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"mbtest","type":"membrane-cni","socket":%q,"mtu":1000}`, e.agent.Socket)
+	_, err := e.add(args)
+	if err == nil || !strings.Contains(err.Error(), `"mtu" 1000 is below IPv6's minimum of 1280`) {
+		t.Fatalf("ADD with mtu 1000 and IPv6: %v", err)
+	}
+	if CodeOf(err) != types.ErrInvalidNetworkConfig {
+		t.Errorf("code %d", CodeOf(err))
+	}
+	e.requireClean(Attachment{ContainerID: "smallmtu", IfName: "eth0"}, podNS)
+}
+
 // Older configurations get results in their own version.
 func TestAddOlderVersions(t *testing.T) {
 	e := newEnv(t, 8, false)
