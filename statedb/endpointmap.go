@@ -14,14 +14,18 @@ import (
 // learn whose traffic they see. Written by regeneration from the endpoints
 // table, reconciled by the loader into the pinned endpoints map.
 type EndpointMapEntry struct {
-	IfIndex    uint32            `json:"ifindex"`
-	EndpointID uint16            `json:"endpoint-id"`
-	Identity   NumericIdentity   `json:"identity"`
-	IPv4       netip.Addr        `json:"ipv4,omitzero"`
-	IPv6       netip.Addr        `json:"ipv6,omitzero"`
-	MAC        string            `json:"mac,omitempty"`
-	HostMAC    string            `json:"host-mac,omitempty"`
-	Status     reconciler.Status `json:"status"`
+	IfIndex    uint32          `json:"ifindex"`
+	EndpointID uint16          `json:"endpoint-id"`
+	Identity   NumericIdentity `json:"identity"`
+	IPv4       netip.Addr      `json:"ipv4,omitzero"`
+	IPv6       netip.Addr      `json:"ipv6,omitzero"`
+	MAC        string          `json:"mac,omitempty"`
+	HostMAC    string          `json:"host-mac,omitempty"`
+	// Which directions the programs enforce policy in (from the endpoint's
+	// computed policy).
+	IngressEnforced bool              `json:"ingress-enforced"`
+	EgressEnforced  bool              `json:"egress-enforced"`
+	Status          reconciler.Status `json:"status"`
 }
 
 func (e *EndpointMapEntry) Clone() *EndpointMapEntry { e2 := *e; return &e2 }
@@ -35,7 +39,8 @@ func (e *EndpointMapEntry) SetStatus(s reconciler.Status) *EndpointMapEntry {
 // SameDesired reports whether two entries ask the datapath for the same thing.
 func (e *EndpointMapEntry) SameDesired(o *EndpointMapEntry) bool {
 	return e.IfIndex == o.IfIndex && e.EndpointID == o.EndpointID && e.Identity == o.Identity &&
-		e.IPv4 == o.IPv4 && e.IPv6 == o.IPv6 && e.MAC == o.MAC && e.HostMAC == o.HostMAC
+		e.IPv4 == o.IPv4 && e.IPv6 == o.IPv6 && e.MAC == o.MAC && e.HostMAC == o.HostMAC &&
+		e.IngressEnforced == o.IngressEnforced && e.EgressEnforced == o.EgressEnforced
 }
 
 func (e *EndpointMapEntry) TableHeader() []string {

@@ -1,8 +1,13 @@
 // Package loader owns the datapath's kernel objects: it mounts bpffs if
-// needed, creates (or reopens) the pinned maps under --bpf-root and runs the
-// statedb reconcilers that write the ipcache and bpf-endpoints tables into
-// them. Pinned maps outlive the agent, so a restart changes nothing the
-// kernel enforces; on start the reconcilers prune only entries no row
+// needed, creates (or reopens) the pinned maps under --bpf-root, loads the
+// two datapath programs once, attaches them to each endpoint's host veth
+// (tcx links pinned under --bpf-root/links, or legacy tc filters with
+// --datapath-mode=tc) and runs the statedb reconcilers that write the
+// ipcache, bpf-endpoints and endpoint-policy tables into the maps.
+//
+// Everything is pinned, so a restart changes nothing the kernel enforces:
+// a restarted agent reopens the maps, swaps its freshly loaded programs
+// into the existing links, and its reconcilers prune only entries no row
 // explains, after the tables are initialized.
 //
 // In the endpoint story it is the kernel end of regeneration (step 6): an
@@ -12,7 +17,9 @@
 package loader
 
 import (
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/cilium/hive/cell"
@@ -20,58 +27,110 @@ import (
 	"github.com/cilium/statedb/reconciler"
 	"github.com/spf13/pflag"
 
+	"github.com/membrane-net/membrane/bpf"
 	tables "github.com/membrane-net/membrane/statedb"
 )
 
 // Config of the loader.
 type Config struct {
-	BPFRoot string
+	BPFRoot      string
+	DatapathMode string
 }
 
 func (def Config) Flags(fs *pflag.FlagSet) {
-	fs.String("bpf-root", def.BPFRoot, "bpffs directory where the datapath's maps (and programs) are pinned; bpffs is mounted at /sys/fs/bpf if missing")
+	fs.String("bpf-root", def.BPFRoot, "bpffs directory where the datapath's maps, programs and links are pinned; bpffs is mounted at /sys/fs/bpf if missing")
+	fs.String("datapath-mode", def.DatapathMode, "How programs attach to endpoint veths: tcx (Linux 6.6+), tc (legacy clsact filters) or auto (tcx when the kernel has it)")
 }
 
-// Cell provides *Maps and the map reconcilers.
+// DefaultConfig uses the standard bpffs location.
+var DefaultConfig = Config{BPFRoot: "/sys/fs/bpf/membrane", DatapathMode: ModeAuto}
+
+// Cell provides *Datapath and the map reconcilers.
 var Cell = cell.Module(
 	"loader",
-	"BPF maps and their reconcilers",
+	"BPF maps and programs and their reconcilers",
 
-	cell.Config(Config{BPFRoot: "/sys/fs/bpf/membrane"}),
-	cell.Provide(newMaps),
+	cell.Config(DefaultConfig),
+	cell.Provide(newDatapath),
 	cell.Module("ipcache-reconciler", "Writes the ipcache table into its map", cell.Invoke(registerIPCacheReconciler)),
-	cell.Module("endpoints-reconciler", "Writes the bpf-endpoints table into its map", cell.Invoke(registerEndpointsReconciler)),
+	cell.Module("endpoints-reconciler", "Writes the bpf-endpoints table into its map and attaches programs", cell.Invoke(registerEndpointsReconciler)),
+	cell.Module("policy-reconciler", "Writes the endpoint-policy table into the policy map", cell.Invoke(registerPolicyReconciler)),
 )
 
-func newMaps(lc cell.Lifecycle, log *slog.Logger, cfg Config) *Maps {
-	m := &Maps{}
+func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, error) {
+	switch cfg.DatapathMode {
+	case ModeAuto, ModeTCX, ModeTC:
+	default:
+		return nil, fmt.Errorf("--datapath-mode=%q: want auto, tcx or tc", cfg.DatapathMode)
+	}
+	dp := &Datapath{}
 	lc.Append(cell.Hook{
 		OnStart: func(cell.HookContext) error {
 			if err := ensureBPFFS(cfg.BPFRoot); err != nil {
 				return err
 			}
-			return m.open(log, cfg.BPFRoot)
+			spec, err := bpf.Spec()
+			if err != nil {
+				return err
+			}
+			if dp.Maps, err = openMaps(log, cfg.BPFRoot, spec); err != nil {
+				return err
+			}
+			if dp.Programs, err = loadPrograms(cfg.BPFRoot, spec, dp.Maps); err != nil {
+				return err
+			}
+			mode := cfg.DatapathMode
+			if mode == ModeAuto {
+				mode = ModeTC
+				if probeTCX() {
+					mode = ModeTCX
+				}
+			}
+			if mode == ModeTCX {
+				dp.Attacher = &tcxAttacher{dir: filepath.Join(cfg.BPFRoot, "links"), progs: dp.Programs}
+			} else {
+				dp.Attacher = &tcAttacher{progs: dp.Programs, known: map[int]bool{}}
+			}
+			log.Info("datapath loaded", "bpf-root", cfg.BPFRoot, "mode", mode)
+			return nil
 		},
-		OnStop: func(cell.HookContext) error { m.close(); return nil },
+		OnStop: func(cell.HookContext) error {
+			// Links and maps stay pinned: the datapath keeps enforcing
+			// while the agent is away.
+			if dp.Programs != nil {
+				dp.Programs.close()
+			}
+			if dp.Maps != nil {
+				dp.Maps.close()
+			}
+			return nil
+		},
 	})
-	return m
+	return dp, nil
 }
 
 // pruneInterval: pruning also repairs entries changed behind our back.
 const pruneInterval = 5 * time.Minute
 
-func registerIPCacheReconciler(p reconciler.Params, m *Maps, ipc statedb.RWTable[*tables.IPCacheEntry]) error {
-	_, err := reconciler.Register(p, ipc,
+func retry() reconciler.Option { return reconciler.WithRetry(20*time.Millisecond, 10*time.Second) }
+
+func registerIPCacheReconciler(p reconciler.Params, dp *Datapath, tbl statedb.RWTable[*tables.IPCacheEntry]) error {
+	_, err := reconciler.Register(p, tbl,
 		(*tables.IPCacheEntry).Clone, (*tables.IPCacheEntry).SetStatus, (*tables.IPCacheEntry).GetStatus,
-		ipcacheOps{m}, nil,
-		reconciler.WithPruning(pruneInterval), reconciler.WithRetry(20*time.Millisecond, 10*time.Second))
+		ipcacheOps{dp}, nil, reconciler.WithPruning(pruneInterval), retry())
 	return err
 }
 
-func registerEndpointsReconciler(p reconciler.Params, m *Maps, eps statedb.RWTable[*tables.EndpointMapEntry]) error {
-	_, err := reconciler.Register(p, eps,
+func registerEndpointsReconciler(p reconciler.Params, dp *Datapath, tbl statedb.RWTable[*tables.EndpointMapEntry]) error {
+	_, err := reconciler.Register(p, tbl,
 		(*tables.EndpointMapEntry).Clone, (*tables.EndpointMapEntry).SetStatus, (*tables.EndpointMapEntry).GetStatus,
-		endpointOps{m}, nil,
-		reconciler.WithPruning(pruneInterval), reconciler.WithRetry(20*time.Millisecond, 10*time.Second))
+		endpointOps{dp}, nil, reconciler.WithPruning(pruneInterval), retry())
+	return err
+}
+
+func registerPolicyReconciler(p reconciler.Params, dp *Datapath, tbl statedb.RWTable[*tables.EndpointPolicy]) error {
+	_, err := reconciler.Register(p, tbl,
+		(*tables.EndpointPolicy).Clone, (*tables.EndpointPolicy).SetStatus, (*tables.EndpointPolicy).GetStatus,
+		newPolicyOps(dp), nil, reconciler.WithPruning(pruneInterval), retry())
 	return err
 }

@@ -12,10 +12,16 @@ import (
 	"github.com/membrane-net/membrane/datapath/maps"
 )
 
-// Maps are the agent's pinned BPF maps.
+// Maps are the datapath's pinned maps.
 type Maps struct {
 	IPCache   *ebpf.Map
 	Endpoints *ebpf.Map
+	Policy    *ebpf.Map
+	Conntrack *ebpf.Map
+	Metrics   *ebpf.Map
+	Events    *ebpf.Map
+
+	all map[string]*ebpf.Map
 }
 
 // openOrCreate opens the map pinned under root by the spec's name or
@@ -23,6 +29,8 @@ type Maps struct {
 // agent) is replaced: its contents are derived state the reconcilers
 // rewrite from the tables.
 func openOrCreate(log *slog.Logger, root string, spec *ebpf.MapSpec) (*ebpf.Map, error) {
+	spec = spec.Copy()
+	spec.Pinning = ebpf.PinByName
 	m, err := ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: root})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		pin := filepath.Join(root, spec.Name)
@@ -38,21 +46,85 @@ func openOrCreate(log *slog.Logger, root string, spec *ebpf.MapSpec) (*ebpf.Map,
 	return m, nil
 }
 
-func (m *Maps) open(log *slog.Logger, root string) error {
-	var err error
-	if m.IPCache, err = openOrCreate(log, root, maps.IPCacheSpec()); err != nil {
-		return err
+// openMaps opens or creates every map of the datapath object.
+func openMaps(log *slog.Logger, root string, spec *ebpf.CollectionSpec) (*Maps, error) {
+	m := &Maps{all: map[string]*ebpf.Map{}}
+	for name, ms := range spec.Maps {
+		mp, err := openOrCreate(log, root, ms)
+		if err != nil {
+			m.close()
+			return nil, err
+		}
+		m.all[name] = mp
 	}
-	if m.Endpoints, err = openOrCreate(log, root, maps.EndpointsSpec()); err != nil {
-		return err
-	}
-	return nil
+	m.IPCache = m.all[maps.IPCacheMapName]
+	m.Endpoints = m.all[maps.EndpointsMapName]
+	m.Policy = m.all[maps.PolicyMapName]
+	m.Conntrack = m.all[maps.ConntrackMapName]
+	m.Metrics = m.all[maps.MetricsMapName]
+	m.Events = m.all[maps.EventsMapName]
+	return m, nil
 }
 
 func (m *Maps) close() {
-	for _, mp := range []*ebpf.Map{m.IPCache, m.Endpoints} {
-		if mp != nil {
-			mp.Close()
+	for _, mp := range m.all {
+		mp.Close()
+	}
+}
+
+// Programs are the loaded datapath programs.
+type Programs struct {
+	FromContainer *ebpf.Program
+	ToContainer   *ebpf.Program
+}
+
+// loadPrograms loads the programs once, bound to the pinned maps, and pins
+// them under root/progs for inspection (bpftool prog show pinned ...).
+func loadPrograms(root string, spec *ebpf.CollectionSpec, m *Maps) (*Programs, error) {
+	spec = spec.Copy()
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: m.all})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load datapath programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load datapath programs: %w", err)
+	}
+	p := &Programs{
+		FromContainer: coll.DetachProgram("from_container"),
+		ToContainer:   coll.DetachProgram("to_container"),
+	}
+	coll.Close()
+	dir := filepath.Join(root, "progs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.close()
+		return nil, err
+	}
+	for name, prog := range map[string]*ebpf.Program{"from_container": p.FromContainer, "to_container": p.ToContainer} {
+		pin := filepath.Join(dir, name)
+		os.Remove(pin) // the previous run's program: links now move to this one
+		if err := prog.Pin(pin); err != nil {
+			p.close()
+			return nil, fmt.Errorf("pin program %s: %w", name, err)
 		}
 	}
+	return p, nil
+}
+
+func (p *Programs) close() {
+	for _, prog := range []*ebpf.Program{p.FromContainer, p.ToContainer} {
+		if prog != nil {
+			prog.Close()
+		}
+	}
+}
+
+// Datapath bundles what the loader holds once started.
+type Datapath struct {
+	Maps     *Maps
+	Programs *Programs
+	Attacher Attacher
 }

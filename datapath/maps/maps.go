@@ -9,22 +9,21 @@
 package maps
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sync"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/membrane-net/membrane/bpf"
 )
 
 // Names of the pinned maps under the bpffs directory (--bpf-root).
 const (
 	IPCacheMapName   = "mb_ipcache"
 	EndpointsMapName = "mb_endpoints"
-
-	IPCacheMaxEntries   = 512 * 1024
-	EndpointsMaxEntries = 4096
 )
 
 // Address families in keys.
@@ -130,29 +129,32 @@ func (v EndpointValue) Addrs() (v4, v6 netip.Addr) {
 	return
 }
 
-// Specs of the maps. PinByName: the loader pins them under --bpf-root and
-// programs loaded later (and a restarted agent) reuse the same maps.
-func IPCacheSpec() *ebpf.MapSpec {
-	return &ebpf.MapSpec{
-		Name:       IPCacheMapName,
-		Type:       ebpf.LPMTrie,
-		KeySize:    uint32(binary.Size(IPCacheKey{})),
-		ValueSize:  uint32(binary.Size(IPCacheValue{})),
-		MaxEntries: IPCacheMaxEntries,
-		Flags:      1, // BPF_F_NO_PREALLOC, required for LPM tries
-		Pinning:    ebpf.PinByName,
+// Spec returns the spec of a map as compiled into the datapath object
+// (bpf/maps.h is the single definition; pinned by name under --bpf-root).
+func Spec(name string) (*ebpf.MapSpec, error) {
+	spec, err := objectSpec()
+	if err != nil {
+		return nil, err
 	}
+	m, ok := spec.Maps[name]
+	if !ok {
+		return nil, fmt.Errorf("map %s is not in the datapath object", name)
+	}
+	return m.Copy(), nil
 }
 
-func EndpointsSpec() *ebpf.MapSpec {
-	return &ebpf.MapSpec{
-		Name:       EndpointsMapName,
-		Type:       ebpf.Hash,
-		KeySize:    uint32(binary.Size(EndpointKey{})),
-		ValueSize:  uint32(binary.Size(EndpointValue{})),
-		MaxEntries: EndpointsMaxEntries,
-		Pinning:    ebpf.PinByName,
+var objectSpec = sync.OnceValues(bpf.Spec)
+
+// IPCacheSpec and EndpointsSpec are the specs of those two maps.
+func IPCacheSpec() *ebpf.MapSpec   { return mustSpec(IPCacheMapName) }
+func EndpointsSpec() *ebpf.MapSpec { return mustSpec(EndpointsMapName) }
+
+func mustSpec(name string) *ebpf.MapSpec {
+	m, err := Spec(name)
+	if err != nil {
+		panic(err) // the object is embedded: this is a build defect
 	}
+	return m
 }
 
 // OpenPinned opens a map another process pinned under root, read-only.
