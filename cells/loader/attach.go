@@ -47,6 +47,9 @@ func (a *tcxAttacher) pin(ifindex int, dir string) string {
 }
 
 func (a *tcxAttacher) Attach(ifindex int) error {
+	if err := os.MkdirAll(a.dir, 0o755); err != nil {
+		return err
+	}
 	for _, at := range []struct {
 		dir  string
 		prog *ebpf.Program
