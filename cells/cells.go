@@ -15,6 +15,7 @@ import (
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/health"
+	"github.com/membrane-net/membrane/cells/hostips"
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
@@ -46,6 +47,7 @@ var DefaultCells = cell.Group(
 	identity.Cell,
 	regeneration.Cell,
 	loader.Cell,
+	hostips.Cell,
 )
 
 // HiveOptions give each module its own health scope and job group, so

@@ -165,3 +165,9 @@ var EndpointPolicyIndex = statedb.Index[*EndpointPolicy, uint16]{
 func NewEndpointPolicyTable(db *statedb.DB) (statedb.RWTable[*EndpointPolicy], error) {
 	return statedb.NewTable(db, "endpoint-policy", EndpointPolicyIndex)
 }
+
+// PolicyComputed is provided by a cell that computes endpoint-policy rows
+// (the policy engine). When an agent has one, regeneration waits for each
+// endpoint's row before the endpoint is ready; an agent built without a
+// policy engine runs its endpoints without policy enforcement.
+type PolicyComputed struct{}

@@ -1,20 +1,24 @@
 // Package regeneration brings endpoints' datapath in step with their rows:
 // for an endpoint in waiting-to-regenerate it writes the datapath rows
 // derived from it (an ipcache entry per address, IP -> identity; its
-// bpf-endpoints entry, host ifindex -> endpoint), moves it to
-// regenerating, and to ready once the loader's reconcilers report every
-// row Done, i.e. the kernel maps hold them. When an endpoint goes away its
-// rows go too.
+// bpf-endpoints entry, host ifindex -> endpoint and the directions its
+// policy enforces), moves it to regenerating, and to ready once the
+// loader's reconcilers report every row Done — its endpoint-policy row
+// (computed by the policy engine for its current identity) included —
+// i.e. once the kernel enforces its identity and policy. When an endpoint
+// goes away its rows go too.
 //
-// Nothing calls "regenerate": it happens because a row changed, e.g. the
-// identity allocator moved the endpoint to waiting-to-regenerate after its
-// labels changed. Policy rows (endpoint-policy) plug in here as one more
-// kind of row an endpoint waits for.
+// Nothing calls "regenerate": it happens because a row changed. The
+// identity allocator moves an endpoint to waiting-to-regenerate after its
+// labels changed; a new endpoint-policy row for a ready endpoint (a policy
+// imported, an identity appearing that one of its selectors matches) does
+// the same here.
 //
 // In the endpoint story this is step 6. Try it: membrane endpoint log ID.
 //
-// Reads: endpoints, ipcache, bpf-endpoints. Writes: ipcache, bpf-endpoints,
-// endpoints (state regenerating/ready).
+// Reads: endpoints, endpoint-policy, ipcache, bpf-endpoints. Writes:
+// ipcache, bpf-endpoints, endpoints (state regenerating/ready, policy
+// revision).
 package regeneration
 
 import (
@@ -44,10 +48,14 @@ type params struct {
 	Endpoints statedb.RWTable[*tables.Endpoint]
 	IPCache   statedb.RWTable[*tables.IPCacheEntry]
 	EPMap     statedb.RWTable[*tables.EndpointMapEntry]
+	Policy    statedb.Table[*tables.EndpointPolicy]
+	// Present when the agent has a policy engine.
+	PolicyComputed *tables.PolicyComputed `optional:"true"`
 }
 
 func register(p params) {
-	c := &controller{log: p.Log, db: p.DB, endpoints: p.Endpoints, ipcache: p.IPCache, epmap: p.EPMap}
+	c := &controller{log: p.Log, db: p.DB, endpoints: p.Endpoints, ipcache: p.IPCache, epmap: p.EPMap,
+		policy: p.Policy, withPolicy: p.PolicyComputed != nil}
 	// The datapath tables are initialized once restored endpoints have
 	// their rows back: until then the reconcilers must not prune the
 	// pinned entries that running pods depend on.

@@ -2,6 +2,7 @@ package regeneration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -15,11 +16,13 @@ import (
 )
 
 type controller struct {
-	log       *slog.Logger
-	db        *statedb.DB
-	endpoints statedb.RWTable[*tables.Endpoint]
-	ipcache   statedb.RWTable[*tables.IPCacheEntry]
-	epmap     statedb.RWTable[*tables.EndpointMapEntry]
+	log        *slog.Logger
+	db         *statedb.DB
+	endpoints  statedb.RWTable[*tables.Endpoint]
+	ipcache    statedb.RWTable[*tables.IPCacheEntry]
+	epmap      statedb.RWTable[*tables.EndpointMapEntry]
+	policy     statedb.Table[*tables.EndpointPolicy]
+	withPolicy bool
 
 	ipcacheInit, epmapInit func(statedb.WriteTxn)
 	initialized            bool
@@ -30,13 +33,19 @@ type controller struct {
 
 func (c *controller) run(ctx context.Context, health cell.Health) error {
 	c.reported = map[uint16]string{}
-	wtxn := c.db.WriteTxn(c.endpoints)
+	wtxn := c.db.WriteTxn(c.endpoints, c.policy)
 	changes, err := c.endpoints.Changes(wtxn)
+	if err != nil {
+		wtxn.Abort()
+		return err
+	}
+	policyChanges, err := c.policy.Changes(wtxn)
 	wtxn.Commit()
 	if err != nil {
 		return err
 	}
 	defer changes.Close()
+	defer policyChanges.Close()
 
 	for {
 		txn := c.db.ReadTxn()
@@ -50,30 +59,45 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		if len(deleted) > 0 {
 			c.removeRows(deleted)
 		}
+		pseq, polWatch := policyChanges.Next(txn)
+		var policyChanged []uint16
+		for ch := range pseq {
+			if !ch.Deleted && ch.Object.Status.Kind == reconciler.StatusKindPending {
+				policyChanged = append(policyChanged, ch.Object.EndpointID)
+			}
+		}
 
 		initWatch := c.maybeInitialize(txn)
 
-		for ep := range c.endpoints.List(txn, tables.EndpointStateIndex.Query(models.StateWaitingToRegenerate)) {
-			if err := c.regenerate(ep.ID); err != nil {
-				health.Degraded("regeneration", err)
-			}
+		var errs []error
+		for _, id := range policyChanged {
+			errs = append(errs, c.policyChanged(id))
+		}
+		for ep := range c.endpoints.List(c.db.ReadTxn(), tables.EndpointStateIndex.Query(models.StateWaitingToRegenerate)) {
+			errs = append(errs, c.regenerate(ep.ID))
 		}
 		// Status write-backs of the reconcilers wake us through these.
-		_, ipcWatch := c.ipcache.AllWatch(c.db.ReadTxn())
-		_, epmWatch := c.epmap.AllWatch(c.db.ReadTxn())
-		for ep := range c.endpoints.List(c.db.ReadTxn(), tables.EndpointStateIndex.Query(models.StateRegenerating)) {
-			if err := c.checkDone(ep); err != nil {
-				health.Degraded("regeneration", err)
-			}
+		rtxn := c.db.ReadTxn()
+		_, ipcWatch := c.ipcache.AllWatch(rtxn)
+		_, epmWatch := c.epmap.AllWatch(rtxn)
+		_, polAllWatch := c.policy.AllWatch(rtxn)
+		for ep := range c.endpoints.List(rtxn, tables.EndpointStateIndex.Query(models.StateRegenerating)) {
+			errs = append(errs, c.checkDone(rtxn, ep))
 		}
-		health.OK("endpoints regenerated")
+		if err := errors.Join(errs...); err != nil {
+			health.Degraded("some endpoints failed to regenerate (retrying)", err)
+		} else {
+			health.OK("endpoints regenerated")
+		}
 
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-epWatch:
+		case <-polWatch:
 		case <-ipcWatch:
 		case <-epmWatch:
+		case <-polAllWatch:
 		case <-initWatch:
 		}
 	}
@@ -92,12 +116,13 @@ func (c *controller) maybeInitialize(txn statedb.ReadTxn) <-chan struct{} {
 	}
 	// Restored endpoints keep the identity they had: write their rows now,
 	// before they go through labels and identity again, so pruning never
-	// removes an entry a running pod needs.
+	// removes an entry a running pod needs. Their policy row comes from the
+	// policy engine, which waits for the rules to be restored.
 	wtxn := c.db.WriteTxn(c.ipcache, c.epmap)
 	defer wtxn.Abort()
 	for ep := range c.endpoints.List(wtxn, tables.EndpointStateIndex.Query(models.StateRestoring)) {
 		if ep.Identity != 0 {
-			c.writeRows(wtxn, ep)
+			c.writeRows(wtxn, ep, c.restoredEnforcement(wtxn, ep))
 		}
 	}
 	c.ipcacheInit(wtxn)
@@ -107,8 +132,31 @@ func (c *controller) maybeInitialize(txn statedb.ReadTxn) <-chan struct{} {
 	return nil
 }
 
+// restoredEnforcement keeps the enforcement a restored endpoint had, read
+// back from the pinned map's row if any, until its policy is recomputed.
+func (c *controller) restoredEnforcement(txn statedb.ReadTxn, ep *tables.Endpoint) *tables.EndpointPolicy {
+	if row, _, ok := c.epmap.Get(txn, tables.EndpointMapEndpointIndex.Query(ep.ID)); ok {
+		return &tables.EndpointPolicy{IngressEnforced: row.IngressEnforced, EgressEnforced: row.EgressEnforced}
+	}
+	return nil
+}
+
+// policyFor returns the endpoint's computed policy for its current
+// identity; ok is false while the engine has not computed it. Without a
+// policy engine there is nothing to wait for.
+func (c *controller) policyFor(txn statedb.ReadTxn, ep *tables.Endpoint) (pol *tables.EndpointPolicy, ok bool) {
+	if !c.withPolicy {
+		return nil, true
+	}
+	pol, _, found := c.policy.Get(txn, tables.EndpointPolicyIndex.Query(ep.ID))
+	if !found || pol.Identity != ep.Identity {
+		return nil, false
+	}
+	return pol, true
+}
+
 // desired returns the datapath rows an endpoint asks for.
-func desired(ep *tables.Endpoint) ([]*tables.IPCacheEntry, *tables.EndpointMapEntry) {
+func desired(ep *tables.Endpoint, pol *tables.EndpointPolicy) ([]*tables.IPCacheEntry, *tables.EndpointMapEntry) {
 	var ipc []*tables.IPCacheEntry
 	for _, a := range ep.IPs() {
 		ipc = append(ipc, &tables.IPCacheEntry{
@@ -123,14 +171,17 @@ func desired(ep *tables.Endpoint) ([]*tables.IPCacheEntry, *tables.EndpointMapEn
 			IPv4: ep.IPv4, IPv6: ep.IPv6, MAC: ep.MAC, HostMAC: ep.HostMAC,
 			Status: reconciler.StatusPending(),
 		}
+		if pol != nil {
+			epm.IngressEnforced, epm.EgressEnforced = pol.IngressEnforced, pol.EgressEnforced
+		}
 	}
 	return ipc, epm
 }
 
 // writeRows makes the datapath rows of ep what it asks for. Rows that
 // already say the same are left alone, so the kernel is not rewritten.
-func (c *controller) writeRows(wtxn statedb.WriteTxn, ep *tables.Endpoint) {
-	ipc, epm := desired(ep)
+func (c *controller) writeRows(wtxn statedb.WriteTxn, ep *tables.Endpoint, pol *tables.EndpointPolicy) {
+	ipc, epm := desired(ep, pol)
 	want := map[netip.Prefix]bool{}
 	for _, e := range ipc {
 		want[e.Prefix] = true
@@ -158,7 +209,9 @@ func (c *controller) writeRows(wtxn statedb.WriteTxn, ep *tables.Endpoint) {
 	}
 }
 
-// regenerate writes an endpoint's rows and moves it to regenerating.
+// regenerate moves an endpoint to regenerating and, once its policy for
+// its current identity is computed, writes its rows. Until then the rows
+// of its previous identity stay: a pod never runs with half its policy.
 func (c *controller) regenerate(id uint16) error {
 	wtxn := c.db.WriteTxn(c.endpoints, c.ipcache, c.epmap)
 	defer wtxn.Abort()
@@ -166,7 +219,9 @@ func (c *controller) regenerate(id uint16) error {
 	if !ok || ep.State != models.StateWaitingToRegenerate {
 		return nil
 	}
-	c.writeRows(wtxn, ep)
+	if pol, ok := c.policyFor(wtxn, ep); ok {
+		c.writeRows(wtxn, ep, pol)
+	}
 	ep = ep.Clone()
 	if err := ep.SetState(models.StateRegenerating, fmt.Sprintf("regenerating datapath (identity %d)", ep.Identity)); err != nil {
 		return err
@@ -176,46 +231,59 @@ func (c *controller) regenerate(id uint16) error {
 	return nil
 }
 
+// policyChanged sends a ready endpoint whose computed policy changed back
+// through regeneration, so its state and policy revision say what the
+// kernel enforces.
+func (c *controller) policyChanged(id uint16) error {
+	return c.updateEndpoint(id, models.StateReady, func(ep *tables.Endpoint) error {
+		pol, ok := c.policyFor(c.db.ReadTxn(), ep)
+		if !ok {
+			return nil // computed for another identity: the identity change drives it
+		}
+		return ep.SetState(models.StateWaitingToRegenerate, fmt.Sprintf("policy changed (revision %d)", pol.Revision))
+	})
+}
+
 // checkDone moves a regenerating endpoint to ready once the reconcilers
-// have written every row it asked for. Errors are logged once per
-// distinct message; the reconcilers keep retrying.
-func (c *controller) checkDone(ep *tables.Endpoint) error {
-	txn := c.db.ReadTxn()
-	ipc, epm := desired(ep)
+// have written every row it asks for. Errors are logged once per distinct
+// message; the reconcilers keep retrying with backoff.
+func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
+	pol, ok := c.policyFor(txn, ep)
+	if !ok {
+		return nil // waiting for the policy engine
+	}
+	// Rows may have been written before the policy was computed: bring
+	// them up to date first (no-op when they are).
+	ipc, epm := desired(ep, pol)
+	if c.rowsStale(txn, ipc, epm) {
+		return c.rewrite(ep.ID, pol)
+	}
 	var failure error
 	done := true
-	check := func(ok bool, st reconciler.Status, what string) {
-		switch {
-		case !ok:
-			done = false
-		case st.Kind == reconciler.StatusKindError:
+	check := func(st reconciler.Status, what string) {
+		switch st.Kind {
+		case reconciler.StatusKindDone:
+		case reconciler.StatusKindError:
 			done = false
 			msg := "unknown error"
 			if st.Error != nil {
 				msg = *st.Error
 			}
 			failure = fmt.Errorf("%s: %s", what, msg)
-		case st.Kind != reconciler.StatusKindDone:
+		default:
 			done = false
 		}
 	}
 	for _, want := range ipc {
-		row, _, ok := c.ipcache.Get(txn, tables.IPCachePrefixIndex.Query(want.Prefix))
-		ok = ok && row.Identity == want.Identity && row.EndpointID == ep.ID
-		var st reconciler.Status
-		if ok {
-			st = row.Status
-		}
-		check(ok, st, "ipcache "+want.Prefix.String())
+		row, _, _ := c.ipcache.Get(txn, tables.IPCachePrefixIndex.Query(want.Prefix))
+		check(row.Status, "ipcache "+want.Prefix.String())
 	}
 	if epm != nil {
-		row, _, ok := c.epmap.Get(txn, tables.EndpointMapIfIndexIndex.Query(epm.IfIndex))
-		ok = ok && row.SameDesired(epm)
-		var st reconciler.Status
-		if ok {
-			st = row.Status
-		}
-		check(ok, st, fmt.Sprintf("endpoint map ifindex %d", epm.IfIndex))
+		row, _, _ := c.epmap.Get(txn, tables.EndpointMapIfIndexIndex.Query(epm.IfIndex))
+		check(row.Status, fmt.Sprintf("endpoint map ifindex %d", epm.IfIndex))
+	}
+	if pol != nil {
+		check(pol.Status, "policy map")
 	}
 	if failure != nil {
 		if c.reported[ep.ID] != failure.Error() {
@@ -225,15 +293,49 @@ func (c *controller) checkDone(ep *tables.Endpoint) error {
 				return nil
 			})
 		}
-		return failure
+		return fmt.Errorf("endpoint %d: %w", ep.ID, failure)
 	}
 	if !done {
 		return nil
 	}
 	delete(c.reported, ep.ID)
 	return c.updateEndpoint(ep.ID, models.StateRegenerating, func(e *tables.Endpoint) error {
-		return e.SetState(models.StateReady, fmt.Sprintf("datapath ready (identity %d)", e.Identity))
+		msg := fmt.Sprintf("datapath ready (identity %d)", e.Identity)
+		if pol != nil {
+			e.PolicyRevision = pol.Revision
+			msg += fmt.Sprintf(", policy revision %d", pol.Revision)
+		}
+		return e.SetState(models.StateReady, msg)
 	})
+}
+
+// rowsStale reports whether any datapath row differs from what is desired.
+func (c *controller) rowsStale(txn statedb.ReadTxn, ipc []*tables.IPCacheEntry, epm *tables.EndpointMapEntry) bool {
+	for _, want := range ipc {
+		row, _, ok := c.ipcache.Get(txn, tables.IPCachePrefixIndex.Query(want.Prefix))
+		if !ok || row.Identity != want.Identity || row.EndpointID != want.EndpointID {
+			return true
+		}
+	}
+	if epm != nil {
+		row, _, ok := c.epmap.Get(txn, tables.EndpointMapIfIndexIndex.Query(epm.IfIndex))
+		if !ok || !row.SameDesired(epm) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *controller) rewrite(id uint16, pol *tables.EndpointPolicy) error {
+	wtxn := c.db.WriteTxn(c.ipcache, c.epmap)
+	defer wtxn.Abort()
+	ep, _, ok := c.endpoints.Get(wtxn, tables.EndpointIDIndex.Query(id))
+	if !ok || ep.State != models.StateRegenerating {
+		return nil
+	}
+	c.writeRows(wtxn, ep, pol)
+	wtxn.Commit()
+	return nil
 }
 
 // updateEndpoint applies fn to endpoint id if it is still in state.
