@@ -7,10 +7,11 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/membrane-net/membrane/cells/status.Version=$(VERSION)
 PKGS    := ./...
 # Debian packages the tests and the demo use: ip/ping for netns work, the
-# reference CNI plugins as the benchmark baseline.
-APT_PKGS := iproute2 iputils-ping containernetworking-plugins
+# reference CNI plugins as the benchmark baseline, clang/llvm/libbpf-dev to
+# check the committed BPF object against its sources.
+APT_PKGS := iproute2 iputils-ping containernetworking-plugins clang llvm libbpf-dev
 
-.PHONY: all build deps test check unit bench demo clean
+.PHONY: all build deps test check bpf bpf-check unit bench demo clean
 
 all: build
 
@@ -34,8 +35,16 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# bpf regenerates the datapath object from bpf/*.c (needs clang).
+bpf:
+	$(GO) generate ./bpf/
+
+# bpf-check fails if the committed object is not what the sources compile to.
+bpf-check: bpf
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale: run make bpf and commit"; exit 1; }
+
 # test: everything, privileged suites included (run as root).
-test: deps check
+test: deps check bpf-check
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 # unit: the fast tests only.
