@@ -80,6 +80,12 @@ identity_of() { field_of "pod-name:default/$1" identity id; }
 state_of() { field_of "pod-name:default/$1" state; }
 is_ready() { [ "$(state_of "$1")" = ready ]; }
 identity_is_not() { local id; id=$(identity_of "$1") && [ -n "$id" ] && [ "$id" != "$2" ] && is_ready "$1"; }
+ip_of() { ip -n "$netns_prefix-$1" -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}'; }
+# in_ipcache ADDR [ID]: the pinned ipcache map maps ADDR/32 (to ID).
+in_ipcache() {
+	membrane bpf ipcache list --bpf-root "$bpf_root" |
+		awk -v p="$1/32" -v id="${2:-}" '$1 == p && (id == "" || $2 == id) { found = 1 } END { exit !found }'
+}
 
 # ---- preflight -----------------------------------------------------------
 
@@ -144,7 +150,7 @@ trap 'exit 130' INT TERM
 
 step "Start the agent" \
 	"membrane-agent is a hive of cells (API server, IPAM, pod metadata, endpoint" \
-	"manager, endpoint API, identity, regeneration, loader) sharing statedb tables." \
+	"manager and API, identity, regeneration, loader, ...) sharing statedb tables." \
 	"This one runs the default cells on throwaway paths, so it disturbs nothing."
 say "state dir $work/state, socket $sock, bpffs $bpf_root, pod CIDR $cidr"
 "$BIN/membrane-agent" --socket="$sock" --state-dir="$work/state" --bpf-root="$bpf_root" \
@@ -201,13 +207,17 @@ say "web-1 -> $web1, web-2 -> $web2, db -> $db"
 
 step "The datapath's view" \
 	"The agent's tables are reconciled into pinned BPF maps. The ipcache maps" \
-	"each pod IP to its identity; the endpoint map tells the programs on each" \
-	"pod's host veth whose traffic they see. The bpf commands read the pins" \
-	"directly and work even while the agent is down."
+	"each pod IP to its identity (and the node's own addresses to identity 1," \
+	"host); the endpoint map tells the programs on each pod's host veth whose" \
+	"traffic they see. The bpf commands read the pins directly and work even" \
+	"while the agent is down."
 show membrane statedb ipcache
 show membrane bpf ipcache list --bpf-root "$bpf_root"
 show membrane bpf endpoint list --bpf-root "$bpf_root"
 show membrane ipam list
+for p in "${pods[@]}"; do
+	in_ipcache "$(ip_of "$p")" "$(identity_of "$p")" || die "the ipcache map lacks pod $p's address -> identity"
+done
 
 step "Connectivity" \
 	"Each pod routes through the gateway, the first address of the pod CIDR," \
@@ -216,7 +226,7 @@ gw=$(ip -n "$netns_prefix-web-1" route show default | awk '{print $3; exit}')
 [ -n "$gw" ] || die "pod web-1 has no default route"
 show ip netns exec "$netns_prefix-web-1" ping -c 2 -W 2 "$gw"
 say "No policy is enforced yet (issue 3), so pods reach each other through the host too:"
-db_ip=$(ip -n "$netns_prefix-db" -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]}')
+db_ip=$(ip_of db)
 if ! show ip netns exec "$netns_prefix-web-1" ping -c 1 -W 2 "$db_ip"; then
 	say "(no answer: the host's firewall drops forwarded traffic; the demo goes on)"
 fi
@@ -229,6 +239,7 @@ step "Relabel a pod" \
 show membrane pod apply -f scripts/demo/web-2-canary.yaml
 wait_for 20 "web-2 to move to a new identity" identity_is_not web-2 "$web2"
 new=$(identity_of web-2)
+in_ipcache "$(ip_of web-2)" "$new" || die "the ipcache map does not follow web-2 to identity $new"
 say "web-2: identity $web2 -> $new (web-1 keeps $(identity_of web-1))"
 show membrane endpoint labels pod-name:default/web-2
 show membrane bpf ipcache list --bpf-root "$bpf_root"
@@ -236,7 +247,9 @@ show membrane bpf ipcache list --bpf-root "$bpf_root"
 step "Delete the pods" \
 	"membrane-cni DEL removes the endpoint (its ipcache and endpoint-map entries" \
 	"follow), releases the address and deletes the veth. Identities no" \
-	"endpoint uses are released."
+	"endpoint uses are released; the host's own addresses stay in the ipcache."
+declare -A pod_ip
+for p in "${pods[@]}"; do pod_ip[$p]=$(ip_of "$p"); done
 for p in "${pods[@]}"; do
 	printf '%s$ CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=%s" cnitool del membrane /var/run/netns/%s%s\n' \
 		"$bold" "$p" "$netns_prefix-$p" "$off"
@@ -249,5 +262,8 @@ wait_for 10 "the endpoints to go" no_endpoints
 show membrane endpoint list
 show membrane identity list
 show membrane bpf ipcache list --bpf-root "$bpf_root"
+for p in "${pods[@]}"; do
+	! in_ipcache "${pod_ip[$p]}" || die "the ipcache map still holds pod $p's address ${pod_ip[$p]}"
+done
 
 printf '\n%sDemo complete.%s Stopping the agent and removing its state.\n' "$bold" "$off"
