@@ -168,7 +168,9 @@ func ipv6(src, dst netip.Addr, proto uint8, payload []byte) []byte {
 	return eth(0x86dd, append(h, payload...))
 }
 
-func tcp4(src, dst netip.Addr, sport, dport uint16) []byte { return ipv4(src, dst, 6, l4(6, sport, dport)) }
+func tcp4(src, dst netip.Addr, sport, dport uint16) []byte {
+	return ipv4(src, dst, 6, l4(6, sport, dport))
+}
 
 const (
 	ingress = 0

@@ -49,7 +49,7 @@ func (m *EndpointManager) restore(s *store) error {
 	for _, ep := range eps {
 		if ep.HostIfName != "" {
 			link, err := netlink.LinkByName(ep.HostIfName)
-			if err != nil || link.Attrs().Index != ep.HostIfIndex {
+			if err != nil || (ep.HostIfIndex != 0 && link.Attrs().Index != ep.HostIfIndex) {
 				m.log.Warn("not restoring endpoint: its host interface is gone",
 					"id", ep.ID, "interface", ep.HostIfName, "container", ep.CNIAttachmentID())
 				continue

@@ -32,8 +32,23 @@ var Cell = cell.Module(
 	"Agent state directory",
 
 	cell.Config(Config{StateDir: "/var/lib/membrane"}),
-	cell.Provide(func(c Config) (Dir, error) { return Open(c.StateDir) }),
+	cell.Provide(newDir),
 )
+
+// newDir creates the directory when the agent starts, not when the hive is
+// built (`membrane-agent hive` must not touch the disk). Its start hook runs
+// before those of the cells that read their state from it.
+func newDir(lc cell.Lifecycle, c Config) (Dir, error) {
+	if c.StateDir == "" {
+		return Dir{}, errors.New("--state-dir must not be empty")
+	}
+	d := Dir{path: c.StateDir}
+	lc.Append(cell.Hook{OnStart: func(cell.HookContext) error {
+		_, err := Open(c.StateDir)
+		return err
+	}})
+	return d, nil
+}
 
 // Dir is the state directory.
 type Dir struct{ path string }
