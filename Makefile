@@ -7,9 +7,10 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/membrane-net/membrane/cells/status.Version=$(VERSION)
 PKGS    := ./...
 # Debian packages the tests and the demo use: ip/ping for netns work, the
-# reference CNI plugins as the benchmark baseline, clang/llvm/libbpf-dev to
-# check the committed BPF object against its sources.
-APT_PKGS := iproute2 iputils-ping containernetworking-plugins clang llvm libbpf-dev
+# reference CNI plugins as the benchmark baseline, iperf3 and sockperf for
+# the datapath benchmark, clang/llvm/libbpf-dev to check the committed BPF
+# object against its sources.
+APT_PKGS := iproute2 iputils-ping containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev
 
 .PHONY: all build deps test check bpf bpf-check unit bench demo clean
 

@@ -1,0 +1,29 @@
+// Package bench holds Membrane's benchmarks against the reference CNI
+// plugins (Debian's containernetworking-plugins: ptp + host-local),
+// measured side by side in the same run:
+//
+//   - BenchmarkCNIAddDel: `cnitool add` / `cnitool del` latency (p50/p99)
+//     of membrane-cni (a real membrane-agent running) and of ptp, the two
+//     plugins alternated pod by pod, plus the makespan of 20 parallel ADDs
+//     and DELs.
+//   - BenchmarkDatapath: TCP throughput (iperf3, one stream) and
+//     request/response latency (sockperf ping-pong, both ends pinned to one
+//     CPU) between two pods on membrane with an L4 allow policy and two pods
+//     on ptp, alternated runs, medians.
+//
+// Benchmarks report numbers (b.ReportMetric and a printed table); they
+// assert no timing. They need root (network namespaces, veths, BPF) and skip
+// without it (fail under MEMBRANE_REQUIRE_PRIVILEGED=1). Run them with
+//
+//	make bench
+//
+// which is `go test -count=1 -run '^$' -bench . -benchtime 1x ./test/bench/...`.
+// Every run is one measurement (b.N is ignored); the reported ns/op is
+// meaningless and set to 0. MEMBRANE_BENCH_PODS changes the number of
+// sequential pods per plugin (default 100), MEMBRANE_BENCH_RUNS the number
+// of alternated datapath runs per plugin (default 5).
+//
+// Everything the benchmarks make (netns, veths, cnitool's cached results,
+// bpffs pins, processes) is removed when they end, whatever the outcome;
+// traffic never leaves the network namespaces they create.
+package bench
