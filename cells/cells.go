@@ -20,6 +20,7 @@ import (
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/podmeta"
+	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/regeneration"
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/cells/status"
@@ -45,6 +46,7 @@ var DefaultCells = cell.Group(
 	endpointmanager.Cell,
 	endpointapi.Cell,
 	identity.Cell,
+	policyrepo.Cell,
 	regeneration.Cell,
 	loader.Cell,
 	hostips.Cell,

@@ -1,0 +1,36 @@
+// Package policyrepo is the policy repository: the cell that owns the
+// policy-rules table. Operators hand it policy documents in Cilium's
+// format (PUT /v1/policy, `membrane policy import`), it checks them with
+// policy/api.Parse, and writes the rules of a document into the table in
+// one transaction under a new policy revision. The policy engine reacts to
+// those rows; endpoints report the revision their datapath enforces.
+//
+//	PUT    /v1/policy   body: JSON or YAML (rules, CiliumNetworkPolicy, List, "---" stream)
+//	                    -> 200 {"revision": N, "rules": COUNT}; 400 naming the field; 413 past 1 MiB
+//	GET    /v1/policy   -> {"revision": N, "rules": [{key, revision, namespace, labels, rule}, ...]}
+//	DELETE /v1/policy   body: {"labels": ["k8s:io.cilium.k8s.policy.name=web", ...]} deletes the
+//	                    rules carrying all of them; no body deletes everything
+//	                    -> 200 {"revision": N, "deleted": COUNT}; 404 when nothing matches
+//
+// A document is all or nothing: any problem and nothing is imported.
+// Re-importing a CiliumNetworkPolicy (or CCNP) replaces the rules the
+// previous import of the same object (kind, namespace, name) left, as
+// kubectl apply would; plain rules are added.
+//
+// The revision starts at 0 (no policy ever imported) and every successful
+// import or delete adds one, including a delete that empties the table.
+// Rules and revision are persisted in the state directory (policy.json,
+// written before the transaction commits, so a failed write changes
+// nothing) and restored at start; the table's initializer
+// "policy-repository" completes only after the restore, so the engine can
+// wait for tables.PolicyRule's Initialized before computing anything.
+//
+// Readers that need the revision consistent with the rows they read ask
+// Repository.RevisionAt(txn) with the same transaction.
+//
+// Try it:
+//
+//	membrane policy import web.yaml
+//	membrane statedb policy-rules
+//	curl --unix-socket /var/run/membrane/membrane.sock http://x/v1/policy
+package policyrepo

@@ -1,0 +1,139 @@
+package policyrepo_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/cilium/hive"
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/policyrepo"
+	"github.com/membrane-net/membrane/cells/statedir"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// testAgent is the policy repository with just the infrastructure it
+// needs; its routes are served by an httptest server.
+type testAgent struct {
+	t     *testing.T
+	h     *hive.Hive
+	db    *statedb.DB
+	rules statedb.Table[*tables.PolicyRule]
+	repo  *policyrepo.Repository
+	srv   *httptest.Server
+}
+
+func newTestAgent(t *testing.T, stateDir string) *testAgent {
+	t.Helper()
+	a := &testAgent{t: t}
+	a.h = hive.New(
+		statedb.Cell,
+		job.Cell,
+		cell.Provide(cell.NewSimpleHealth),
+		tables.Cell,
+		statedir.Cell,
+		policyrepo.Cell,
+		cell.Invoke(func(db *statedb.DB, rules statedb.Table[*tables.PolicyRule], repo *policyrepo.Repository) {
+			a.db, a.rules, a.repo = db, rules, repo
+		}),
+		cell.Invoke(func(in struct {
+			cell.In
+			Routes []apiserver.Route `group:"api-routes"`
+		}) {
+			mux := http.NewServeMux()
+			for _, r := range in.Routes {
+				mux.Handle(r.Pattern, r.Handler)
+			}
+			a.srv = httptest.NewServer(mux)
+		}),
+	)
+	hive.AddConfigOverride(a.h, func(c *statedir.Config) { c.StateDir = stateDir })
+	return a
+}
+
+// start starts the hive; stop is registered as cleanup.
+func (a *testAgent) start() *testAgent {
+	a.t.Helper()
+	if err := a.h.Start(hivetest.Logger(a.t), context.Background()); err != nil {
+		a.t.Fatalf("start: %v", err)
+	}
+	a.t.Cleanup(a.stop)
+	return a
+}
+
+func (a *testAgent) stop() {
+	if a.srv != nil {
+		a.srv.Close()
+		a.srv = nil
+		a.h.Stop(hivetest.Logger(a.t), context.Background())
+	}
+}
+
+// do sends body (raw) and returns the status and the decoded JSON answer.
+func (a *testAgent) do(method, body string) (int, map[string]any) {
+	a.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, a.srv.URL+"/v1/policy", rd)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	resp, err := a.srv.Client().Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		a.t.Fatalf("%s /v1/policy: answer is not JSON: %v", method, err)
+	}
+	return resp.StatusCode, out
+}
+
+// expect sends a request and checks the status; it returns the answer.
+func (a *testAgent) expect(method, body string, code int) map[string]any {
+	a.t.Helper()
+	got, out := a.do(method, body)
+	if got != code {
+		a.t.Fatalf("%s /v1/policy: status %d, want %d; answer %v", method, got, code, out)
+	}
+	return out
+}
+
+// list is GET /v1/policy decoded.
+func (a *testAgent) list() policyrepo.RulesResponse {
+	a.t.Helper()
+	resp, err := a.srv.Client().Get(a.srv.URL + "/v1/policy")
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out policyrepo.RulesResponse
+	if resp.StatusCode != http.StatusOK {
+		a.t.Fatalf("GET /v1/policy: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		a.t.Fatal(err)
+	}
+	return out
+}
+
+// rows returns the table's rows.
+func (a *testAgent) rows() []*tables.PolicyRule {
+	var out []*tables.PolicyRule
+	for r := range a.rules.All(a.db.ReadTxn()) {
+		out = append(out, r)
+	}
+	return out
+}
