@@ -169,9 +169,10 @@ func retry(b *testing.B, d time.Duration, what string, f func() error) {
 
 // loadPolicy imports an L4 allow policy on membrane: the server's labels
 // accept the client's labels on the iperf3 and sockperf ports, nothing
-// else. It waits until both endpoints report the policy's revision and
-// checks that a port the policy does not allow is dropped. It says what
-// the membrane numbers were measured with.
+// else. It waits (up to 30 s) until both endpoints report the policy's
+// revision and checks that a port the policy does not allow is dropped.
+// It returns what the membrane numbers were measured with; anything short
+// of an enforced policy is spelled out in capitals in the results.
 func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 	b.Helper()
 	rules := []map[string]any{{
@@ -197,19 +198,28 @@ func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 	if err != nil {
 		b.Fatalf("PUT /v1/policy: %v", err)
 	}
+	var lagging []string
 	for _, p := range []*pod{pp.server, pp.client} {
 		id := plugin.Attachment{ContainerID: p.ContainerID, IfName: "eth0"}.EndpointID()
-		var ep *models.Endpoint
-		retry(b, 30*time.Second, fmt.Sprintf("endpoint of %s to enforce policy revision %d", p.Name, ans.Revision), func() error {
-			ep, err = a.Client.GetEndpoint(ctxFor(b, 10*time.Second), id)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ep, err := a.Client.GetEndpoint(ctxFor(b, 10*time.Second), id)
 			if err != nil {
-				return err
+				b.Fatalf("GET endpoint of %s: %v", p.Name, err)
 			}
-			if ep.State != models.StateReady || ep.PolicyRevision < ans.Revision {
-				return fmt.Errorf("state %s, policy revision %d", ep.State, ep.PolicyRevision)
+			if ep.State == models.StateReady && ep.PolicyRevision >= ans.Revision {
+				break
 			}
-			return nil
-		})
+			if time.Now().After(deadline) {
+				lagging = append(lagging, fmt.Sprintf("%s is %s at policy revision %d", p.Name, ep.State, ep.PolicyRevision))
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	rev := fmt.Sprintf("revision %d", ans.Revision)
+	if lagging != nil {
+		rev += fmt.Sprintf(" (after 30 s %s)", strings.Join(lagging, ", "))
 	}
 	// A connection to a port nobody listens on: refused (RST) if the
 	// packet reaches the server, a timeout if the policy drops it.
@@ -218,13 +228,13 @@ func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		return fmt.Sprintf("L4 allow policy, revision %d, NOT ENFORCED: port %d accepted a connection", ans.Revision, closedPort)
+		return fmt.Sprintf("L4 allow policy, %s, NOT ENFORCED: port %d accepted a connection", rev, closedPort)
 	case errors.As(err, &ee) && ee.ExitCode() == 124:
-		return fmt.Sprintf("L4 allow policy TCP %d,%d, revision %d, enforced: port %d dropped", iperfPort, sockperfPort, ans.Revision, closedPort)
+		return fmt.Sprintf("L4 allow policy TCP %d,%d, %s, enforced: port %d dropped", iperfPort, sockperfPort, rev, closedPort)
 	case strings.Contains(stderr, "refused"):
-		return fmt.Sprintf("L4 allow policy, revision %d, NOT ENFORCED: port %d answered with a reset", ans.Revision, closedPort)
+		return fmt.Sprintf("L4 allow policy, %s, NOT ENFORCED: port %d answered with a reset", rev, closedPort)
 	default:
-		return fmt.Sprintf("L4 allow policy, revision %d, enforcement unverified: probe of port %d: %v", ans.Revision, closedPort, err)
+		return fmt.Sprintf("L4 allow policy, %s, enforcement unverified: probe of port %d: %v", rev, closedPort, err)
 	}
 }
 
