@@ -68,28 +68,23 @@ var ErrAgentUnreachable = errors.New("agent unreachable")
 
 // Do sends in (if not nil) as JSON and decodes the answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+	if in == nil {
+		return c.DoRaw(ctx, method, path, "", nil, out)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://membrane"+path, body)
+	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
+	return c.DoRaw(ctx, method, path, "application/json", b, out)
+}
+
+// DoRaw sends body (if not nil) as is with the given Content-Type, for
+// documents the caller does not encode itself (a policy file in YAML or
+// JSON), and decodes the answer into out (if not nil) like Do.
+func (c *Client) DoRaw(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	resp, err := c.send(ctx, method, path, contentType, body)
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-		return fmt.Errorf("%w at %s: %v (is membrane-agent running with --socket=%s?)",
-			ErrAgentUnreachable, c.Socket, err, c.Socket)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -97,11 +92,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		var e models.Error
-		if json.Unmarshal(data, &e) != nil || e.Message == "" {
-			e.Message = string(bytes.TrimSpace(data))
-		}
-		return &APIError{Code: resp.StatusCode, Message: e.Message}
+		return apiError(resp.StatusCode, data)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -109,6 +100,58 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+// Stream GETs path and returns the body of the answer as it arrives, for
+// answers that never end by themselves (GET /v1/monitor streams one JSON
+// document per line). It returns once the agent accepted the request; a
+// non-2xx answer is an *APIError. Cancel ctx to end the stream; the caller
+// closes the body.
+func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, path, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, apiError(resp.StatusCode, data)
+	}
+	return resp.Body, nil
+}
+
+// send performs one request; failing to reach the socket at all is
+// ErrAgentUnreachable.
+func (c *Client) send(ctx context.Context, method, path, contentType string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://membrane"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil && contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		return nil, fmt.Errorf("%w at %s: %v (is membrane-agent running with --socket=%s?)",
+			ErrAgentUnreachable, c.Socket, err, c.Socket)
+	}
+	return resp, nil
+}
+
+// apiError turns a non-2xx answer into an *APIError.
+func apiError(code int, data []byte) error {
+	var e models.Error
+	if json.Unmarshal(data, &e) != nil || e.Message == "" {
+		e.Message = string(bytes.TrimSpace(data))
+	}
+	return &APIError{Code: code, Message: e.Message}
 }
 
 // Get fetches path into out.
