@@ -19,6 +19,7 @@ import (
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
+	"github.com/membrane-net/membrane/cells/monitor"
 	"github.com/membrane-net/membrane/cells/podmeta"
 	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/regeneration"
@@ -49,6 +50,7 @@ var DefaultCells = cell.Group(
 	policyrepo.Cell,
 	regeneration.Cell,
 	loader.Cell,
+	monitor.Cell,
 	hostips.Cell,
 )
 

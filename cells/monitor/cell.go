@@ -1,0 +1,58 @@
+package monitor
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/cells/loader"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// Cell provides the *Monitor, its reader job and GET /v1/monitor. It needs
+// the loader's *loader.Datapath (the events map exists once the loader has
+// started).
+var Cell = cell.Module(
+	"monitor",
+	"Datapath drop and verdict events streamed to membrane monitor",
+
+	cell.Provide(newMonitor, newRoutes),
+)
+
+type params struct {
+	cell.In
+
+	Lifecycle  cell.Lifecycle
+	Log        *slog.Logger
+	Jobs       job.Group
+	DB         *statedb.DB
+	Endpoints  statedb.Table[*tables.Endpoint]
+	Identities statedb.Table[*tables.Identity]
+	Datapath   *loader.Datapath
+}
+
+func newMonitor(p params) *Monitor {
+	m := New(p.Log, p.DB, p.Endpoints, p.Identities)
+	p.Lifecycle.Append(cell.Hook{
+		// The reader is added once the hive runs (after the loader's start
+		// hook created the maps). A job added then is stopped before every
+		// other hook, so open streams end before the API server waits for
+		// its connections to close.
+		OnStart: func(cell.HookContext) error {
+			p.Jobs.Add(job.OneShot("read-events", func(ctx context.Context, h cell.Health) error {
+				var ring *ebpf.Map
+				if p.Datapath.Maps != nil {
+					ring = p.Datapath.Maps.Events
+				}
+				h.OK("reading datapath events")
+				return m.Run(ctx, ring)
+			}))
+			return nil
+		},
+	})
+	return m
+}

@@ -1,0 +1,119 @@
+package monitor
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/membrane-net/membrane/bpf"
+	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/datapath/maps"
+	"github.com/membrane-net/membrane/internal/testutil"
+)
+
+// TestDatapathEventReachesSubscriber runs the real to_container program
+// with BPF_PROG_RUN on a TCP packet from db to web's port 80, with web's
+// ingress enforced and no policy entry: the program drops it and writes an
+// event to the ring buffer, which the monitor reads, decodes and enriches.
+// BPF_PROG_RUN runs tc programs on the loopback device, so the endpoint
+// entry is keyed by ifindex 1.
+func TestDatapathEventReachesSubscriber(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := bpf.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		t.Fatalf("load datapath: %v", err)
+	}
+	defer coll.Close()
+	put := func(m string, k, v any) {
+		t.Helper()
+		if err := coll.Maps[m].Put(k, v); err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+	}
+	ep := maps.NewEndpointValue(webEP, webIdent, webIP, netip.Addr{}, "", "")
+	ep.Flags |= maps.EndpointFlagIngressEnforced
+	put(maps.EndpointsMapName, maps.EndpointKey{IfIndex: 1}, ep)
+	put(maps.IPCacheMapName, maps.NewIPCacheKey(netip.PrefixFrom(dbIP, 32)), maps.IPCacheValue{Identity: dbIdent})
+	put(maps.IPCacheMapName, maps.NewIPCacheKey(netip.PrefixFrom(webIP, 32)), maps.IPCacheValue{Identity: webIdent})
+
+	m := newTestMonitor(t)
+	m.enrich.clock = monotonicClock // the real conversion, checked below
+	drops := m.Subscribe(events.Filter{Type: events.TypeDrop, Endpoint: webEP}, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(ctx, coll.Maps[maps.EventsMapName]) }()
+
+	before := time.Now()
+	ret, err := coll.Programs["to_container"].Run(&ebpf.RunOptions{Data: tcpPacket(dbIP, webIP, 41234, 80)})
+	if err != nil {
+		t.Fatalf("BPF_PROG_RUN: %v", err)
+	}
+	if ret != 2 { // TC_ACT_SHOT
+		t.Fatalf("program returned %d, want a drop", ret)
+	}
+	var got events.Event
+	select {
+	case got = <-drops.Events():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no event reached the subscriber (stats %+v)", m.Stats())
+	}
+	after := time.Now()
+
+	if got.Time.Before(before.Add(-time.Second)) || got.Time.After(after.Add(time.Second)) {
+		t.Errorf("event time %v, want between %v and %v", got.Time, before, after)
+	}
+	want := wantDrop()
+	want.Time = got.Time
+	want.Endpoint.InterfaceIndex = 1
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("event\n%+v\nwant\n%+v", got, want)
+	}
+
+	cancel()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if _, ok := <-drops.Events(); ok {
+		t.Fatal("subscription open after the reader stopped")
+	}
+}
+
+// tcpPacket is an Ethernet/IPv4/TCP packet (checksums are not checked).
+func tcpPacket(src, dst netip.Addr, sport, dport uint16) []byte {
+	b := make([]byte, 14+20+20)
+	binary.BigEndian.PutUint16(b[12:], 0x0800)
+	ip := b[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	ip[8] = 64
+	ip[9] = 6
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	tcp := ip[20:]
+	binary.BigEndian.PutUint16(tcp[0:], sport)
+	binary.BigEndian.PutUint16(tcp[2:], dport)
+	tcp[12] = 5 << 4
+	return b
+}
