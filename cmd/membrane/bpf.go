@@ -25,14 +25,21 @@ func (a *app) bpfCommand() *cobra.Command {
 	var root string
 	cmd := groupCommand("bpf", "Read the datapath's pinned BPF maps directly",
 		`The bpf commands open the maps the agent pinned under --bpf-root read-only and
-print what the datapath enforces right now. They do not talk to the agent, so
+print what the datapath enforces right now. They do not need the agent, so
 they work while it is down (the maps outlive it) and show whether the
 agent's tables ("membrane statedb ipcache", "membrane statedb bpf-endpoints")
-reached the kernel. They need root (CAP_BPF) and a mounted bpffs.`,
+reached the kernel; "bpf policy get" asks the agent for identity labels when
+it answers. They need root (CAP_BPF) and a mounted bpffs.`,
 		`  membrane bpf ipcache list
-  membrane bpf endpoint list --bpf-root /sys/fs/bpf/membrane-test`,
+  membrane bpf endpoint list --bpf-root /sys/fs/bpf/membrane-test
+  membrane bpf policy get 1234
+  membrane bpf ct list
+  membrane bpf metrics`,
 		a.bpfIPCacheCommand(&root),
 		a.bpfEndpointCommand(&root),
+		a.bpfPolicyCommand(&root),
+		a.bpfCTCommand(&root),
+		a.bpfMetricsCommand(&root),
 	)
 	cmd.PersistentFlags().StringVar(&root, "bpf-root", DefaultBPFRoot, "bpffs directory the agent pins its maps in (the agent's --bpf-root)")
 	return cmd

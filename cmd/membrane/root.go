@@ -56,7 +56,7 @@ func execute(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "membrane",
-		Short: "Debug CLI for membrane-agent: endpoints, identities, pods, statedb tables, BPF maps",
+		Short: "Debug CLI for membrane-agent: endpoints, identities, pods, policy, statedb tables, BPF maps, monitor",
 		Long: `membrane inspects and edits the state of the membrane-agent on this node.
 
 Most commands talk to the agent's REST API over its unix socket (--socket,
@@ -76,7 +76,10 @@ the agent's documents for scripts.`,
   membrane pod apply -f pods.yaml
 
   # What the datapath sees, straight from the pinned maps.
-  membrane bpf ipcache list`,
+  membrane bpf ipcache list
+
+  # What the datapath drops, as it happens.
+  membrane monitor --type drop`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkGlobalFlags() },
@@ -98,6 +101,8 @@ the agent's documents for scripts.`,
 		a.ipamCommand(),
 		a.statedbCommand(),
 		a.bpfCommand(),
+		a.policyCommand(),
+		a.monitorCommand(),
 	)
 	return root
 }

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/membrane-net/membrane/api/client"
+	"github.com/membrane-net/membrane/cells/monitor/events"
+)
+
+func (a *app) monitorCommand() *cobra.Command {
+	var (
+		typ      string
+		endpoint uint16
+		count    int
+	)
+	cmd := &cobra.Command{
+		Use:   "monitor",
+		Short: "Stream the datapath's drops and policy verdicts as they happen",
+		Long: `monitor subscribes to the agent's event stream (GET /v1/monitor) and prints
+one line per event until interrupted (Ctrl-C) or until --count events:
+
+  TIME VERDICT (REASON) DIRECTION ep ID (POD) SRC -> DST PROTOCOL identity SRC-ID [LABELS] -> DST-ID [LABELS]
+
+A drop is reported for every dropped packet; a verdict (FORWARD) for the first
+packet of every flow policy allowed (later packets of the flow, and its
+replies, pass through connection tracking without events). Direction is
+relative to the endpoint: ingress is traffic to it, egress traffic from it.
+Identities are the ones the datapath attributed to the addresses, shown with
+their labels as the agent knows them now.
+
+The agent reads the datapath's ring buffer once and copies events to every
+client. A client that does not keep up loses events rather than slowing the
+agent down; the stream then says how many (LOST). -o json prints the
+agent's records as they come, one JSON document per line.`,
+		Example: `  membrane monitor
+  membrane monitor --type drop --endpoint 1234
+  membrane monitor -o json | jq 'select(.reason == "policy-denied")'
+  membrane monitor --type drop --count 1   # wait for the next drop`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := events.Filter{Endpoint: endpoint}
+			switch typ {
+			case "all":
+			case events.TypeDrop, events.TypeVerdict:
+				f.Type = typ
+			default:
+				return fmt.Errorf("invalid --type %q: want drop, verdict or all", typ)
+			}
+			if count < 0 {
+				return fmt.Errorf("invalid --count %d: must not be negative (0 streams until interrupted)", count)
+			}
+			return a.monitor(cmd.Context(), f, count)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&typ, "type", "all", "Events to show: drop, verdict or all")
+	fl.Uint16Var(&endpoint, "endpoint", 0, "Only events of this endpoint ID (see membrane endpoint list)")
+	fl.IntVar(&count, "count", 0, "Stop after this many events (0: until interrupted)")
+	return cmd
+}
+
+// errConnectTimeout ends a monitor that could not subscribe within --timeout.
+var errConnectTimeout = errors.New("subscribing to the event stream timed out")
+
+// monitor streams events to stdout; ctx ending (Ctrl-C) ends it cleanly.
+func (a *app) monitor(parent context.Context, f events.Filter, count int) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+
+	// --timeout bounds subscribing, not the stream.
+	timer := time.AfterFunc(a.timeout, func() { cancel(fmt.Errorf("%w: %w", errConnectTimeout, context.DeadlineExceeded)) })
+	path := "/v1/monitor"
+	if q := f.Query().Encode(); q != "" {
+		path += "?" + q
+	}
+	body, err := client.New(a.socket).Stream(ctx, path)
+	if !timer.Stop() && err == nil {
+		body.Close()
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		if parent.Err() != nil {
+			return nil // interrupted before the first event
+		}
+		if cause := context.Cause(ctx); errors.Is(cause, errConnectTimeout) {
+			return fmt.Errorf("monitor: %w (the agent at %s did not answer within --timeout=%s)", cause, a.socket, a.timeout)
+		}
+		return fmt.Errorf("monitor: %w", err)
+	}
+	defer body.Close()
+
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64*1024), 4<<20)
+	seen := 0
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(strings.TrimSpace(string(line))) == 0 {
+			continue
+		}
+		var ev events.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("monitor: undecodable event from the agent: %w", err)
+		}
+		if err := a.printEvent(line, ev); err != nil {
+			return err
+		}
+		if ev.Type == events.TypeLost {
+			continue
+		}
+		if seen++; count > 0 && seen >= count {
+			return nil
+		}
+	}
+	if parent.Err() != nil {
+		return nil // Ctrl-C
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("monitor: reading the event stream: %w", err)
+	}
+	return errors.New("monitor: the agent ended the event stream (is it stopping?)")
+}
+
+// printEvent prints one record in the -o format: the agent's JSON line as
+// is, a YAML document, or the one-line summary.
+func (a *app) printEvent(line []byte, ev events.Event) error {
+	var err error
+	switch a.output {
+	case outputJSON:
+		_, err = fmt.Fprintf(a.stdout, "%s\n", line)
+	case outputYAML:
+		var y []byte
+		if y, err = yaml.JSONToYAML(line); err == nil {
+			_, err = fmt.Fprintf(a.stdout, "---\n%s", y)
+		}
+	default:
+		_, err = io.WriteString(a.stdout, formatEvent(ev)+"\n")
+	}
+	return err
+}
+
+// formatEvent is the one-line summary of an event, e.g.
+//
+//	12:00:01.123 DROP (policy-denied) ingress ep 1234 (default/web) 10.0.0.5:41234 -> 10.0.0.6:80 TCP identity 300 [k8s:app=db] -> 301 [k8s:app=web]
+func formatEvent(ev events.Event) string {
+	var b strings.Builder
+	b.WriteString(ev.Time.Local().Format("15:04:05.000"))
+	b.WriteByte(' ')
+	switch ev.Type {
+	case events.TypeLost:
+		fmt.Fprintf(&b, "LOST %d events (this client did not keep up; narrow it with --type or --endpoint)", ev.Lost)
+		return b.String()
+	case events.TypeDrop:
+		b.WriteString("DROP")
+	case events.TypeVerdict:
+		b.WriteString("FORWARD")
+	default:
+		b.WriteString(strings.ToUpper(ev.Type))
+	}
+	if ev.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", ev.Reason)
+	}
+	fmt.Fprintf(&b, " %s ep %d", ev.Direction, ev.Endpoint.ID)
+	if ev.Endpoint.Pod != "" {
+		fmt.Fprintf(&b, " (%s)", ev.Endpoint.Pod)
+	}
+	fmt.Fprintf(&b, " %s -> %s %s", hostPort(ev.Source), hostPort(ev.Destination), ev.Protocol)
+	if ev.ICMPType != nil {
+		fmt.Fprintf(&b, " type %d", *ev.ICMPType)
+	}
+	fmt.Fprintf(&b, " identity %s -> %s", identityLabels(ev.Source.Identity), identityLabels(ev.Destination.Identity))
+	return b.String()
+}
+
+func hostPort(p events.Peer) string { return joinHostPort(dash(p.IP), p.Port) }
+
+// identityLabels renders "300 [k8s:app=db,...]", or the number alone
+// without labels.
+func identityLabels(id events.Identity) string {
+	s := strconv.FormatUint(uint64(id.ID), 10)
+	if len(id.Labels) > 0 {
+		s += " [" + strings.Join(id.Labels, ",") + "]"
+	}
+	return s
+}

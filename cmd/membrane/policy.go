@@ -1,0 +1,489 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+)
+
+func (a *app) policyCommand() *cobra.Command {
+	return groupCommand("policy", "Import, show, delete and trace network policy",
+		`Policy is written in Cilium's rule format (JSON or YAML: a list of rules, or
+CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy objects) against labels,
+and enforced in the datapath against the identities of those labels. Every
+import or delete bumps the policy revision; endpoints report the revision
+their datapath enforces (membrane endpoint list).
+
+"membrane bpf policy get ENDPOINT" shows what reached the kernel for one
+endpoint; "membrane monitor --type drop" shows what it drops.`,
+		`  membrane policy import -f web-allow.yaml
+  membrane policy get
+  membrane policy trace --src-labels k8s:app=web --dst-labels k8s:app=db --dport 5432/TCP
+  membrane policy delete k8s:io.cilium.k8s.policy.name=web-allow`,
+		a.policyImportCommand(),
+		a.policyGetCommand(),
+		a.policyDeleteCommand(),
+		a.policyTraceCommand(),
+	)
+}
+
+func (a *app) policyImportCommand() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "import -f FILE",
+		Short: "Import rules from a JSON or YAML file (PUT /v1/policy)",
+		Long: `import sends the file as is to the agent (PUT /v1/policy), which parses it, adds
+its rules to the repository and answers with the new policy revision. The
+agent refuses the whole file (nothing is imported) if any rule is invalid or
+uses a field Membrane does not support, naming the rule and the field.
+"-" reads stdin. A rule's labels are what "membrane policy delete" selects it by.`,
+		Example: `  membrane policy import -f web-allow.yaml
+  kubectl get cnp -A -o yaml | membrane policy import -f -
+
+  # web-allow.yaml: pods labelled app=web accept port 80 from app=frontend.
+  apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata:
+    name: web-allow
+  spec:
+    endpointSelector:
+      matchLabels:
+        app: web
+    ingress:
+    - fromEndpoints:
+      - matchLabels:
+          app: frontend
+      toPorts:
+      - ports:
+        - port: "80"
+          protocol: TCP`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("no policy file: give -f FILE (- for stdin)")
+			}
+			data, err := a.readPolicyFile(file)
+			if err != nil {
+				return err
+			}
+			c, ctx, cancel := a.client(cmd)
+			defer cancel()
+			var out any
+			if err := c.DoRaw(ctx, http.MethodPut, "/v1/policy", policyContentType(data), data, &out); err != nil {
+				return fmt.Errorf("import policy from %s: %w", file, err)
+			}
+			return a.renderPolicyAnswer(out, "imported", "rules")
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "Policy file (JSON or YAML), or - for stdin")
+	return cmd
+}
+
+func (a *app) readPolicyFile(file string) ([]byte, error) {
+	var (
+		data []byte
+		err  error
+	)
+	if file == "-" {
+		data, err = io.ReadAll(a.stdin)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read policy file: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		name := file
+		if file == "-" {
+			name = "stdin"
+		}
+		return nil, fmt.Errorf("policy file %s is empty", name)
+	}
+	return data, nil
+}
+
+// policyContentType tells the agent how the file is written: JSON if it
+// starts like a JSON document, YAML otherwise.
+func policyContentType(data []byte) string {
+	if t := bytes.TrimSpace(data); t[0] == '{' || t[0] == '[' {
+		return "application/json"
+	}
+	return "application/yaml"
+}
+
+func (a *app) policyGetCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get",
+		Short: "Show the imported rules and the policy revision (GET /v1/policy)",
+		Long: `get prints the current policy revision and every rule in the agent's policy
+repository: one YAML document per rule, under a comment with the rule's key
+(import revision/index), the revision that imported it, the namespace of the
+CiliumNetworkPolicy it came from and its labels (what "membrane policy
+delete" selects by). -o json and -o yaml print the agent's answer.`,
+		Example: `  membrane policy get
+  membrane policy get -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel := a.client(cmd)
+			defer cancel()
+			var raw json.RawMessage
+			if err := c.Get(ctx, "/v1/policy", &raw); err != nil {
+				return fmt.Errorf("get policy: %w", err)
+			}
+			var out any
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return fmt.Errorf("get policy: decoding answer: %w", err)
+			}
+			return a.render(out, func(w io.Writer) error { return printPolicyRules(w, raw) })
+		},
+	}
+}
+
+// policyRules is the answer of GET /v1/policy, as far as the table needs.
+type policyRules struct {
+	Revision *uint64 `json:"revision"`
+	Rules    []struct {
+		Key       string          `json:"key"`
+		Revision  uint64          `json:"revision"`
+		Namespace string          `json:"namespace"`
+		Labels    []string        `json:"labels"`
+		Rule      json.RawMessage `json:"rule"`
+	} `json:"rules"`
+}
+
+// printPolicyRules prints the revision, then each rule as a YAML document
+// under a comment that says where it came from.
+func printPolicyRules(w io.Writer, raw json.RawMessage) error {
+	var p policyRules
+	if err := json.Unmarshal(raw, &p); err != nil || p.Revision == nil {
+		var out any
+		json.Unmarshal(raw, &out)
+		return writeYAML(w, out) // an answer of another shape: show it as is
+	}
+	fmt.Fprintf(w, "# policy revision %d: %s\n", *p.Revision, plural(len(p.Rules), "rule"))
+	for _, r := range p.Rules {
+		fmt.Fprintf(w, "---\n# rule %s, imported at revision %d", r.Key, r.Revision)
+		if r.Namespace != "" {
+			fmt.Fprintf(w, ", namespace %s", r.Namespace)
+		}
+		if len(r.Labels) > 0 {
+			fmt.Fprintf(w, ", labels %s", strings.Join(r.Labels, ","))
+		}
+		fmt.Fprintln(w)
+		y, err := yaml.JSONToYAML(r.Rule)
+		if err != nil {
+			return fmt.Errorf("rule %s: %w", r.Key, err)
+		}
+		if _, err := w.Write(y); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// policyDeleteRequest is the body of DELETE /v1/policy: the rules carrying
+// all these labels; no labels means every rule.
+type policyDeleteRequest struct {
+	Labels []string `json:"labels"`
+}
+
+func (a *app) policyDeleteCommand() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "delete [--all | LABEL...]",
+		Short: "Delete the rules carrying the given labels, or all rules (DELETE /v1/policy)",
+		Long: `delete removes from the repository every rule that carries all the given labels
+([source:]key[=value], as "membrane policy get" shows them; without a source
+a label matches any source), or every rule with --all, and prints how many
+went and the new policy revision. Endpoints the rules selected are
+regenerated without them. Deleting nothing is an error (HTTP 404).`,
+		Example: `  # The rules of CiliumNetworkPolicy web-allow.
+  membrane policy delete k8s:io.cilium.k8s.policy.name=web-allow
+  membrane policy delete --all`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case all && len(args) > 0:
+				return fmt.Errorf("give either --all or labels, not both")
+			case !all && len(args) == 0:
+				return fmt.Errorf("no labels: give the labels of the rules to delete, or --all to delete every rule")
+			}
+			req := policyDeleteRequest{Labels: args}
+			if all {
+				req.Labels = []string{}
+			}
+			c, ctx, cancel := a.client(cmd)
+			defer cancel()
+			var out any
+			if err := c.Do(ctx, http.MethodDelete, "/v1/policy", req, &out); err != nil {
+				return fmt.Errorf("delete policy: %w", err)
+			}
+			return a.renderPolicyAnswer(out, "deleted", "deleted")
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "Delete every rule")
+	return cmd
+}
+
+// policyTraceRequest is the body of POST /v1/policy/trace.
+type policyTraceRequest struct {
+	SrcLabels []string `json:"src-labels"`
+	DstLabels []string `json:"dst-labels"`
+	DPort     uint16   `json:"dport,omitempty"`
+	Protocol  string   `json:"protocol,omitempty"`
+}
+
+func (a *app) policyTraceCommand() *cobra.Command {
+	var (
+		req   policyTraceRequest
+		dport string
+	)
+	cmd := &cobra.Command{
+		Use:   "trace --src-labels LABELS --dst-labels LABELS [--dport PORT[/PROTOCOL]]",
+		Short: "Explain the verdict policy gives traffic from one set of labels to another",
+		Long: `trace asks the agent's policy engine (POST /v1/policy/trace) what it decides for
+traffic from an endpoint with the source labels to one with the destination
+labels, on a destination port: the verdict, the reason, and the rules that
+decided it. Nothing needs to run with these labels: trace evaluates the
+rules, not packets. Labels are source:key=value (key=value matches any
+source), comma-separated or repeated; a single cidr:ADDRESS stands for an
+address outside the cluster. --dport is PORT/PROTOCOL (TCP, UDP, SCTP,
+ICMP, ICMPv6 or a protocol number; TCP if omitted; for ICMP the port is the
+ICMP type).`,
+		Example: `  membrane policy trace --src-labels k8s:app=frontend --dst-labels k8s:app=web --dport 80/TCP
+  membrane policy trace --src-labels k8s:app=a,k8s:io.kubernetes.pod.namespace=default \
+      --dst-labels k8s:app=b --dport 8/ICMP -o json
+  membrane policy trace --src-labels cidr:192.0.2.1 --dst-labels k8s:app=web --dport 443`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(req.SrcLabels) == 0 || len(req.DstLabels) == 0 {
+				return fmt.Errorf("give both --src-labels and --dst-labels (e.g. k8s:app=web)")
+			}
+			if dport != "" {
+				var err error
+				if req.DPort, req.Protocol, err = parseDPort(dport); err != nil {
+					return err
+				}
+			}
+			c, ctx, cancel := a.client(cmd)
+			defer cancel()
+			var out any
+			if err := c.Do(ctx, http.MethodPost, "/v1/policy/trace", req, &out); err != nil {
+				return fmt.Errorf("policy trace: %w", err)
+			}
+			return a.render(out, func(w io.Writer) error { return printTrace(w, out) })
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringSliceVar(&req.SrcLabels, "src-labels", nil, "Labels of the source (comma-separated or repeated)")
+	fl.StringSliceVar(&req.DstLabels, "dst-labels", nil, "Labels of the destination (comma-separated or repeated)")
+	fl.StringVar(&dport, "dport", "", "Destination port and protocol, e.g. 80/TCP, 53/UDP, 8/ICMP (ICMP type 8)")
+	return cmd
+}
+
+// parseDPort reads PORT[/PROTOCOL].
+func parseDPort(s string) (uint16, string, error) {
+	portStr, proto, hasProto := strings.Cut(s, "/")
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return 0, "", fmt.Errorf("invalid --dport %q: want PORT[/PROTOCOL] with PORT 0..65535, e.g. 80/TCP", s)
+	}
+	if !hasProto {
+		return uint16(port), "TCP", nil
+	}
+	for _, p := range []string{"TCP", "UDP", "SCTP", "ICMP", "ICMPv6"} {
+		if strings.EqualFold(p, proto) {
+			return uint16(port), p, nil
+		}
+	}
+	if n, err := strconv.ParseUint(proto, 10, 8); err == nil && n > 0 {
+		return uint16(port), proto, nil
+	}
+	return 0, "", fmt.Errorf("invalid --dport %q: protocol %q is not one of TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number", s, proto)
+}
+
+// traceAnswer is the answer of POST /v1/policy/trace (cells/policy), as
+// far as the table needs it.
+type traceAnswer struct {
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	Rules   []struct {
+		Key         string   `json:"key"`
+		Description string   `json:"description"`
+		Namespace   string   `json:"namespace"`
+		Labels      []string `json:"labels"`
+	} `json:"rules"`
+	Source      *tracePeer  `json:"source"`
+	Destination *tracePeer  `json:"destination"`
+	Egress      *traceStage `json:"egress"`
+	Ingress     *traceStage `json:"ingress"`
+	Explanation []string    `json:"explanation"`
+}
+
+type tracePeer struct {
+	Identity uint32   `json:"identity"`
+	Labels   []string `json:"labels"`
+}
+
+type traceStage struct {
+	Enforced bool   `json:"enforced"`
+	Verdict  string `json:"verdict"`
+	Reason   string `json:"reason"`
+}
+
+// printTrace prints the verdict, why, the peers, each enforcement point
+// and the rules that decided; an answer of another shape as YAML.
+func printTrace(w io.Writer, out any) error {
+	b, _ := json.Marshal(out)
+	var tr traceAnswer
+	if json.Unmarshal(b, &tr) != nil || tr.Verdict == "" || tr.Source == nil || tr.Destination == nil {
+		return printFields(w, out, "verdict", "reason")
+	}
+	t := newTable(w)
+	t.row("Verdict:", tr.Verdict)
+	t.row("Reason:", dash(tr.Reason))
+	peer := func(p *tracePeer) string {
+		if p == nil {
+			return "-"
+		}
+		id := "no identity has these labels"
+		if p.Identity != 0 {
+			id = "identity " + strconv.FormatUint(uint64(p.Identity), 10)
+		}
+		if len(p.Labels) == 0 {
+			return id
+		}
+		return id + " [" + strings.Join(p.Labels, ",") + "]"
+	}
+	stage := func(s *traceStage) string {
+		if s == nil {
+			return "- (not an endpoint)"
+		}
+		enf := "not enforced"
+		if s.Enforced {
+			enf = "enforced"
+		}
+		out := enf + ": " + s.Verdict
+		if s.Reason != "" {
+			out += " (" + s.Reason + ")"
+		}
+		return out
+	}
+	t.row("Source:", peer(tr.Source))
+	t.row("Destination:", peer(tr.Destination))
+	t.row("Source egress:", stage(tr.Egress))
+	t.row("Destination ingress:", stage(tr.Ingress))
+	var rules []string
+	for _, r := range tr.Rules {
+		line := r.Key
+		if r.Namespace != "" {
+			line += " (namespace " + r.Namespace + ")"
+		}
+		if r.Description != "" {
+			line += ": " + r.Description
+		}
+		if len(r.Labels) > 0 {
+			line += " [" + strings.Join(r.Labels, ",") + "]"
+		}
+		rules = append(rules, line)
+	}
+	t.row("Rules:", dash(strings.Join(rules, "\n")))
+	if len(tr.Explanation) > 0 {
+		t.row("Explanation:", strings.Join(tr.Explanation, "\n"))
+	}
+	return t.flush()
+}
+
+// renderPolicyAnswer prints an import or delete answer
+// ({"revision": 4, "rules": 2}) in table mode as "imported 2 rules, policy
+// revision 4"; other formats print the document.
+func (a *app) renderPolicyAnswer(out any, verb, countKey string) error {
+	return a.render(out, func(w io.Writer) error {
+		m, _ := out.(map[string]any)
+		rev, hasRev := m["revision"]
+		n, hasCount := m[countKey].(float64)
+		var err error
+		switch {
+		case out == nil:
+			_, err = fmt.Fprintf(w, "policy %s\n", verb)
+		case hasRev && hasCount:
+			_, err = fmt.Fprintf(w, "%s %s, policy revision %s\n", verb, plural(int(n), "rule"), scalarString(rev))
+		case hasRev:
+			_, err = fmt.Fprintf(w, "policy %s, revision %s\n", verb, scalarString(rev))
+		default:
+			err = writeYAML(w, out)
+		}
+		return err
+	})
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// printFields prints an answer whose detailed shape this CLI leaves to the
+// agent: the named top-level fields first, one per line ("Verdict:
+// allowed"), then everything else as YAML.
+func printFields(w io.Writer, v any, first ...string) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return writeYAML(w, v)
+	}
+	rest := map[string]any{}
+	for k, val := range m {
+		if !slices.Contains(first, k) {
+			rest[k] = val
+		}
+	}
+	for _, k := range first {
+		if val, ok := m[k]; ok {
+			if _, err := fmt.Fprintf(w, "%s: %s\n", titleCase(k), scalarString(val)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	return writeYAML(w, rest)
+}
+
+// scalarString renders a decoded JSON value on one line: numbers without
+// exponent, strings as is, anything else as JSON.
+func scalarString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func titleCase(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + strings.ReplaceAll(s[1:], "-", " ")
+}
+
+func writeYAML(w io.Writer, v any) error {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding YAML: %w", err)
+	}
+	_, err = w.Write(b)
+	return err
+}
