@@ -94,7 +94,7 @@ func (a *app) monitor(parent context.Context, f events.Filter, count int) error 
 			return nil // interrupted before the first event
 		}
 		if cause := context.Cause(ctx); errors.Is(cause, errConnectTimeout) {
-			return fmt.Errorf("monitor: %w (the agent at %s did not answer within --timeout=%s)", cause, a.socket, a.timeout)
+			return fmt.Errorf("monitor: %w", cause) // describe names the socket and --timeout
 		}
 		return fmt.Errorf("monitor: %w", err)
 	}

@@ -174,7 +174,7 @@ func TestMonitorErrors(t *testing.T) {
 	h := newFakeAgent(t)
 	h.handle("GET /v1/monitor", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	e := fails(t, h.args("monitor", "--timeout", "100ms")...)
-	if !strings.Contains(e, "subscribing to the event stream timed out") || !strings.Contains(e, "did not answer within --timeout=100ms") {
+	if !strings.Contains(e, "subscribing to the event stream timed out") || strings.Count(e, "did not answer within --timeout=100ms") != 1 {
 		t.Errorf("stderr %q", e)
 	}
 	// ... not the stream: events may come long after.
