@@ -21,6 +21,7 @@ import (
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/monitor"
 	"github.com/membrane-net/membrane/cells/podmeta"
+	"github.com/membrane-net/membrane/cells/policy"
 	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/regeneration"
 	"github.com/membrane-net/membrane/cells/statedir"
@@ -48,6 +49,7 @@ var DefaultCells = cell.Group(
 	endpointapi.Cell,
 	identity.Cell,
 	policyrepo.Cell,
+	policy.Cell,
 	regeneration.Cell,
 	loader.Cell,
 	monitor.Cell,

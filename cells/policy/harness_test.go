@@ -1,0 +1,377 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/hive"
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/labels"
+	policyapi "github.com/membrane-net/membrane/policy/api"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// testEngine is the policy cell with the shared tables and nothing else:
+// tests write rules, identities and endpoints rows as the other cells
+// would, and read what the engine wrote.
+type testEngine struct {
+	h          *hive.Hive
+	db         *statedb.DB
+	rules      statedb.RWTable[*tables.PolicyRule]
+	identities statedb.RWTable[*tables.Identity]
+	endpoints  statedb.RWTable[*tables.Endpoint]
+	ipcache    statedb.RWTable[*tables.IPCacheEntry]
+	policy     statedb.RWTable[*tables.EndpointPolicy]
+	c          *controller
+	health     *cell.SimpleHealth
+	api        http.Handler
+
+	// rulesRestored completes the policy-rules table's initialization
+	// (set when the engine was built with a pending repository restore).
+	rulesRestored func(statedb.WriteTxn)
+}
+
+func testHiveOptions() hive.Options {
+	opts := hive.DefaultOptions()
+	opts.ModuleDecorators = cell.ModuleDecorators{
+		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
+	}
+	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
+		func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) },
+	}
+	return opts
+}
+
+// newTestEngine builds (does not start) the engine. With holdRules the
+// policy-rules table has a pending initializer, as while the repository
+// restores rules.
+func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell) *testEngine {
+	e := &testEngine{}
+	cells := []cell.Cell{
+		statedb.Cell,
+		job.Cell,
+		cell.Provide(
+			func() (cell.Health, *cell.SimpleHealth) { return cell.NewSimpleHealth() },
+			func(h *cell.SimpleHealth) hive.ScriptCmdOut {
+				return hive.NewScriptCmd("health", cell.SimpleHealthCmd(h))
+			},
+		),
+		tables.Cell,
+		Cell,
+		cell.Invoke(func(db *statedb.DB, r statedb.RWTable[*tables.PolicyRule], i statedb.RWTable[*tables.Identity],
+			ep statedb.RWTable[*tables.Endpoint], ipc statedb.RWTable[*tables.IPCacheEntry],
+			pol statedb.RWTable[*tables.EndpointPolicy], c *controller, h *cell.SimpleHealth) {
+			e.db, e.rules, e.identities, e.endpoints, e.ipcache, e.policy, e.c, e.health = db, r, i, ep, ipc, pol, c, h
+			if holdRules {
+				wtxn := db.WriteTxn(r)
+				e.rulesRestored = r.RegisterInitializer(wtxn, "test-repository-restore")
+				wtxn.Commit()
+			}
+		}),
+		cell.Invoke(func(in struct {
+			cell.In
+			Routes []apiserver.Route `group:"api-routes"`
+		}) {
+			mux := http.NewServeMux()
+			for _, r := range in.Routes {
+				mux.Handle(r.Pattern, r.Handler)
+			}
+			e.api = mux
+		}),
+	}
+	e.h = hive.NewWithOptions(testHiveOptions(), append(cells, extra...)...)
+	if cfg != (Config{}) { // zero: the flags decide
+		hive.AddConfigOverride(e.h, func(c *Config) { *c = cfg })
+	}
+	return e
+}
+
+// startTestEngine builds and starts the engine; it stops with the test.
+func startTestEngine(t testing.TB, cfg Config) *testEngine {
+	e := newTestEngine(t, cfg, false)
+	e.start(t)
+	return e
+}
+
+func (e *testEngine) start(t testing.TB) {
+	log := hivetest.Logger(t)
+	if err := e.h.Start(log, context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { e.h.Stop(log, context.Background()) })
+}
+
+// sync waits until the engine has processed every change made so far.
+// No timing is asserted: the deadline only turns a hang into a failure.
+func (e *testEngine) sync(t testing.TB) {
+	t.Helper()
+	txn := e.db.ReadTxn()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.c.progress.wait(ctx, e.c.inputRevisions(txn)); err != nil {
+		t.Fatalf("policy engine did not catch up: %v (health: %s)", err, e.healthString())
+	}
+}
+
+func (e *testEngine) healthString() string {
+	level, status := e.engineHealth()
+	return fmt.Sprintf("%s: %s", level, status)
+}
+
+// engineHealth returns the level and status the engine's job reported.
+func (e *testEngine) engineHealth() (cell.Level, string) {
+	h := e.health.GetChild("policy.job-policy-engine")
+	if h == nil {
+		return cell.StatusUnknown, ""
+	}
+	h.Lock()
+	defer h.Unlock()
+	status := h.Status
+	if h.Error != nil {
+		status += ": " + h.Error.Error()
+	}
+	return h.Level, status
+}
+
+func (e *testEngine) insert(t testing.TB, tbl statedb.TableMeta, rows ...any) {
+	t.Helper()
+	wtxn := e.db.WriteTxn(tbl)
+	for _, r := range rows {
+		var err error
+		switch r := r.(type) {
+		case *tables.PolicyRule:
+			_, _, err = e.rules.Insert(wtxn, r)
+		case *tables.Identity:
+			_, _, err = e.identities.Insert(wtxn, r)
+		case *tables.Endpoint:
+			_, _, err = e.endpoints.Insert(wtxn, r)
+		case *tables.IPCacheEntry:
+			_, _, err = e.ipcache.Insert(wtxn, r)
+		default:
+			err = fmt.Errorf("unexpected row %T", r)
+		}
+		if err != nil {
+			wtxn.Abort()
+			t.Fatalf("insert: %v", err)
+		}
+	}
+	wtxn.Commit()
+}
+
+func (e *testEngine) addRules(t testing.TB, rs ...*tables.PolicyRule) {
+	t.Helper()
+	rows := make([]any, len(rs))
+	for i, r := range rs {
+		rows[i] = r
+	}
+	e.insert(t, e.rules, rows...)
+}
+
+func (e *testEngine) deleteRule(t testing.TB, key string) {
+	t.Helper()
+	wtxn := e.db.WriteTxn(e.rules)
+	if _, _, err := e.rules.Delete(wtxn, &tables.PolicyRule{Key: key}); err != nil {
+		t.Fatalf("delete rule: %v", err)
+	}
+	wtxn.Commit()
+}
+
+func (e *testEngine) addIdentities(t testing.TB, ids ...*tables.Identity) {
+	t.Helper()
+	rows := make([]any, len(ids))
+	for i, r := range ids {
+		rows[i] = r
+	}
+	e.insert(t, e.identities, rows...)
+}
+
+func (e *testEngine) deleteIdentity(t testing.TB, id tables.NumericIdentity) {
+	t.Helper()
+	wtxn := e.db.WriteTxn(e.identities)
+	if _, _, err := e.identities.Delete(wtxn, &tables.Identity{ID: id}); err != nil {
+		t.Fatalf("delete identity: %v", err)
+	}
+	wtxn.Commit()
+}
+
+func (e *testEngine) addEndpoints(t testing.TB, eps ...*tables.Endpoint) {
+	t.Helper()
+	rows := make([]any, len(eps))
+	for i, r := range eps {
+		rows[i] = r
+	}
+	e.insert(t, e.endpoints, rows...)
+}
+
+func (e *testEngine) deleteEndpoint(t testing.TB, id uint16) {
+	t.Helper()
+	wtxn := e.db.WriteTxn(e.endpoints)
+	if _, _, err := e.endpoints.Delete(wtxn, &tables.Endpoint{ID: id}); err != nil {
+		t.Fatalf("delete endpoint: %v", err)
+	}
+	wtxn.Commit()
+}
+
+// row returns an endpoint's policy row.
+func (e *testEngine) row(id uint16) (*tables.EndpointPolicy, bool) {
+	row, _, ok := e.policy.Get(e.db.ReadTxn(), tables.EndpointPolicyIndex.Query(id))
+	return row, ok
+}
+
+// trace posts a trace request to the engine's route.
+func (e *testEngine) trace(t testing.TB, req TraceRequest) (int, *TraceResponse, string) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	rec := httptest.NewRecorder()
+	e.api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/policy/trace", strings.NewReader(string(body))))
+	data, _ := io.ReadAll(rec.Result().Body)
+	if rec.Code != http.StatusOK {
+		return rec.Code, nil, string(data)
+	}
+	var resp TraceResponse
+	if err := json.Unmarshal(data, &resp); err != nil {
+		t.Fatalf("trace answer: %v: %s", err, data)
+	}
+	return rec.Code, &resp, string(data)
+}
+
+// --- builders ---
+
+func ls(ss ...string) labels.Labels {
+	out, err := labels.ParseList(ss, labels.SourceK8s)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+func ident(id tables.NumericIdentity, ss ...string) *tables.Identity {
+	return &tables.Identity{ID: id, Labels: ls(ss...)}
+}
+
+// reserved returns the rows of the reserved identities, as the identity
+// allocator publishes them.
+func reserved() []*tables.Identity {
+	var out []*tables.Identity
+	for id, name := range tables.ReservedIdentities {
+		out = append(out, &tables.Identity{ID: id, Labels: labels.New(labels.Label{Source: labels.SourceReserved, Key: name}), Reserved: true})
+	}
+	slices.SortFunc(out, func(a, b *tables.Identity) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+func endpoint(id uint16, identity tables.NumericIdentity) *tables.Endpoint {
+	return &tables.Endpoint{ID: id, Identity: identity, State: models.StateReady, LabelsResolved: true}
+}
+
+func rule(key string, rev uint64, r policyapi.Rule) *tables.PolicyRule {
+	return &tables.PolicyRule{Key: key, Revision: rev, Rule: r}
+}
+
+func sel(kv ...string) *policyapi.EndpointSelector {
+	s := policyapi.EndpointSelector{MatchLabels: map[string]string{}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		s.MatchLabels[kv[i]] = kv[i+1]
+	}
+	return &s
+}
+
+func esel(kv ...string) policyapi.EndpointSelector { return *sel(kv...) }
+
+func tcp(port string) policyapi.PortRule {
+	return policyapi.PortRule{Ports: []policyapi.PortProtocol{{Port: port, Protocol: "TCP"}}}
+}
+
+func boolp(b bool) *bool { return &b }
+
+// entry is a compact way to write an expected entry:
+// "in 256 tcp 80", "eg 0 any", "in 2 udp 1000-2000 deny".
+func entry(s string) tables.PolicyEntry {
+	f := strings.Fields(s)
+	var e tables.PolicyEntry
+	if f[0] == "eg" {
+		e.Key.Direction = tables.DirEgress
+	}
+	var id uint64
+	fmt.Sscan(f[1], &id)
+	e.Key.Identity = tables.NumericIdentity(id)
+	switch f[2] {
+	case "tcp":
+		e.Key.Protocol = tables.ProtoTCP
+	case "udp":
+		e.Key.Protocol = tables.ProtoUDP
+	case "sctp":
+		e.Key.Protocol = tables.ProtoSCTP
+	case "icmp":
+		e.Key.Protocol = tables.ProtoICMP
+	case "icmpv6":
+		e.Key.Protocol = tables.ProtoICMPv6
+	}
+	rest := f[3:]
+	if len(rest) > 0 && rest[0] != "deny" {
+		var lo, hi uint16
+		if n, _ := fmt.Sscanf(rest[0], "%d-%d", &lo, &hi); n == 2 {
+			e.Key.Port, e.Key.EndPort = lo, hi
+		} else {
+			fmt.Sscan(rest[0], &lo)
+			e.Key.Port, e.Key.EndPort = lo, lo
+		}
+		rest = rest[1:]
+	}
+	e.Deny = len(rest) > 0 && rest[0] == "deny"
+	return e
+}
+
+// keysOf renders entries (without rule keys) for comparison.
+func keysOf(es []tables.PolicyEntry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = formatEntry(e)
+	}
+	return out
+}
+
+func formatEntry(e tables.PolicyEntry) string {
+	dir := "in"
+	if e.Key.Direction == tables.DirEgress {
+		dir = "eg"
+	}
+	proto := map[uint8]string{0: "any", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}[e.Key.Protocol]
+	s := fmt.Sprintf("%s %d %s", dir, e.Key.Identity, proto)
+	switch {
+	case e.Key.Port == 0 && e.Key.EndPort == 0:
+	case e.Key.EndPort == 0 || e.Key.EndPort == e.Key.Port:
+		s += fmt.Sprintf(" %d", e.Key.Port)
+	default:
+		s += fmt.Sprintf(" %d-%d", e.Key.Port, e.Key.EndPort)
+	}
+	if e.Deny {
+		s += " deny"
+	}
+	return s
+}
+
+func expectEntries(t testing.TB, got []tables.PolicyEntry, want ...string) {
+	t.Helper()
+	w := make([]string, len(want))
+	for i, s := range want {
+		w[i] = formatEntry(entry(s))
+	}
+	if g := keysOf(got); !slices.Equal(g, w) {
+		t.Errorf("entries:\n got  %q\n want %q", g, w)
+	}
+}

@@ -1,0 +1,153 @@
+package policy
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+	"github.com/membrane-net/membrane/datapath/maps"
+	policyapi "github.com/membrane-net/membrane/policy/api"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+func TestEntrySetCarving(t *testing.T) {
+	pp := func(proto uint8, lo, hi uint16) portProto { return portProto{proto: proto, lo: lo, hi: hi} }
+	s := newEntrySet()
+	s.add(tables.DirIngress, 256, pp(6, 0, 65535), false, "a")
+	s.add(tables.DirIngress, 256, pp(6, 80, 80), true, "b")
+	s.add(tables.DirIngress, 256, pp(6, 1, 79), true, "c") // together with b: only 0 and 81.. remain
+	s.add(tables.DirIngress, 256, pp(6, 443, 443), false, "d")
+	s.add(tables.DirIngress, 257, pp(17, 53, 53), false, "e")
+	s.add(tables.DirIngress, 257, pp(0, 0, 65535), true, "f") // covers every allow of 257
+	s.add(tables.DirEgress, 0, pp(6, 10, 20), true, "g")
+	s.add(tables.DirEgress, 256, pp(6, 15, 15), false, "h") // other identity: stays
+	got := s.entries()
+	// Port 0 alone cannot be written (it would read as every port): it is dropped.
+	expectEntries(t, got,
+		"in 256 tcp 1-79 deny", "in 256 tcp 80 deny", "in 256 tcp 81-65535",
+		"in 257 any deny",
+		"eg 0 tcp 10-20 deny", "eg 256 tcp 15")
+	// An allow covered by another keeps the broader one's rules: they
+	// alone decide the packets (443 lies inside a's 81-65535).
+	for _, e := range got {
+		if e.Key.Identity == 256 && !e.Deny && e.Key.Direction == tables.DirIngress && (len(e.RuleKeys) != 1 || e.RuleKeys[0] != "a") {
+			t.Errorf("rule keys of %s: %v", formatEntry(e), e.RuleKeys)
+		}
+	}
+}
+
+// lpmVerdict is what the datapath decides for a packet, computed the way
+// the loader writes entries (datapath/maps.PolicyKeys, deny wins on the
+// same key) and the BPF program looks them up (longest prefix match
+// under the peer's identity and under 0; a deny in either wins).
+func lpmVerdict(p *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) string {
+	enforced := p.ingressEnforced
+	if dir == tables.DirEgress {
+		enforced = p.egressEnforced
+	}
+	if !enforced {
+		return VerdictAllowed
+	}
+	keys := map[maps.PolicyKey]bool{} // key -> deny
+	for _, e := range p.entries {
+		for _, k := range maps.PolicyKeys(1, e.Key.Direction, e.Key.Identity, e.Key.Protocol, e.Key.Port, e.Key.EndPort) {
+			keys[k] = keys[k] || e.Deny
+		}
+	}
+	lookup := func(id tables.NumericIdentity) (found, deny bool) {
+		best := -1
+		for k, d := range keys {
+			if k.Direction != dir || k.Identity != id {
+				continue
+			}
+			l := int(k.PrefixLen)
+			if l >= maps.PolicyPrefixProto && k.Protocol != proto {
+				continue
+			}
+			if l > maps.PolicyPrefixPort {
+				bits := l - maps.PolicyPrefixPort
+				mask := uint16(0xffff) << (16 - bits)
+				if k.Port()&mask != port&mask {
+					continue
+				}
+			}
+			if l > best {
+				best, deny = l, d
+			}
+		}
+		return best >= 0, deny
+	}
+	f1, d1 := lookup(peer)
+	f2, d2 := lookup(0)
+	switch {
+	case d1 || d2:
+		return VerdictDenied
+	case f1 || f2:
+		return VerdictAllowed
+	}
+	return VerdictDenied
+}
+
+// The verdict a trace explains (any matching deny wins, then any allow)
+// is the verdict of the datapath's longest-prefix lookups, for random
+// mixes of allows and denies: what the entry set's cutting guarantees.
+func TestEntriesMatchDatapathLookup(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	cfg := Config{EnablePolicy: EnforcementDefault, AllowLocalhost: AllowLocalhostPolicy}
+	protos := []string{"", "TCP", "UDP", "ANY"}
+	randPorts := func() []policyapi.PortRule {
+		if rng.IntN(4) == 0 {
+			return nil
+		}
+		var pr policyapi.PortRule
+		for range 1 + rng.IntN(2) {
+			lo := rng.IntN(17)
+			pp := policyapi.PortProtocol{Port: strconv.Itoa(lo), Protocol: protos[rng.IntN(len(protos))]}
+			if lo > 0 && rng.IntN(2) == 0 {
+				pp.EndPort = int32(lo + rng.IntN(8))
+			}
+			pr.Ports = append(pr.Ports, pp)
+		}
+		return []policyapi.PortRule{pr}
+	}
+	randPeers := func() ([]policyapi.EndpointSelector, []policyapi.Entity) {
+		switch rng.IntN(4) {
+		case 0:
+			return nil, []policyapi.Entity{policyapi.EntityAll}
+		case 1:
+			return []policyapi.EndpointSelector{esel("app", "db")}, nil
+		case 2:
+			return []policyapi.EndpointSelector{{}}, nil
+		}
+		return nil, []policyapi.Entity{policyapi.EntityHost}
+	}
+	for iter := range 300 {
+		var rules []*tables.PolicyRule
+		for i := range 1 + rng.IntN(4) {
+			r := policyapi.Rule{EndpointSelector: sel("app", "web")}
+			for range rng.IntN(3) {
+				eps, ents := randPeers()
+				r.Ingress = append(r.Ingress, policyapi.IngressRule{FromEndpoints: eps, FromEntities: ents, ToPorts: randPorts()})
+			}
+			for range rng.IntN(3) {
+				eps, ents := randPeers()
+				r.IngressDeny = append(r.IngressDeny, policyapi.IngressDenyRule{FromEndpoints: eps, FromEntities: ents, ToPorts: randPorts()})
+			}
+			rules = append(rules, rule(strconv.Itoa(iter)+"/"+strconv.Itoa(i), 1, r))
+		}
+		p := compute(cfg, webLabels, nil, rules...)
+		for _, peer := range []tables.NumericIdentity{1, 256, 257, 258} {
+			for _, proto := range []uint8{tables.ProtoTCP, tables.ProtoUDP, tables.ProtoICMP} {
+				for port := range uint16(26) {
+					st, _ := evaluate(p, tables.DirIngress, peer, proto, port)
+					if want := lpmVerdict(p, tables.DirIngress, peer, proto, port); st.Verdict != want {
+						t.Fatalf("peer %d proto %d port %d: trace says %s, datapath %s\nentries: %q\nrules: %+v",
+							peer, proto, port, st.Verdict, want, keysOf(p.entries), rules)
+					}
+				}
+			}
+		}
+	}
+}

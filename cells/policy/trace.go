@@ -1,0 +1,412 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/statedb"
+
+	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/labels"
+	tables "github.com/membrane-net/membrane/statedb"
+)
+
+// TraceRequest is the body of POST /v1/policy/trace: a flow from an
+// endpoint with the source labels to one with the destination labels.
+// Labels are "source:key=value" or "key=value" (any source); a single
+// "cidr:ADDRESS" stands for an address outside the cluster.
+type TraceRequest struct {
+	SrcLabels []string `json:"src-labels"`
+	DstLabels []string `json:"dst-labels"`
+	// Dport is the destination port (the ICMP type for ICMP).
+	Dport uint16 `json:"dport"`
+	// Protocol is TCP (default), UDP, SCTP, ICMP, ICMPv6 or a number.
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// TraceResponse explains the verdict the datapath gives the flow.
+type TraceResponse struct {
+	Verdict string `json:"verdict"` // "allowed" or "denied"
+	Reason  string `json:"reason"`
+	// Rules are the rules that decided the verdict.
+	Rules           []TraceRule `json:"rules"`
+	IngressEnforced bool        `json:"ingress-enforced"` // of the destination
+	EgressEnforced  bool        `json:"egress-enforced"`  // of the source
+	Source          TracePeer   `json:"source"`
+	Destination     TracePeer   `json:"destination"`
+	// Egress is the source's egress policy applied to the flow, Ingress
+	// the destination's ingress policy (nil where the peer is not an
+	// endpoint: host, world, a CIDR).
+	Egress      *TraceStage `json:"egress,omitempty"`
+	Ingress     *TraceStage `json:"ingress,omitempty"`
+	Explanation []string    `json:"explanation"`
+}
+
+// TracePeer is one end of the flow.
+type TracePeer struct {
+	// Identity is the identity the labels resolved to; 0 if none has
+	// these labels (they were matched directly).
+	Identity tables.NumericIdentity `json:"identity"`
+	Labels   []string               `json:"labels"`
+}
+
+// TraceStage is one enforcement point of the flow.
+type TraceStage struct {
+	Enforced bool   `json:"enforced"`
+	Verdict  string `json:"verdict"`
+	Reason   string `json:"reason"`
+	// Entries are the policy entries the packet matches.
+	Entries []tables.PolicyEntry `json:"entries"`
+	// Rules are the rules selecting the endpoint.
+	Rules []string `json:"rules"`
+}
+
+// TraceRule is a rule that decided a verdict.
+type TraceRule struct {
+	Key         string   `json:"key"`
+	Description string   `json:"description,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
+	Labels      []string `json:"labels,omitempty"`
+}
+
+// Verdicts.
+const (
+	VerdictAllowed = "allowed"
+	VerdictDenied  = "denied"
+)
+
+// Identities given to label sets that have none, so selectors can match
+// them as cluster identities; outside every real range.
+const (
+	hypotheticalSrc = tables.MaxClusterIdentity + 1
+	hypotheticalDst = tables.MaxClusterIdentity + 2
+)
+
+type tracer struct {
+	c          *controller
+	rules      statedb.Table[*tables.PolicyRule]
+	identities statedb.Table[*tables.Identity]
+	endpoints  statedb.Table[*tables.Endpoint]
+}
+
+func newTraceRoutes(c *controller) apiserver.RoutesOut {
+	t := &tracer{c: c, rules: c.rulesTbl, identities: c.identitiesTbl, endpoints: c.endpointsTbl}
+	return apiserver.RoutesOut{Routes: []apiserver.Route{
+		{Pattern: "POST /v1/policy/trace", Handler: apiserver.Handle(t.handle)},
+	}}
+}
+
+func (t *tracer) handle(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	var req TraceRequest
+	if err := apiserver.DecodeJSON(w, r, &req); err != nil {
+		return nil, 0, err
+	}
+	resp, err := t.trace(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp, http.StatusOK, nil
+}
+
+// trace evaluates the flow on a snapshot of the tables, computed from
+// scratch, as the datapath would: the source's egress policy looked up
+// with the destination's identity, the destination's ingress policy with
+// the source's; in each, a matching deny (under the peer's identity or
+// the wildcard 0) wins, then a matching allow, then default deny.
+func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
+	proto, err := traceProtocol(req.Protocol)
+	if err != nil {
+		return nil, apiserver.WithStatus(http.StatusBadRequest, err)
+	}
+	if len(req.SrcLabels) == 0 || len(req.DstLabels) == 0 {
+		return nil, apiserver.Errorf(http.StatusBadRequest, "src-labels and dst-labels are required (\"k8s:app=web\", \"reserved:host\", \"cidr:192.0.2.1\")")
+	}
+	txn := t.c.db.ReadTxn()
+	snap := newSnapshot(t.c.cfg, statedb.Collect(t.rules.All(txn)), statedb.Collect(t.identities.All(txn)), *t.c.cidrs.Load())
+
+	resp := &TraceResponse{Rules: []TraceRule{}}
+	src, err := t.resolve(txn, snap, req.SrcLabels, hypotheticalSrc, &resp.Explanation, "source")
+	if err != nil {
+		return nil, apiserver.WithStatus(http.StatusBadRequest, fmt.Errorf("src-labels: %w", err))
+	}
+	dst, err := t.resolve(txn, snap, req.DstLabels, hypotheticalDst, &resp.Explanation, "destination")
+	if err != nil {
+		return nil, apiserver.WithStatus(http.StatusBadRequest, fmt.Errorf("dst-labels: %w", err))
+	}
+	for _, p := range []*resolvedPeer{src, dst} {
+		if p.hypothetical {
+			snap.addIdentity(p.info)
+		}
+	}
+	resp.Source, resp.Destination = src.model(), dst.model()
+	if !src.endpoint && !dst.endpoint {
+		return nil, apiserver.Errorf(http.StatusBadRequest, "neither end of the flow is an endpoint: Membrane enforces policy on endpoints only")
+	}
+	if t.c.cfg.EnablePolicy == EnforcementNever {
+		resp.Explanation = append(resp.Explanation, "--enable-policy=never: no endpoint enforces policy")
+	}
+
+	var decisive []string
+	verdict, reason := VerdictAllowed, ""
+	stage := func(dir uint8, ep, peer *resolvedPeer) *TraceStage {
+		pol := snap.policyOf(ep.info.labels)
+		st, rules := evaluate(pol, dir, peer.info.id, proto, req.Dport)
+		name := "egress of the source"
+		if dir == tables.DirIngress {
+			name = "ingress of the destination"
+		}
+		resp.Explanation = append(resp.Explanation, name+": "+st.Reason)
+		for _, e := range st.Entries {
+			resp.Explanation = append(resp.Explanation, fmt.Sprintf("  matches %s %s (rules %s)", verdictWord(e.Deny), e.Key, strings.Join(e.RuleKeys, ", ")))
+		}
+		if st.Verdict == VerdictDenied && verdict == VerdictAllowed {
+			verdict, reason, decisive = VerdictDenied, name+": "+st.Reason, rules
+		}
+		return st
+	}
+	if src.endpoint {
+		resp.Egress = stage(tables.DirEgress, src, dst)
+		resp.EgressEnforced = resp.Egress.Enforced
+	} else {
+		resp.Explanation = append(resp.Explanation, "egress of the source: not an endpoint, no policy applies")
+	}
+	if dst.endpoint {
+		resp.Ingress = stage(tables.DirIngress, dst, src)
+		resp.IngressEnforced = resp.Ingress.Enforced
+	} else {
+		resp.Explanation = append(resp.Explanation, "ingress of the destination: not an endpoint, no policy applies")
+	}
+	if verdict == VerdictAllowed {
+		var parts []string
+		for _, st := range []*TraceStage{resp.Egress, resp.Ingress} {
+			if st == nil {
+				continue
+			}
+			parts = append(parts, st.Reason)
+			for _, e := range st.Entries {
+				decisive = append(decisive, e.RuleKeys...)
+			}
+		}
+		reason = strings.Join(parts, "; ")
+	}
+	resp.Verdict, resp.Reason = verdict, reason
+	slices.Sort(decisive)
+	for _, k := range slices.Compact(decisive) {
+		resp.Rules = append(resp.Rules, traceRule(snap, k))
+	}
+	resp.Explanation = append(resp.Explanation, "verdict: "+verdict)
+	return resp, nil
+}
+
+// evaluate looks the packet up in one direction of a computed policy.
+// It returns the stage and the rules that decide it.
+func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) (*TraceStage, []string) {
+	st := &TraceStage{Entries: []tables.PolicyEntry{}, Rules: pol.rules}
+	if st.Rules == nil {
+		st.Rules = []string{}
+	}
+	st.Enforced = pol.ingressEnforced
+	if dir == tables.DirEgress {
+		st.Enforced = pol.egressEnforced
+	}
+	if !st.Enforced {
+		st.Verdict, st.Reason = VerdictAllowed, "not enforced (no rule selecting the endpoint has a section for this direction, or default deny is off): allowed"
+		return st, nil
+	}
+	var denies, allows []tables.PolicyEntry
+	for _, e := range pol.entries {
+		if e.Key.Direction != dir || (e.Key.Identity != peer && e.Key.Identity != 0) || !portProtoOf(e.Key).matches(proto, port) {
+			continue
+		}
+		if e.Deny {
+			denies = append(denies, e)
+		} else {
+			allows = append(allows, e)
+		}
+	}
+	switch {
+	case len(denies) > 0:
+		st.Entries = denies
+		st.Verdict, st.Reason = VerdictDenied, "denied by a deny rule (deny wins over any allow)"
+	case len(allows) > 0:
+		st.Entries = allows
+		st.Verdict, st.Reason = VerdictAllowed, "allowed"
+	default:
+		st.Verdict, st.Reason = VerdictDenied, "default deny: no entry allows the flow"
+		if len(pol.defaultDenyBy[dir]) == 0 {
+			st.Reason += " (--enable-policy=always)"
+		}
+		return st, pol.defaultDenyBy[dir]
+	}
+	var rules []string
+	for _, e := range st.Entries {
+		rules = append(rules, e.RuleKeys...)
+	}
+	return st, rules
+}
+
+// matches reports whether a packet of protocol proto to port (ICMP type)
+// matches.
+func (p portProto) matches(proto uint8, port uint16) bool {
+	return (p.proto == tables.ProtoAny || p.proto == proto) && p.lo <= port && port <= p.hi
+}
+
+func verdictWord(deny bool) string {
+	if deny {
+		return "deny"
+	}
+	return "allow"
+}
+
+func traceRule(snap *snapshot, key string) TraceRule {
+	switch key {
+	case RuleAllowLocalhost:
+		return TraceRule{Key: key, Description: "--allow-localhost=always: the host may reach every endpoint with ingress default deny"}
+	case RuleNoDefaultDeny:
+		return TraceRule{Key: key, Description: "no rule turns default deny on for this direction: what no deny rule matches is allowed"}
+	}
+	r, ok := snap.rule(key)
+	if !ok {
+		return TraceRule{Key: key}
+	}
+	return TraceRule{Key: key, Description: r.desc, Namespace: r.row.Namespace, Labels: r.row.Labels}
+}
+
+func traceProtocol(s string) (uint8, error) {
+	switch strings.ToUpper(strings.TrimSpace(s)) {
+	case "", "TCP":
+		return tables.ProtoTCP, nil
+	case "UDP":
+		return tables.ProtoUDP, nil
+	case "SCTP":
+		return tables.ProtoSCTP, nil
+	case "ICMP":
+		return tables.ProtoICMP, nil
+	case "ICMPV6":
+		return tables.ProtoICMPv6, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("protocol %q: want TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number (a packet has one protocol, not ANY)", s)
+	}
+	return uint8(n), nil
+}
+
+// resolvedPeer is one end of a traced flow.
+type resolvedPeer struct {
+	info         *identityInfo
+	hypothetical bool // no identity has these labels
+	endpoint     bool // policy is enforced on it
+}
+
+func (p *resolvedPeer) model() TracePeer {
+	id := p.info.id
+	if p.hypothetical {
+		id = 0
+	}
+	return TracePeer{Identity: id, Labels: p.info.labels.Strings()}
+}
+
+// resolve finds the identity of a label set: "cidr:ADDR" is the CIDR
+// identity whose prefix holds ADDR most specifically (world if none);
+// otherwise the identity whose labels are exactly these (a label without
+// source matches any source); otherwise a hypothetical cluster identity
+// with these labels, matched by the selectors directly.
+func (t *tracer) resolve(txn statedb.ReadTxn, snap *snapshot, ss []string, synthetic tables.NumericIdentity, expl *[]string, what string) (*resolvedPeer, error) {
+	if len(ss) == 1 && strings.HasPrefix(ss[0], labels.SourceCIDR+":") {
+		p, err := parsePrefix(strings.TrimPrefix(ss[0], labels.SourceCIDR+":"))
+		if err != nil {
+			return nil, err
+		}
+		var best *identityInfo
+		for _, info := range snap.identities {
+			if info.kind == kindCIDR && inside(p, info.prefix) && (best == nil || info.prefix.Bits() > best.prefix.Bits()) {
+				best = info
+			}
+		}
+		if best == nil {
+			best = reservedInfo(snap, tables.IdentityWorld)
+			*expl = append(*expl, fmt.Sprintf("%s: %s is in no prefix of a rule: identity %d (world)", what, p, best.id))
+		} else {
+			*expl = append(*expl, fmt.Sprintf("%s: %s is in %s: CIDR identity %d", what, p, best.prefix, best.id))
+		}
+		return &resolvedPeer{info: best}, nil
+	}
+	ls, err := labels.ParseList(ss, labels.SourceAny)
+	if err != nil {
+		return nil, err
+	}
+	var found []*identityInfo
+	for _, id := range slices.Sorted(maps.Keys(snap.identities)) {
+		info := snap.identities[id]
+		if info.kind != kindCIDR && sameLabels(ls, info.labels) {
+			found = append(found, info)
+		}
+	}
+	if len(found) == 0 && len(ls) == 1 && ls[0].Source == labels.SourceReserved {
+		for id, name := range tables.ReservedIdentities {
+			if name == ls[0].Key {
+				found = append(found, reservedInfo(snap, id))
+			}
+		}
+	}
+	if len(found) == 0 {
+		info := &identityInfo{id: synthetic, kind: kindCluster, labels: ls}
+		*expl = append(*expl, fmt.Sprintf("%s: no identity has labels %s: matching them directly as an endpoint's", what, ls))
+		return &resolvedPeer{info: info, hypothetical: true, endpoint: true}, nil
+	}
+	info := found[0]
+	if len(found) > 1 {
+		ids := make([]string, len(found))
+		for i, f := range found {
+			ids[i] = strconv.FormatUint(uint64(f.id), 10)
+		}
+		*expl = append(*expl, fmt.Sprintf("%s: labels %s match identities %s: using %d (give the sources to choose)", what, ls, strings.Join(ids, ", "), info.id))
+	} else {
+		*expl = append(*expl, fmt.Sprintf("%s: identity %d (%s)", what, info.id, info.labels))
+	}
+	_, _, used := t.endpoints.Get(txn, tables.EndpointIdentityIndex.Query(info.id))
+	return &resolvedPeer{info: info, endpoint: info.kind == kindCluster || used}, nil
+}
+
+// reservedInfo returns a reserved identity, from the table if it is there.
+func reservedInfo(snap *snapshot, id tables.NumericIdentity) *identityInfo {
+	if info, ok := snap.identities[id]; ok {
+		return info
+	}
+	return &identityInfo{id: id, kind: kindReserved,
+		labels: labels.New(labels.Label{Source: labels.SourceReserved, Key: tables.ReservedIdentities[id]})}
+}
+
+// sameLabels reports whether the given labels are exactly an identity's,
+// a given label of source "any" matching a label of any source.
+func sameLabels(given, have labels.Labels) bool {
+	if len(given) != len(have) {
+		return false
+	}
+	used := make([]bool, len(have))
+	for _, g := range given {
+		i := slices.IndexFunc(have, func(h labels.Label) bool {
+			return h.Key == g.Key && h.Value == g.Value && (g.Source == labels.SourceAny || g.Source == h.Source)
+		})
+		for i >= 0 && used[i] {
+			j := slices.IndexFunc(have[i+1:], func(h labels.Label) bool {
+				return h.Key == g.Key && h.Value == g.Value && (g.Source == labels.SourceAny || g.Source == h.Source)
+			})
+			if j < 0 {
+				i = -1
+			} else {
+				i += 1 + j
+			}
+		}
+		if i < 0 {
+			return false
+		}
+		used[i] = true
+	}
+	return true
+}
