@@ -367,13 +367,14 @@ func printTrace(w io.Writer, out any) error {
 		if s == nil {
 			return "- (not an endpoint)"
 		}
-		enf := "not enforced"
+		out := s.Verdict + ", not enforced"
 		if s.Enforced {
-			enf = "enforced"
+			out = s.Verdict + ", enforced"
 		}
-		out := enf + ": " + s.Verdict
-		if s.Reason != "" {
-			out += " (" + s.Reason + ")"
+		// The reason of an unenforced point says so again; a bare
+		// verdict adds nothing.
+		if s.Reason != "" && s.Reason != s.Verdict && !strings.HasPrefix(s.Reason, "not enforced") {
+			out += ": " + s.Reason
 		}
 		return out
 	}
