@@ -16,6 +16,8 @@
 #define IDENTITY_ANY 0
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+#define IDENTITY_WORLD_IPV4 9
+#define IDENTITY_WORLD_IPV6 10
 
 /* ipcache: prefix -> identity (LPM). prefixlen counts family+pad (32 bits)
  * plus the prefix bits. */

@@ -172,7 +172,11 @@ static __always_inline __u32 lookup_identity(struct flow *f, __u8 *addr)
 		__builtin_memcpy(k.addr, addr, 16);
 	}
 	struct ipcache_value *v = bpf_map_lookup_elem(&mb_ipcache, &k);
-	return v ? v->identity : IDENTITY_WORLD;
+	if (v)
+		return v->identity;
+	/* Outside every known prefix: the world of the packet's family, so
+	 * policy can tell world-ipv4 from world-ipv6 (entity world is both). */
+	return f->family == FAMILY_IPV4 ? IDENTITY_WORLD_IPV4 : IDENTITY_WORLD_IPV6;
 }
 
 static __always_inline void count(__u16 ep, __u8 dir, __u8 reason, __u32 len)

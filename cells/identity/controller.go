@@ -296,7 +296,8 @@ func (c *controller) retryFailed() {
 // releaseUnused releases every cluster identity that no endpoint uses: an
 // identity's reference count is the number of endpoints rows that carry
 // it, so it cannot drift from the truth. It also removes rows the
-// allocator no longer knows (left over by an earlier failure).
+// allocator no longer knows (left over by an earlier failure), but never
+// the local (CIDR) identities, which the policy engine owns.
 func (c *controller) releaseUnused() (int, error) {
 	txn := c.db.ReadTxn()
 	var unused []tables.NumericIdentity
@@ -314,6 +315,9 @@ func (c *controller) releaseUnused() (int, error) {
 	}
 	var stale []*tables.Identity
 	for row := range c.identities.All(txn) {
+		if row.ID&tables.LocalIdentityFlag != 0 {
+			continue // CIDR identities belong to the policy engine
+		}
 		if _, known := c.alloc.Get(row.ID); !known {
 			stale = append(stale, row)
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/cilium/hive"
 	"github.com/cilium/hive/hivetest"
+	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
@@ -71,8 +74,16 @@ func TestAgentSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A veth of its own stands in for the host veth: the agent attaches the
+	// datapath to it (never to lo, which the rest of the machine uses).
+	dummy := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: fmt.Sprintf("mbclp%d", os.Getpid()%100000)}
+	dummy.Name = fmt.Sprintf("mbcli%d", os.Getpid()%100000)
+	if err := netlink.LinkAdd(dummy); err != nil {
+		t.Fatalf("create veth: %v", err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(dummy) })
 	created, err := c.PutEndpoint(ctx, "0", &models.EndpointChangeRequest{
-		ContainerID: "c0ffee0123456789", ContainerInterfaceName: "eth0", InterfaceName: "lo", InterfaceIndex: 1,
+		ContainerID: "c0ffee0123456789", ContainerInterfaceName: "eth0", InterfaceName: dummy.Name, InterfaceIndex: int64(dummy.Attrs().Index),
 		Addressing: &models.AddressPair{IPv4: ip.IPv4.IP}, K8sNamespace: "default", K8sPodName: "web",
 	})
 	if err != nil {
