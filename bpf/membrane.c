@@ -114,6 +114,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > data_end)
 			return -1;
+		/* Link-scope multicast (MLD reports, router solicitations) never
+		 * leaves the veth: link control, like neighbour discovery. */
+		if (ip6->daddr.in6_u.u6_addr8[0] == 0xff && (ip6->daddr.in6_u.u6_addr8[1] & 0x0f) == 0x02)
+			return 1;
 		f->family = FAMILY_IPV6;
 		proto = ip6->nexthdr;
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);

@@ -62,7 +62,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		pseq, polWatch := policyChanges.Next(txn)
 		var policyChanged []uint16
 		for ch := range pseq {
-			if !ch.Deleted && ch.Object.Status.Kind == reconciler.StatusKindPending {
+			if !ch.Deleted {
 				policyChanged = append(policyChanged, ch.Object.EndpointID)
 			}
 		}
@@ -233,13 +233,24 @@ func (c *controller) regenerate(id uint16) error {
 
 // policyChanged sends a ready endpoint whose computed policy changed back
 // through regeneration, so its state and policy revision say what the
-// kernel enforces.
+// kernel enforces. The row may already be reconciled when we look (the
+// change and its status write-back can arrive together), so compare with
+// what the endpoint reports rather than with the row's status.
 func (c *controller) policyChanged(id uint16) error {
+	txn := c.db.ReadTxn()
+	ep, _, ok := c.endpoints.Get(txn, tables.EndpointIDIndex.Query(id))
+	if !ok || ep.State != models.StateReady {
+		return nil
+	}
+	pol, ok := c.policyFor(txn, ep)
+	if !ok {
+		return nil // computed for another identity: the identity change drives it
+	}
+	ipc, epm := desired(ep, pol)
+	if pol.Revision == ep.PolicyRevision && pol.Status.Kind == reconciler.StatusKindDone && !c.rowsStale(txn, ipc, epm) {
+		return nil // already enforced and reported
+	}
 	return c.updateEndpoint(id, models.StateReady, func(ep *tables.Endpoint) error {
-		pol, ok := c.policyFor(c.db.ReadTxn(), ep)
-		if !ok {
-			return nil // computed for another identity: the identity change drives it
-		}
 		return ep.SetState(models.StateWaitingToRegenerate, fmt.Sprintf("policy changed (revision %d)", pol.Revision))
 	})
 }

@@ -23,6 +23,10 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	if tool := os.Getenv(toolEnv); tool != "" {
+		// Re-executed inside a pod's netns as a traffic tool.
+		os.Exit(runTool(tool, os.Args[1:]))
+	}
 	flag.Parse()
 	if testing.Short() || os.Geteuid() != 0 {
 		// Every test skips (or, with MEMBRANE_REQUIRE_PRIVILEGED=1,

@@ -167,7 +167,12 @@ func configurePod(netns ns.NetNS, p *vethPair, addrs []podAddr) error {
 
 // configureHost sets up the host's end: link up, an alias naming the
 // attachment (for `ip link`), the router address as /32 (/128) so the pod
-// can reach its gateway, and a host route to each pod address.
+// can reach its gateway, a host route to each pod address and a permanent
+// neighbour entry pod address -> pod MAC. The entry spares the first
+// packet to a pod an ARP/ND round, and for IPv6 a wait of a second or two:
+// the host veth's link-local address is still in duplicate address
+// detection right after creation, and the kernel cannot solicit until it
+// is done. DAD is off on the host veth for the same reason.
 func configureHost(p *vethPair, owner string, addrs []podAddr) error {
 	link, err := netlink.LinkByIndex(p.HostIndex)
 	if err != nil {
@@ -175,6 +180,15 @@ func configureHost(p *vethPair, owner string, addrs []podAddr) error {
 	}
 	if err := netlink.LinkSetAlias(link, "membrane-cni "+owner); err != nil {
 		return fmt.Errorf("setting alias of %s: %w", p.HostName, err)
+	}
+	for _, a := range addrs {
+		if a.IP.Is6() {
+			k := "net.ipv6.conf." + p.HostName + ".accept_dad"
+			if _, err := sysctl.Sysctl(k, "0"); err != nil {
+				return fmt.Errorf("setting %s=0: %w", k, err)
+			}
+			break
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("setting %s up: %w", p.HostName, err)
@@ -191,6 +205,16 @@ func configureHost(p *vethPair, owner string, addrs []podAddr) error {
 					r.Dst, p.HostName, err)
 			}
 			return fmt.Errorf("adding host route %s dev %s: %w", r.Dst, p.HostName, err)
+		}
+		neigh := &netlink.Neigh{
+			LinkIndex:    p.HostIndex,
+			Family:       a.family(),
+			State:        netlink.NUD_PERMANENT,
+			IP:           a.IP.AsSlice(),
+			HardwareAddr: p.ContMAC,
+		}
+		if err := netlink.NeighSet(neigh); err != nil {
+			return fmt.Errorf("adding neighbour %s lladdr %s dev %s: %w", a.IP, p.ContMAC, p.HostName, err)
 		}
 	}
 	return nil
