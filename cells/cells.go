@@ -41,7 +41,6 @@ var Infrastructure = cell.Group(
 
 // DefaultCells are the cells of the stock membrane-agent.
 var DefaultCells = cell.Group(
-	apiserver.Cell,
 	status.Cell,
 	ipam.Cell,
 	podmeta.Cell,
@@ -54,6 +53,10 @@ var DefaultCells = cell.Group(
 	loader.Cell,
 	monitor.Cell,
 	hostips.Cell,
+	// Last: start hooks run in construction order, so the socket opens
+	// only once every cell above has restored its state and the datapath
+	// is loaded; no request ever sees a half-started agent.
+	apiserver.Cell,
 )
 
 // HiveOptions give each module its own health scope and job group, so
