@@ -140,7 +140,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	} else {
 		fmt.Fprintf(&sb, "(p99 is the nearest rank of %d samples)", n)
 	}
-	b.Log("\n" + sb.String())
+	printResults(b, sb.String())
 
 	for _, x := range []struct {
 		name         string

@@ -122,7 +122,7 @@ func BenchmarkDatapath(b *testing.B) {
 	fmt.Fprintf(&sb, "runs, membrane | ptp:\n  Gbit/s   %s | %s\n  trans/s  %s | %s\n  p50 µs   %s | %s",
 		fmtRuns(gbps[0], "%.1f"), fmtRuns(gbps[1], "%.1f"), fmtRuns(tps[0], "%.0f"), fmtRuns(tps[1], "%.0f"),
 		fmtRuns(rtt[0], "%.1f"), fmtRuns(rtt[1], "%.1f"))
-	b.Log("\n" + sb.String())
+	printResults(b, sb.String())
 
 	b.ReportMetric(med(gbps, 0), "membrane-Gbit/s")
 	b.ReportMetric(med(gbps, 1), "ptp-Gbit/s")

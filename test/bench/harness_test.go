@@ -445,6 +445,12 @@ func lastLines(s string, n int) string {
 
 // ---- statistics ------------------------------------------------------
 
+// printResults prints a benchmark's table to standard output: b.Log would
+// do, but go test cuts a benchmark's log after ten lines.
+func printResults(b *testing.B, table string) {
+	fmt.Printf("\n--- %s\n%s\n\n", b.Name(), strings.TrimRight(table, "\n"))
+}
+
 // percentile is the nearest-rank percentile q (0..100) of xs.
 func percentile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
