@@ -1,98 +1,264 @@
-// Package podmanifest reads Kubernetes Pod manifests (YAML or JSON, several
-// documents per file separated by "---", or a kind: List) into the pod
-// metadata the agent needs: namespace, name, uid, labels, annotations.
-// Everything else in a manifest (spec, status) is ignored; documents of
-// other kinds are an error naming the document.
+// Package podmanifest reads Kubernetes Pod manifests into the pod metadata
+// the agent needs (namespace, name, uid, labels, annotations): YAML or
+// JSON, several documents separated by "---", several JSON objects in a
+// row, and List/PodList objects. Everything else in a manifest is ignored.
+// Both `membrane pod apply -f` and the agent's --pod-manifest-dir use it,
+// so a file means the same thing to both.
 package podmanifest
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/labels"
 )
 
-type object struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name        string            `json:"name"`
-		Namespace   string            `json:"namespace"`
-		UID         string            `json:"uid"`
-		Labels      map[string]string `json:"labels"`
-		Annotations map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Items []yamlRaw `json:"items"`
+// Pod manifests: the subset of a Kubernetes Pod (or a List of them) the
+// agent needs. Only metadata matters; spec and status are ignored.
+type podManifest struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   manifestMeta      `json:"metadata"`
+	Items      []json.RawMessage `json:"items"`
 }
 
-// yamlRaw keeps a List item undecoded until we know its kind.
-type yamlRaw struct{ data []byte }
+type manifestMeta struct {
+	Name         string            `json:"name"`
+	GenerateName string            `json:"generateName"`
+	Namespace    string            `json:"namespace"`
+	UID          string            `json:"uid"`
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+}
 
-func (r *yamlRaw) UnmarshalJSON(b []byte) error { r.data = append([]byte(nil), b...); return nil }
+// Pod is a pod and where in the input it was defined (for errors).
+type Pod struct {
+	models.Pod
+	Origin string
+}
 
-var docSep = regexp.MustCompile(`(?m)^---\s*$`)
+var (
+	// A YAML document marker: "---" alone or followed by blanks, a
+	// comment or the start of the document's content.
+	docStartRe = regexp.MustCompile(`^---(\s|$)`)
+	docEndRe   = regexp.MustCompile(`^\.\.\.\s*$`)
 
-// Parse returns the pods of every document in data.
-func Parse(data []byte) ([]models.Pod, error) {
-	var pods []models.Pod
-	for i, doc := range docSep.Split(string(data), -1) {
-		if strings.TrimSpace(stripComments(doc)) == "" {
-			continue
-		}
-		ps, err := parseDoc([]byte(doc))
+	// Kubernetes object names: DNS-1123 subdomains; namespaces: labels.
+	dnsLabelRe     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubdomainRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
+
+// Parse reads Kubernetes Pod manifests from data (named name
+// in errors): YAML or JSON, several documents separated by "---", several
+// JSON objects one after the other, and "kind: List" (or PodList) objects
+// whose items are Pods. Pods without a namespace get defaultNamespace.
+// Everything is checked before anything is returned: an error names the
+// document (and list item) that is wrong.
+func Parse(name string, data []byte, defaultNamespace string) ([]Pod, error) {
+	var pods []Pod
+	seen := map[string]string{}
+	for i, doc := range splitYAMLDocuments(data) {
+		where := fmt.Sprintf("%s: document %d (line %d)", name, i+1, doc.line)
+		objs, err := documentObjects(doc.text)
 		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", i+1, err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		pods = append(pods, ps...)
+		for j, obj := range objs {
+			w := where
+			if len(objs) > 1 {
+				w = fmt.Sprintf("%s, object %d", where, j+1)
+			}
+			ps, err := podsFromObject(w, obj, defaultNamespace)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				key := p.Namespace + "/" + p.Name
+				if prev, ok := seen[key]; ok {
+					return nil, fmt.Errorf("%s: pod %s is already defined at %s", p.Origin, key, prev)
+				}
+				seen[key] = p.Origin
+				pods = append(pods, p)
+			}
+		}
 	}
 	return pods, nil
 }
 
-func stripComments(doc string) string {
-	var b strings.Builder
-	for _, line := range strings.Split(doc, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
-			b.WriteString(line)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
+type yamlDocument struct {
+	line int // the document's first line with content, 1-based
+	// text is the document, preceded by as many empty lines as come before
+	// it in the input, so the YAML parser's "line N" is the input's line N.
+	text string
 }
 
-func parseDoc(doc []byte) ([]models.Pod, error) {
-	var o object
-	if err := yaml.Unmarshal(doc, &o); err != nil {
-		return nil, fmt.Errorf("not YAML/JSON: %w", err)
-	}
-	switch o.Kind {
-	case "Pod":
-		p := models.Pod{
-			Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, UID: o.Metadata.UID,
-			Labels: o.Metadata.Labels, Annotations: o.Metadata.Annotations,
-		}
-		if p.Namespace == "" {
-			p.Namespace = "default"
-		}
-		if p.Name == "" {
-			return nil, fmt.Errorf("Pod without metadata.name")
-		}
-		return []models.Pod{p}, nil
-	case "List", "PodList":
-		var pods []models.Pod
-		for i, item := range o.Items {
-			ps, err := parseDoc(bytes.TrimSpace(item.data))
-			if err != nil {
-				return nil, fmt.Errorf("item %d: %w", i+1, err)
+// splitYAMLDocuments cuts a YAML stream at its "---" and "..." markers and
+// drops documents that hold nothing but blanks and comments.
+func splitYAMLDocuments(data []byte) []yamlDocument {
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
+	var (
+		docs []yamlDocument
+		cur  strings.Builder
+	)
+	flush := func() {
+		text := cur.String()
+		cur.Reset()
+		for i, l := range slices.Collect(strings.Lines(text)) {
+			if !emptyYAML(l) {
+				docs = append(docs, yamlDocument{line: i + 1, text: text})
+				return
 			}
-			pods = append(pods, ps...)
+		}
+	}
+	n := 0
+	for l := range strings.Lines(string(data)) {
+		n++
+		bare := strings.TrimRight(l, "\r\n")
+		switch {
+		case docStartRe.MatchString(bare):
+			flush()
+			cur.WriteString(strings.Repeat("\n", n-1))
+			// "--- {...}" carries content on the marker line.
+			cur.WriteString(strings.TrimPrefix(bare, "---"))
+			cur.WriteByte('\n')
+		case docEndRe.MatchString(bare):
+			flush()
+			cur.WriteString(strings.Repeat("\n", n))
+		default:
+			if cur.Len() == 0 && n > 1 {
+				cur.WriteString(strings.Repeat("\n", n-1))
+			}
+			cur.WriteString(l)
+		}
+	}
+	flush()
+	return docs
+}
+
+func emptyYAML(s string) bool {
+	for l := range strings.Lines(s) {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// documentObjects returns the JSON objects of one document: a YAML
+// document is one object; a JSON document may hold several in a row.
+func documentObjects(text string) ([]json.RawMessage, error) {
+	trimmed := strings.TrimSpace(text)
+	if strings.HasPrefix(trimmed, "{") {
+		var objs []json.RawMessage
+		dec := json.NewDecoder(strings.NewReader(trimmed))
+		for {
+			var raw json.RawMessage
+			err := dec.Decode(&raw)
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			if err != nil {
+				if len(objs) == 0 {
+					break // not JSON after all: a YAML flow mapping, read it as YAML
+				}
+				return nil, fmt.Errorf("invalid JSON after object %d: %w", len(objs), err)
+			}
+			objs = append(objs, raw)
+		}
+	}
+	js, err := yaml.YAMLToJSON([]byte(text))
+	if err != nil {
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
+	return []json.RawMessage{js}, nil
+}
+
+// podsFromObject turns one object (a Pod or a List of Pods) into pods.
+func podsFromObject(where string, obj json.RawMessage, defaultNamespace string) ([]Pod, error) {
+	var m podManifest
+	if err := json.Unmarshal(obj, &m); err != nil {
+		return nil, fmt.Errorf("%s: not a Kubernetes object: %w", where, err)
+	}
+	switch m.Kind {
+	case "Pod":
+		p, err := podFromManifest(&m, defaultNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		return []Pod{{Pod: p, Origin: where}}, nil
+	case "List", "PodList":
+		if m.APIVersion != "" && m.APIVersion != "v1" {
+			return nil, fmt.Errorf("%s: %s has apiVersion %q, want v1", where, m.Kind, m.APIVersion)
+		}
+		var pods []Pod
+		for i, item := range m.Items {
+			w := fmt.Sprintf("%s, item %d", where, i+1)
+			var im podManifest
+			if err := json.Unmarshal(item, &im); err != nil {
+				return nil, fmt.Errorf("%s: not a Kubernetes object: %w", w, err)
+			}
+			if im.Kind == "" && m.Kind == "PodList" {
+				im.Kind = "Pod" // items of a typed list may omit their kind
+			}
+			if im.Kind != "Pod" {
+				return nil, fmt.Errorf("%s: kind %q: a %s may only hold Pods", w, im.Kind, m.Kind)
+			}
+			p, err := podFromManifest(&im, defaultNamespace)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", w, err)
+			}
+			pods = append(pods, Pod{Pod: p, Origin: w})
 		}
 		return pods, nil
 	case "":
-		return nil, fmt.Errorf("no kind: want a Pod manifest (kind: Pod)")
+		return nil, fmt.Errorf("%s: no kind: want a Kubernetes Pod or List manifest (kind: Pod)", where)
+	default:
+		return nil, fmt.Errorf("%s: kind %q: only Pod and List manifests carry pod labels", where, m.Kind)
 	}
-	return nil, fmt.Errorf("kind %q: only Pod (or a List of Pods) is understood", o.Kind)
+}
+
+func podFromManifest(m *podManifest, defaultNamespace string) (models.Pod, error) {
+	if m.APIVersion != "" && m.APIVersion != "v1" {
+		return models.Pod{}, fmt.Errorf("pod %q has apiVersion %q, want v1", m.Metadata.Name, m.APIVersion)
+	}
+	md := m.Metadata
+	switch {
+	case md.Name == "" && md.GenerateName != "":
+		return models.Pod{}, fmt.Errorf("metadata.name is required (generateName %q needs the Kubernetes API server)", md.GenerateName)
+	case md.Name == "":
+		return models.Pod{}, errors.New("metadata.name is required")
+	case len(md.Name) > 253 || !dnsSubdomainRe.MatchString(md.Name):
+		return models.Pod{}, fmt.Errorf("invalid pod name %q: lowercase letters, digits, '-' and '.' (a DNS subdomain)", md.Name)
+	}
+	ns := md.Namespace
+	if ns == "" {
+		ns = defaultNamespace
+	}
+	if len(ns) > 63 || !dnsLabelRe.MatchString(ns) {
+		return models.Pod{}, fmt.Errorf("pod %q: invalid namespace %q: lowercase letters, digits and '-' (a DNS label)", md.Name, ns)
+	}
+	for _, k := range slices.Sorted(maps.Keys(md.Labels)) {
+		l := labels.Label{Source: labels.SourceK8s, Key: k, Value: md.Labels[k]}
+		if err := l.Validate(); err != nil {
+			return models.Pod{}, fmt.Errorf("pod %s/%s: %w", ns, md.Name, err)
+		}
+	}
+	return models.Pod{
+		Namespace:   ns,
+		Name:        md.Name,
+		UID:         md.UID,
+		Labels:      md.Labels,
+		Annotations: md.Annotations,
+	}, nil
 }

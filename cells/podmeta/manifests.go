@@ -79,16 +79,12 @@ func (w *manifestWatcher) load(name string) error {
 	if err != nil {
 		return err
 	}
-	pods, err := podmanifest.Parse(data)
+	pods, err := podmanifest.Parse(filepath.Join(w.dir, name), data, "default")
 	if err != nil {
-		return fmt.Errorf("pod manifest %s: %w", filepath.Join(w.dir, name), err)
+		return fmt.Errorf("pod manifest: %w", err)
 	}
 	var rows []*tables.Pod
-	for i := range pods {
-		if err := Validate(&pods[i]); err != nil {
-			return fmt.Errorf("pod manifest %s: pod %s/%s: %w", filepath.Join(w.dir, name), pods[i].Namespace, pods[i].Name, err)
-		}
-		p := pods[i]
+	for _, p := range pods {
 		rows = append(rows, &tables.Pod{Namespace: p.Namespace, Name: p.Name, UID: p.UID,
 			Labels: p.Labels, Annotations: p.Annotations, Source: "manifest:" + name})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/membrane-net/membrane/api/podmanifest"
 	"io"
 	"maps"
 	"os"
@@ -86,7 +87,7 @@ the agent refuses.`,
 			for _, p := range pods {
 				got, err := c.PutPod(ctx, &p.Pod)
 				if err != nil {
-					return fmt.Errorf("apply pod %s/%s (%s): %w", p.Namespace, p.Name, p.origin, err)
+					return fmt.Errorf("apply pod %s/%s (%s): %w", p.Namespace, p.Name, p.Origin, err)
 				}
 				if got.Name == "" {
 					got = &p.Pod // the agent answered without a body
@@ -108,9 +109,9 @@ the agent refuses.`,
 }
 
 // readManifests parses every file before anything is applied.
-func (a *app) readManifests(files []string, namespace string) ([]sourcedPod, error) {
+func (a *app) readManifests(files []string, namespace string) ([]podmanifest.Pod, error) {
 	var (
-		pods []sourcedPod
+		pods []podmanifest.Pod
 		seen = map[string]string{}
 	)
 	for _, f := range files {
@@ -119,16 +120,16 @@ func (a *app) readManifests(files []string, namespace string) ([]sourcedPod, err
 			return nil, err
 		}
 		for _, in := range inputs {
-			ps, err := parsePodManifests(in.name, in.data, namespace)
+			ps, err := podmanifest.Parse(in.name, in.data, namespace)
 			if err != nil {
 				return nil, err
 			}
 			for _, p := range ps {
 				key := p.Namespace + "/" + p.Name
 				if prev, ok := seen[key]; ok {
-					return nil, fmt.Errorf("%s: pod %s is already defined at %s", p.origin, key, prev)
+					return nil, fmt.Errorf("%s: pod %s is already defined at %s", p.Origin, key, prev)
 				}
-				seen[key] = p.origin
+				seen[key] = p.Origin
 			}
 			pods = append(pods, ps...)
 		}
