@@ -10,7 +10,7 @@ PKGS    := ./...
 # reference CNI plugins as the benchmark baseline, iperf3 and sockperf for
 # the datapath benchmark, clang/llvm/libbpf-dev to check the committed BPF
 # object against its sources.
-APT_PKGS := iproute2 iputils-ping containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static
+APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static
 
 .PHONY: all build deps test check bpf bpf-check unit bench demo clean
 

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # A narrated tour of Membrane on one machine (`make demo` runs it after
 # building bin/). It starts membrane-agent with its default cells on
-# throwaway paths, registers three pods' labels, creates the pods as network
+# throwaway paths, registers four pods' labels, creates the pods as network
 # namespaces through the real CNI path (cnitool -> membrane-cni -> agent),
 # and shows what the agent made of them: endpoints, identities, the ipcache
-# map in the kernel. Then it pings the pods' gateway, relabels a pod to show
-# its identity follow, and deletes the pods.
+# map in the kernel. It relabels a pod to show its identity follow. Then
+# policy: a server in pod db, a CiliumNetworkPolicy that lets only web
+# reach it, an allowed and a dropped connection, the trace that explains
+# each, the monitor catching the drop, and the policy deleted again.
+# Finally it deletes the pods.
 #
-# Needs root (netns, veth, BPF). Leaves nothing behind: the agent is
-# stopped and its netns, pinned maps and temp files are removed on exit,
-# whatever happened.
+# Needs root (netns, veth, BPF) and socat (the demo's TCP server and
+# client; `make demo` installs it). Leaves nothing behind: the server, the
+# monitor and the agent are stopped (by PID) and the netns, pinned maps and
+# temp files are removed on exit, whatever happened.
 #
 # Environment (all optional):
 #   BIN                where membrane-agent, membrane-cni, membrane are (default: bin/)
@@ -87,13 +91,40 @@ in_ipcache() {
 		awk -v p="$1/32" -v id="${2:-}" '$1 == p && (id == "" || $2 == id) { found = 1 } END { exit !found }'
 }
 
+# tcp_try POD ADDR PORT: one TCP connection from POD, 1 s to connect; prints
+# what the server says.
+tcp_try() {
+	ip netns exec "$netns_prefix-$1" timeout 3 socat -u -T1 "TCP:$2:$3,connect-timeout=1" STDOUT
+}
+# connect POD ADDR PORT: tcp_try, shown as the command a user would type.
+connect() {
+	printf '%s$ ip netns exec %s socat -u TCP:%s:%s,connect-timeout=1 STDOUT%s\n' \
+		"$bold" "$netns_prefix-$1" "$2" "$3" "$off"
+	tcp_try "$@"
+}
+expect_allowed() { # expect_allowed POD ADDR PORT
+	connect "$@" || die "$1 could not connect to $2:$3, which should be allowed"
+	say "-> connected: allowed"
+}
+expect_dropped() { # expect_dropped POD ADDR PORT
+	! connect "$@" 2>/dev/null || die "$1 connected to $2:$3, which policy should drop"
+	say "-> no connection within 1 s: dropped"
+}
+policy_revision() { membrane policy get -o yaml | awk '/^revision:/ { print $2; exit }'; }
+# enforces POD REVISION: the pod's endpoint is ready and reports at least
+# policy revision REVISION, i.e. its datapath enforces that policy.
+enforces() {
+	local rev
+	is_ready "$1" && rev=$(field_of "pod-name:default/$1" policy-revision) && [ "${rev:-0}" -ge "$2" ]
+}
+
 # ---- preflight -----------------------------------------------------------
 
 [ "$(id -u)" = 0 ] || die "run as root: the demo creates network namespaces, veths and BPF maps"
 for b in membrane-agent membrane-cni membrane; do
 	[ -x "$BIN/$b" ] || die "$BIN/$b is missing: run 'make build' (or 'make demo', which builds first)"
 done
-for tool in ip ping go; do
+for tool in ip ping ss socat timeout go; do
 	command -v "$tool" >/dev/null || die "'$tool' is not installed ('make demo' installs what is missing)"
 done
 if [ -n "$(ip -4 route show root "$cidr" 2>/dev/null)" ]; then
@@ -107,14 +138,20 @@ fi
 
 work=$(mktemp -d /tmp/membrane-demo.XXXXXX)
 sock=$work/membrane.sock
-pods=(web-1 web-2 db)
+pods=(web-1 web-2 db batch)
 netns_prefix=mbdemo-$$
-agent_pid=
+agent_pid= server_pid= monitor_pid=
 
 cleanup() {
 	local rc=$? p ns cid
 	set +e
 	trap - EXIT INT TERM
+	# The demo's own processes, by PID: the monitor, then the server (a
+	# netns with a process left in it would outlive `ip netns del`).
+	for pid in $monitor_pid $server_pid; do
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
 	for p in "${pods[@]}"; do
 		ns=/var/run/netns/$netns_prefix-$p
 		[ -e "$ns" ] || continue
@@ -150,7 +187,8 @@ trap 'exit 130' INT TERM
 
 step "Start the agent" \
 	"membrane-agent is a hive of cells (API server, IPAM, pod metadata, endpoint" \
-	"manager and API, identity, regeneration, loader, ...) sharing statedb tables." \
+	"manager and API, identity, policy repository and engine, regeneration," \
+	"loader, monitor, ...) sharing statedb tables." \
 	"This one runs the default cells on throwaway paths, so it disturbs nothing."
 say "state dir $work/state, socket $sock, bpffs $bpf_root, pod CIDR $cidr"
 "$BIN/membrane-agent" --socket="$sock" --state-dir="$work/state" --bpf-root="$bpf_root" \
@@ -198,12 +236,13 @@ show membrane endpoint log pod-name:default/web-1
 step "Identities" \
 	"Identities are numbers for sets of security labels. web-1 and web-2 share" \
 	"one although their pod-template-hash differs: the default label filter" \
-	"drops it. db has labels of its own, so it has an identity of its own."
+	"drops it. db and batch have labels of their own, so identities of their own."
 show membrane identity list
-web1=$(identity_of web-1) web2=$(identity_of web-2) db=$(identity_of db)
+web1=$(identity_of web-1) web2=$(identity_of web-2) db=$(identity_of db) batch=$(identity_of batch)
 [ "$web1" = "$web2" ] || die "web-1 ($web1) and web-2 ($web2) should share an identity"
-[ "$web1" != "$db" ] || die "db should not share web's identity $web1"
-say "web-1 -> $web1, web-2 -> $web2, db -> $db"
+[ "$web1" != "$db" ] && [ "$web1" != "$batch" ] && [ "$db" != "$batch" ] ||
+	die "web ($web1), db ($db) and batch ($batch) should have identities of their own"
+say "web-1 -> $web1, web-2 -> $web2, db -> $db, batch -> $batch"
 
 step "The datapath's view" \
 	"The agent's tables are reconciled into pinned BPF maps. The ipcache maps" \
@@ -225,11 +264,6 @@ step "Connectivity" \
 gw=$(ip -n "$netns_prefix-web-1" route show default | awk '{print $3; exit}')
 [ -n "$gw" ] || die "pod web-1 has no default route"
 show ip netns exec "$netns_prefix-web-1" ping -c 2 -W 2 "$gw"
-say "No policy is enforced yet (issue 3), so pods reach each other through the host too:"
-db_ip=$(ip_of db)
-if ! show ip netns exec "$netns_prefix-web-1" ping -c 1 -W 2 "$db_ip"; then
-	say "(no answer: the host's firewall drops forwarded traffic; the demo goes on)"
-fi
 
 step "Relabel a pod" \
 	"web-2 becomes a canary (track=canary). The pods table changes; the endpoint" \
@@ -243,6 +277,96 @@ in_ipcache "$(ip_of web-2)" "$new" || die "the ipcache map does not follow web-2
 say "web-2: identity $web2 -> $new (web-1 keeps $(identity_of web-1))"
 show membrane endpoint labels pod-name:default/web-2
 show membrane bpf ipcache list --bpf-root "$bpf_root"
+
+step "A server, and no policy yet" \
+	"db runs a tiny TCP server on port 5432 (socat, standing in for PostgreSQL)." \
+	"No rule selects any endpoint, so no direction is enforced: every pod" \
+	"reaches it (a packet passes with reason policy-not-enforced)."
+db_ip=$(ip_of db) db_id=$(field_of pod-name:default/db id)
+say "$ ip netns exec $netns_prefix-db socat TCP-LISTEN:5432,reuseaddr,fork SYSTEM:'echo hello from db' &"
+ip netns exec "$netns_prefix-db" socat TCP-LISTEN:5432,reuseaddr,fork SYSTEM:'echo hello from db' &
+server_pid=$!
+listening() { ip netns exec "$netns_prefix-db" ss -Hltn 'sport = :5432' | grep -q .; }
+wait_for 10 "the server in db to listen" listening
+if ! tcp_try web-1 "$db_ip" 5432 >/dev/null 2>&1; then
+	die "web-1 cannot reach db:5432 without any policy: does the host drop forwarded traffic? (iptables -S FORWARD)"
+fi
+expect_allowed web-1 "$db_ip" 5432
+expect_allowed batch "$db_ip" 5432
+
+step "Import a policy" \
+	"scripts/demo/policy.yaml is a CiliumNetworkPolicy: pods labelled app=db accept" \
+	"TCP 5432 from pods labelled app=web, and nothing else. The repository stores" \
+	"its rule under a new policy revision; the policy engine computes db's" \
+	"endpoint-policy row (ingress now default deny); the loader writes it into" \
+	"the policy map; regeneration moves db back through regenerating to ready," \
+	"reporting the new revision. No pod is touched."
+sed -n '/^apiVersion/,$p' scripts/demo/policy.yaml | while IFS= read -r line; do say "  $line"; done
+show membrane policy import -f scripts/demo/policy.yaml
+rev=$(policy_revision)
+[ -n "$rev" ] && [ "$rev" -ge 1 ] || die "the agent reports no policy revision after the import"
+wait_for 20 "db to enforce policy revision $rev" enforces db "$rev"
+show membrane policy get
+say "db went back through regeneration and now reports revision $rev:"
+show membrane endpoint log pod-name:default/db
+say "What reached the kernel for db (endpoint $db_id): both identities with app=web"
+say "(web-1's, and web-2's since it became a canary) may use TCP 5432; the host is"
+say "allowed by --allow-localhost (kubelet probes); everything else drops."
+show membrane bpf policy get "$db_id" --bpf-root "$bpf_root"
+
+step "Allowed and dropped" \
+	"web-1 connects to db:5432: its identity and port match the allow entry." \
+	"batch tries the same: its identity has no entry, db's ingress is default" \
+	"deny, and to_container drops the SYN on db's veth. A monitor, subscribed" \
+	"before the attempt, catches the drop as it happens."
+expect_allowed web-1 "$db_ip" 5432
+say "$ membrane monitor --type drop --endpoint $db_id --count 1 &"
+# The binary itself, not the membrane function, so that $! is its PID.
+"$BIN/membrane" --socket "$sock" monitor --type drop --endpoint "$db_id" --count 1 >"$work/monitor.out" 2>&1 &
+monitor_pid=$!
+# Subscribed once its connection to the agent's socket is up (the agent
+# subscribes before it answers the request's headers).
+subscribed() { ss -Hxp | grep -q "pid=$monitor_pid,"; }
+wait_for 10 "the monitor to subscribe" subscribed
+sleep 0.3
+expect_dropped batch "$db_ip" 5432
+for _ in $(seq 50); do kill -0 "$monitor_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$monitor_pid" 2>/dev/null; then
+	die "the monitor saw no drop within 5 s of the dropped connection"
+fi
+wait "$monitor_pid" || die "membrane monitor failed: $(cat "$work/monitor.out")"
+monitor_pid=
+cat "$work/monitor.out"
+grep -q "policy-denied" "$work/monitor.out" || die "the monitor's drop is not policy-denied"
+show membrane bpf metrics --endpoint "$db_id" --bpf-root "$bpf_root"
+
+step "Ask why" \
+	"membrane policy trace evaluates the rules for two label sets, without" \
+	"sending a packet: the verdict, and the rule (or the default deny) behind it." \
+	"Give the labels of the identities, namespace included: a CiliumNetworkPolicy" \
+	"applies only to endpoints of its namespace."
+ns=k8s:io.kubernetes.pod.namespace=default
+# trace SRC-APP: the trace from app=SRC-APP to db on 5432/TCP, shown; its verdict in $verdict.
+trace() {
+	show membrane policy trace --src-labels "k8s:app=$1,$ns" --dst-labels "k8s:app=db,$ns" --dport 5432/TCP |
+		tee "$work/trace.out"
+	verdict=$(awk '$1 == "Verdict:" { print $2; exit }' "$work/trace.out")
+}
+trace web
+[ "$verdict" = allowed ] || die "trace web -> db:5432 says $verdict, not allowed"
+trace batch
+[ "$verdict" = denied ] || die "trace batch -> db:5432 says $verdict, not denied"
+
+step "Delete the policy" \
+	"Deleting the rules by the labels the import derived from the object's name" \
+	"is another revision: db's ingress is no longer enforced, and batch" \
+	"reaches it again. Again no pod is touched."
+show membrane policy delete k8s:io.cilium.k8s.policy.name=db-from-web
+rev=$(policy_revision)
+wait_for 20 "db to enforce policy revision $rev" enforces db "$rev"
+expect_allowed batch "$db_ip" 5432
+kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+server_pid=
 
 step "Delete the pods" \
 	"membrane-cni DEL removes the endpoint (its ipcache and endpoint-map entries" \
