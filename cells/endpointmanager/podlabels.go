@@ -133,8 +133,9 @@ func (c *podLabelsController) sync(id uint16) error {
 			return err
 		}
 	case !ep.LabelsResolved && time.Since(ep.Created) >= c.timeout:
-		msg := fmt.Sprintf("pod %s is not known to the agent after %s: register it (membrane pod apply, PUT /v1/pod, --pod-manifest-dir) before its sandbox is created",
-			ep.PodName(), c.timeout)
+		msg := fmt.Sprintf("pod %s is not known to the agent after %s: register its labels before it starts, "+
+			"e.g. `membrane pod label %s KEY=VALUE...` (or membrane pod apply -f, PUT /v1/pod, --pod-manifest-dir)",
+			ep.PodName(), c.timeout, ep.PodName())
 		if err := ep.SetState(models.StateInvalid, msg); err != nil {
 			return err
 		}

@@ -21,12 +21,15 @@ func (a *app) podCommand() *cobra.Command {
 namespace and name) the labels of that pod, as k8s: labels plus the namespace
 label. Without a Kubernetes watcher, pods are registered here: from ordinary
 Kubernetes Pod manifests, of which only the metadata (name, namespace, uid,
-labels, annotations) is used. Changing a pod's labels moves its endpoints to
-the matching identity.`,
+labels, annotations) is used, or label by label (for podman, whose containers
+take the labels of pod default/CONTAINER-NAME). Changing a pod's labels moves
+its endpoints to the matching identity.`,
 		`  membrane pod apply -f web.yaml
+  membrane pod label web app=web
   membrane pod list
   membrane pod delete default/web`,
 		a.podApplyCommand(),
+		a.podLabelCommand(),
 		a.podListCommand(),
 		a.podDeleteCommand(),
 	)
