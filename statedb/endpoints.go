@@ -51,8 +51,13 @@ type Endpoint struct {
 	Identity NumericIdentity `json:"identity"`
 
 	State models.EndpointState `json:"state"`
-	// PolicyRevision is the policy revision the datapath enforces.
-	PolicyRevision uint64 `json:"policy-revision"`
+	// PolicyRevision is the policy revision the datapath enforces, and
+	// IngressEnforced/EgressEnforced the directions it enforced when the
+	// endpoint last became ready. They are persisted, so a restarted agent
+	// puts the same enforcement back before it has recomputed the policy.
+	PolicyRevision  uint64 `json:"policy-revision"`
+	IngressEnforced bool   `json:"ingress-enforced,omitempty"`
+	EgressEnforced  bool   `json:"egress-enforced,omitempty"`
 
 	Created time.Time `json:"created"`
 	// Log holds the last status messages, oldest first.

@@ -132,13 +132,11 @@ func (c *controller) maybeInitialize(txn statedb.ReadTxn) <-chan struct{} {
 	return nil
 }
 
-// restoredEnforcement keeps the enforcement a restored endpoint had, read
-// back from the pinned map's row if any, until its policy is recomputed.
-func (c *controller) restoredEnforcement(txn statedb.ReadTxn, ep *tables.Endpoint) *tables.EndpointPolicy {
-	if row, _, ok := c.epmap.Get(txn, tables.EndpointMapEndpointIndex.Query(ep.ID)); ok {
-		return &tables.EndpointPolicy{IngressEnforced: row.IngressEnforced, EgressEnforced: row.EgressEnforced}
-	}
-	return nil
+// restoredEnforcement keeps the enforcement a restored endpoint had when
+// it was last ready (persisted with the endpoint), until its policy is
+// recomputed: rewriting its endpoint map entry must not switch policy off.
+func (c *controller) restoredEnforcement(_ statedb.ReadTxn, ep *tables.Endpoint) *tables.EndpointPolicy {
+	return &tables.EndpointPolicy{IngressEnforced: ep.IngressEnforced, EgressEnforced: ep.EgressEnforced}
 }
 
 // policyFor returns the endpoint's computed policy for its current
@@ -314,6 +312,7 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 		msg := fmt.Sprintf("datapath ready (identity %d)", e.Identity)
 		if pol != nil {
 			e.PolicyRevision = pol.Revision
+			e.IngressEnforced, e.EgressEnforced = pol.IngressEnforced, pol.EgressEnforced
 			msg += fmt.Sprintf(", policy revision %d", pol.Revision)
 		}
 		return e.SetState(models.StateReady, msg)

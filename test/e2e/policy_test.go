@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/datapath/maps"
 )
 
 // The policy suites: pods made through membrane-cni in real netns, real
@@ -384,4 +385,65 @@ func runPolicySuite(t *testing.T, mode string, v6 bool) {
 		)
 		e.deleteAllPolicy()
 	})
+}
+
+// TestRestartKeepsPolicy: the datapath keeps enforcing while the agent is
+// down and while it restarts; the endpoint's pinned entry never loses its
+// enforcement flags, not even for a moment.
+func TestRestartKeepsPolicy(t *testing.T) {
+	e := setupPolicyEnv(t, "tcx", false)
+	web := e.ip(e.web)
+	e.importPolicy(`[{"endpointSelector":{"matchLabels":{"app":"web"}},
+	  "ingress":[{"fromEndpoints":[{"matchLabels":{"app":"client"}}]}]}]`)
+	e.expect(
+		tcpFact("client->web:8080", e.client, web, "8080", true),
+		tcpFact("other->web:8080", e.other, web, "8080", false),
+	)
+	ifindex := uint32(e.a.endpoint(e.web.Attachment()).InterfaceIndex)
+
+	// Watch web's entry in the pinned endpoints map through the restart.
+	stop := make(chan struct{})
+	lost := make(chan string, 1)
+	go func() {
+		m, err := maps.OpenPinned(e.a.BPFRoot, maps.EndpointsMapName)
+		if err != nil {
+			lost <- err.Error()
+			return
+		}
+		defer m.Close()
+		for {
+			select {
+			case <-stop:
+				lost <- ""
+				return
+			default:
+			}
+			var v maps.EndpointValue
+			if err := m.Lookup(maps.EndpointKey{IfIndex: ifindex}, &v); err != nil {
+				lost <- "endpoint entry missing: " + err.Error()
+				return
+			}
+			if v.Flags&maps.EndpointFlagIngressEnforced == 0 {
+				lost <- fmt.Sprintf("ingress enforcement off (flags %#x)", v.Flags)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+
+	e.a.Stop()
+	e.expect(
+		tcpFact("client->web:8080 while the agent is down", e.client, web, "8080", true),
+		tcpFact("other->web:8080 while the agent is down", e.other, web, "8080", false),
+	)
+	e.a.start([]string{"--datapath-mode", "tcx", "--allow-localhost", "policy"})
+	e.waitRevision(1)
+	close(stop)
+	if msg := <-lost; msg != "" {
+		t.Errorf("during the restart: %s", msg)
+	}
+	e.expect(
+		tcpFact("client->web:8080 after restart", e.client, web, "8080", true),
+		tcpFact("other->web:8080 after restart", e.other, web, "8080", false),
+	)
 }
