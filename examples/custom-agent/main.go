@@ -39,28 +39,38 @@ import (
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
+	"github.com/membrane-net/membrane/cells/hostips"
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
+	"github.com/membrane-net/membrane/cells/monitor"
+	"github.com/membrane-net/membrane/cells/policy"
+	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/regeneration"
 	"github.com/membrane-net/membrane/cells/status"
 	tables "github.com/membrane-net/membrane/statedb"
 )
 
-// newHive lists the agent's cells: cells.DefaultCells minus podmeta.Cell,
-// plus namespaceOnly. cells.NewAgentHive adds the infrastructure (statedb,
-// jobs, health, the shared tables, the state dir).
+// newHive lists the agent's cells: cells.DefaultCells with namespaceOnly
+// in place of podmeta.Cell. cells.NewAgentHive adds the infrastructure
+// (statedb, jobs, health, the shared tables, the state dir). As in the
+// default agent the API server comes last, so its socket opens only once
+// every other cell has started.
 func newHive() *hive.Hive {
 	return cells.NewAgentHive(
-		apiserver.Cell,
 		status.Cell,
 		ipam.Cell,
+		namespaceOnly,
 		endpointmanager.Cell,
 		endpointapi.Cell,
 		identity.Cell,
+		policyrepo.Cell,
+		policy.Cell,
 		regeneration.Cell,
 		loader.Cell,
-		namespaceOnly,
+		monitor.Cell,
+		hostips.Cell,
+		apiserver.Cell,
 	)
 }
 
