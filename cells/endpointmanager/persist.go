@@ -2,6 +2,7 @@ package endpointmanager
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -65,8 +66,18 @@ func (m *EndpointManager) restore(s *store) error {
 	return errors.Join(errs...)
 }
 
+// persisted is what a restart needs of an endpoint: everything but its
+// state and status log, which change several times per endpoint and pod
+// start without changing what a restore puts back.
+func persisted(ep *tables.Endpoint) string {
+	e := *ep
+	e.State, e.Log = "", nil
+	b, _ := json.Marshal(&e)
+	return string(b)
+}
+
 // persistLoop saves the endpoints after every batch of changes made by
-// other cells (labels, identities, states).
+// other cells that a restore needs (labels, identity, enforcement).
 func (m *EndpointManager) persistLoop(s *store) func(ctx context.Context, health cell.Health) error {
 	return func(ctx context.Context, health cell.Health) error {
 		wtxn := m.db.WriteTxn(m.endpoints)
@@ -76,11 +87,20 @@ func (m *EndpointManager) persistLoop(s *store) func(ctx context.Context, health
 			return err
 		}
 		defer changes.Close()
+		saved := map[uint16]string{}
 		for {
 			seq, watch := changes.Next(m.db.ReadTxn())
 			n := 0
-			for range seq {
-				n++
+			for ch := range seq {
+				if ch.Deleted {
+					delete(saved, ch.Object.ID)
+					n++
+					continue
+				}
+				if p := persisted(ch.Object); saved[ch.Object.ID] != p {
+					saved[ch.Object.ID] = p
+					n++
+				}
 			}
 			if n > 0 {
 				if err := m.save(s); err != nil {
