@@ -30,7 +30,7 @@
 //
 // Try it:
 //
-//	membrane policy import web.yaml
+//	membrane policy import -f web.yaml
 //	membrane statedb policy-rules
 //	curl --unix-socket /var/run/membrane/membrane.sock http://x/v1/policy
 package policyrepo

@@ -23,7 +23,7 @@ type Config struct {
 }
 
 func (def Config) Flags(fs *pflag.FlagSet) {
-	fs.String("state-dir", def.StateDir, "Directory where the agent persists identities, IPAM allocations and endpoints across restarts")
+	fs.String("state-dir", def.StateDir, "Directory where the agent persists endpoints, identities, IPAM allocations, API-registered pods and policy rules across restarts")
 }
 
 // Cell provides Dir.
