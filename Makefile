@@ -12,7 +12,15 @@ PKGS    := ./...
 # object against its sources.
 APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static
 
-.PHONY: all build deps test check bpf bpf-check unit bench demo clean
+# make install: where things go. DESTDIR stages an install (packaging).
+PREFIX           ?= /usr/local
+BINDIR           ?= $(PREFIX)/bin
+CNI_BIN_DIR      ?= /opt/cni/bin
+CNI_CONF         ?= /etc/cni/net.d/05-membrane.conflist
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+DESTDIR          ?=
+
+.PHONY: all build deps test check bpf bpf-check unit bench demo clean install uninstall
 
 all: build
 
@@ -57,6 +65,33 @@ bench: deps build
 
 demo: deps build
 	./scripts/demo.sh
+
+# install: the three binaries into BINDIR, membrane-cni into CNI_BIN_DIR
+# (by the agent's install-cni: atomic, and checked to run), the systemd
+# unit into SYSTEMD_UNIT_DIR. The conflist is the agent's to write once it
+# serves (the unit passes --write-cni-conf-when-ready CNI_CONF).
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+	install -m 0755 $(BIN)/membrane-agent $(BIN)/membrane-cni $(BIN)/membrane $(DESTDIR)$(BINDIR)/
+	$(DESTDIR)$(BINDIR)/membrane-agent install-cni --cni-bin-dir $(DESTDIR)$(CNI_BIN_DIR)
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/etc/cni/net.d/05-membrane.conflist|$(CNI_CONF)|g' \
+		contrib/systemd/membrane-agent.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/membrane-agent.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/membrane-agent.service
+	@echo "installed; start it with: systemctl daemon-reload && systemctl enable --now membrane-agent"
+
+# uninstall reverses install, and removes the conflist the agent wrote (the
+# node has no Membrane network any more). Remove the pods first; the
+# agent's state (/var/lib/membrane, /sys/fs/bpf/membrane) is left: see
+# docs/install.md.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now membrane-agent 2>/dev/null || true; \
+	fi
+	rm -f $(DESTDIR)$(CNI_CONF)
+	rm -f $(DESTDIR)$(SYSTEMD_UNIT_DIR)/membrane-agent.service
+	rm -f $(DESTDIR)$(CNI_BIN_DIR)/membrane-cni
+	rm -f $(DESTDIR)$(BINDIR)/membrane-agent $(DESTDIR)$(BINDIR)/membrane-cni $(DESTDIR)$(BINDIR)/membrane
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf $(BIN)

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/cniconfig"
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/health"
@@ -53,10 +54,17 @@ var DefaultCells = cell.Group(
 	loader.Cell,
 	monitor.Cell,
 	hostips.Cell,
-	// Last: start hooks run in construction order, so the socket opens
-	// only once every cell above has restored its state and the datapath
-	// is loaded; no request ever sees a half-started agent.
+	// After every cell that serves requests: start hooks run in
+	// construction order, so the socket opens only once every cell above
+	// has restored its state and the datapath is loaded; no request ever
+	// sees a half-started agent.
 	apiserver.Cell,
+	// Last, after the API server: its start hook writes the CNI conflist
+	// (--write-cni-conf-when-ready), and a runtime that finds the conflist
+	// executes membrane-cni, which needs the socket to answer. Here the
+	// file appears only once the agent serves; stop hooks run in reverse,
+	// so with --remove-cni-conf-on-shutdown it goes before the socket.
+	cniconfig.Cell,
 )
 
 // HiveOptions give each module its own health scope and job group, so

@@ -38,7 +38,7 @@ over the unix socket given by --socket.`,
 	h.RegisterFlags(cmd.Flags())
 	flags.FlagSet = cmd.Flags()
 	cmd.Flags().BoolVar(&debug, "debug", false, "Log at debug level")
-	cmd.AddCommand(h.Command())
+	cmd.AddCommand(h.Command(), installCNICmd())
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)
