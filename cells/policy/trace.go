@@ -357,6 +357,12 @@ func (t *tracer) resolve(txn statedb.ReadTxn, snap *snapshot, ss []string, synth
 	if len(found) == 0 {
 		info := &identityInfo{id: synthetic, kind: kindCluster, labels: ls}
 		*expl = append(*expl, fmt.Sprintf("%s: no identity has labels %s: matching them directly as an endpoint's", what, ls))
+		if _, ok := ls.Get(labels.SourceK8s, labels.NamespaceKey); !ok {
+			if _, ok := ls.Get(labels.SourceAny, labels.NamespaceKey); !ok {
+				*expl = append(*expl, fmt.Sprintf("%s: note: no %s:%s label, so no rule of a CiliumNetworkPolicy (namespaced) selects it; every pod has one",
+					what, labels.SourceK8s, labels.NamespaceKey))
+			}
+		}
 		return &resolvedPeer{info: info, hypothetical: true, endpoint: true}, nil
 	}
 	info := found[0]
