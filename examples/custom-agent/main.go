@@ -37,6 +37,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/cniconfig"
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/hostips"
@@ -54,8 +55,9 @@ import (
 // newHive lists the agent's cells: cells.DefaultCells with namespaceOnly
 // in place of podmeta.Cell. cells.NewAgentHive adds the infrastructure
 // (statedb, jobs, health, the shared tables, the state dir). As in the
-// default agent the API server comes last, so its socket opens only once
-// every other cell has started.
+// default agent the API server comes after every cell that serves, so its
+// socket opens only once they have started, and the CNI conflist is
+// written last, once the socket is open.
 func newHive() *hive.Hive {
 	return cells.NewAgentHive(
 		status.Cell,
@@ -71,6 +73,7 @@ func newHive() *hive.Hive {
 		monitor.Cell,
 		hostips.Cell,
 		apiserver.Cell,
+		cniconfig.Cell,
 	)
 }
 
