@@ -9,8 +9,12 @@ PKGS    := ./...
 # Debian packages the tests and the demo use: ip/ping for netns work, the
 # reference CNI plugins as the benchmark baseline, iperf3 and sockperf for
 # the datapath benchmark, clang/llvm/libbpf-dev to check the committed BPF
-# object against its sources.
-APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static
+# object against its sources, podman and containerd (+ runc) for the
+# runtime suites.
+APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd
+# The containerd CRI suite is a module of its own (test/containerd), so the
+# main module does not carry the CRI API and gRPC.
+CRI_SUITE := test/containerd
 
 # make install: where things go. DESTDIR stages an install (packaging).
 PREFIX           ?= /usr/local
@@ -38,11 +42,13 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	$(GO) mod download
+	cd $(CRI_SUITE) && $(GO) mod download
 
 # check: formatting and vet.
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd $(CRI_SUITE) && $(GO) vet ./...
 
 # bpf regenerates the datapath object from bpf/*.c (needs clang).
 bpf:
@@ -55,13 +61,16 @@ bpf-check: bpf
 # test: everything, privileged suites included (run as root).
 test: deps check bpf-check
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	cd $(CRI_SUITE) && $(GO) test -count=1 -timeout 10m ./...
 
 # unit: the fast tests only.
 unit:
 	$(GO) test -short -count=1 $(PKGS)
+	cd $(CRI_SUITE) && $(GO) test -short -count=1 ./...
 
 bench: deps build
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/...
+	cd $(CRI_SUITE) && $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
 
 demo: deps build
 	./scripts/demo.sh
