@@ -109,68 +109,15 @@ func (d *datapath) count(dir, reason uint8) uint64 {
 }
 
 // Packet builders (checksums are not checked by the programs).
-
-func eth(etherType uint16, payload []byte) []byte {
-	b := make([]byte, 14, 14+len(payload))
-	copy(b[0:6], []byte{2, 0, 0, 0, 0, 1})
-	copy(b[6:12], []byte{2, 0, 0, 0, 0, 2})
-	binary.BigEndian.PutUint16(b[12:], etherType)
-	return append(b, payload...)
-}
-
-func l4(proto uint8, sport, dport uint16) []byte {
-	switch proto {
-	case 6:
-		b := make([]byte, 20)
-		binary.BigEndian.PutUint16(b[0:], sport)
-		binary.BigEndian.PutUint16(b[2:], dport)
-		b[12] = 5 << 4
-		return b
-	case 17:
-		b := make([]byte, 8)
-		binary.BigEndian.PutUint16(b[0:], sport)
-		binary.BigEndian.PutUint16(b[2:], dport)
-		binary.BigEndian.PutUint16(b[4:], 8)
-		return b
-	}
-	panic("l4")
-}
-
-// icmp builds an ICMP(v6) message of type with echo id.
-func icmp(typ uint8, id uint16) []byte {
-	b := make([]byte, 8)
-	b[0] = typ
-	binary.BigEndian.PutUint16(b[4:], id)
-	return b
-}
-
-func ipv4(src, dst netip.Addr, proto uint8, payload []byte) []byte {
-	h := make([]byte, 20)
-	h[0] = 0x45
-	binary.BigEndian.PutUint16(h[2:], uint16(20+len(payload)))
-	h[8] = 64
-	h[9] = proto
-	s, d := src.As4(), dst.As4()
-	copy(h[12:], s[:])
-	copy(h[16:], d[:])
-	return eth(0x0800, append(h, payload...))
-}
-
-func ipv6(src, dst netip.Addr, proto uint8, payload []byte) []byte {
-	h := make([]byte, 40)
-	h[0] = 0x60
-	binary.BigEndian.PutUint16(h[4:], uint16(len(payload)))
-	h[6] = proto
-	h[7] = 64
-	s, d := src.As16(), dst.As16()
-	copy(h[8:], s[:])
-	copy(h[24:], d[:])
-	return eth(0x86dd, append(h, payload...))
-}
-
-func tcp4(src, dst netip.Addr, sport, dport uint16) []byte {
-	return ipv4(src, dst, 6, l4(6, sport, dport))
-}
+var (
+	eth  = testutil.Eth
+	ipv4 = testutil.IPv4
+	ipv6 = testutil.IPv6
+	tcp  = testutil.TCP
+	udp  = testutil.UDP
+	icmp = testutil.ICMP
+	tcp4 = testutil.TCP4
+)
 
 const (
 	ingress = 0
@@ -201,7 +148,7 @@ func TestAntiSpoofing(t *testing.T) {
 	if got := d.run(d.from, tcp4(dbIP, webIP, 1000, 80)); got != tcShot {
 		t.Fatalf("pod sending from another pod's address: %d, want drop", got)
 	}
-	if got := d.run(d.from, ipv6(web6, pod6, 17, l4(17, 1, 2))); got != tcShot {
+	if got := d.run(d.from, ipv6(web6, pod6, 17, udp(1, 2))); got != tcShot {
 		t.Fatalf("spoofed IPv6 source: %d, want drop", got)
 	}
 	if got := d.run(d.from, tcp4(podIP, webIP, 1000, 80)); got != tcOK {
@@ -230,7 +177,7 @@ func TestIngressPolicyByIdentityAndPort(t *testing.T) {
 		{"web to port 80", tcp4(webIP, podIP, 1111, 80), tcOK},
 		{"web to port 81", tcp4(webIP, podIP, 1112, 81), tcShot},
 		{"db to port 80", tcp4(dbIP, podIP, 1113, 80), tcShot},
-		{"web UDP 80", ipv4(webIP, podIP, 17, l4(17, 1114, 80)), tcShot},
+		{"web UDP 80", ipv4(webIP, podIP, 17, udp(1114, 80)), tcShot},
 		{"unknown (world) to 80", tcp4(netip.MustParseAddr("192.0.2.1"), podIP, 1115, 80), tcShot},
 	}
 	for _, c := range cases {
@@ -258,7 +205,7 @@ func TestWildcardAndDenyPrecedence(t *testing.T) {
 	if got := d.run(d.to, tcp4(dbIP, podIP, 1, 443)); got != tcShot {
 		t.Errorf("db denied despite wildcard allow: %d, want drop", got)
 	}
-	if got := d.run(d.to, ipv4(dbIP, podIP, 17, l4(17, 1, 53))); got != tcOK {
+	if got := d.run(d.to, ipv4(dbIP, podIP, 17, udp(1, 53))); got != tcOK {
 		t.Errorf("db UDP (deny is TCP only): %d, want pass", got)
 	}
 	// A wildcard deny on a port beats a specific allow.
@@ -304,13 +251,13 @@ func TestConntrackRepliesPassUnsolicitedDoNot(t *testing.T) {
 		t.Fatal("unsolicited egress passed")
 	}
 	// UDP request out and its answer in.
-	if got := d.run(d.from, ipv4(podIP, dbIP, 17, l4(17, 5353, 53))); got != tcOK {
+	if got := d.run(d.from, ipv4(podIP, dbIP, 17, udp(5353, 53))); got != tcOK {
 		t.Fatal("allowed UDP request dropped")
 	}
-	if got := d.run(d.to, ipv4(dbIP, podIP, 17, l4(17, 53, 5353))); got != tcOK {
+	if got := d.run(d.to, ipv4(dbIP, podIP, 17, udp(53, 5353))); got != tcOK {
 		t.Fatal("UDP reply dropped")
 	}
-	if got := d.run(d.to, ipv4(dbIP, podIP, 17, l4(17, 53, 5354))); got != tcShot {
+	if got := d.run(d.to, ipv4(dbIP, podIP, 17, udp(53, 5354))); got != tcShot {
 		t.Fatal("UDP to another port passed as a reply")
 	}
 	if d.count(ingress, maps.ReasonForwardedCT) != 2 || d.count(egress, maps.ReasonForwardedCT) != 1 {
@@ -340,13 +287,13 @@ func TestIPv6Policy(t *testing.T) {
 	d := load(t)
 	d.endpoint(maps.EndpointFlagIngressEnforced)
 	d.allow(ingress, webIdent, 6, 443, 0, false)
-	if got := d.run(d.to, ipv6(web6, pod6, 6, l4(6, 5000, 443))); got != tcOK {
+	if got := d.run(d.to, ipv6(web6, pod6, 6, tcp(5000, 443))); got != tcOK {
 		t.Fatal("IPv6 allowed flow dropped")
 	}
-	if got := d.run(d.to, ipv6(web6, pod6, 6, l4(6, 5000, 444))); got != tcShot {
+	if got := d.run(d.to, ipv6(web6, pod6, 6, tcp(5000, 444))); got != tcShot {
 		t.Fatal("IPv6 other port passed")
 	}
-	if got := d.run(d.from, ipv6(pod6, web6, 6, l4(6, 443, 5000))); got != tcOK {
+	if got := d.run(d.from, ipv6(pod6, web6, 6, tcp(443, 5000))); got != tcOK {
 		t.Fatal("IPv6 reply dropped")
 	}
 	if got := d.run(d.to, ipv6(web6, pod6, 58, icmp(128, 1))); got != tcShot {

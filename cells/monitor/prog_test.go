@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"context"
-	"encoding/binary"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -60,7 +59,7 @@ func TestDatapathEventReachesSubscriber(t *testing.T) {
 	go func() { ran <- m.Run(ctx, coll.Maps[maps.EventsMapName]) }()
 
 	before := time.Now()
-	ret, err := coll.Programs["to_container"].Run(&ebpf.RunOptions{Data: tcpPacket(dbIP, webIP, 41234, 80)})
+	ret, err := coll.Programs["to_container"].Run(&ebpf.RunOptions{Data: testutil.TCP4(dbIP, webIP, 41234, 80)})
 	if err != nil {
 		t.Fatalf("BPF_PROG_RUN: %v", err)
 	}
@@ -97,23 +96,4 @@ func TestDatapathEventReachesSubscriber(t *testing.T) {
 	if _, ok := <-drops.Events(); ok {
 		t.Fatal("subscription open after the reader stopped")
 	}
-}
-
-// tcpPacket is an Ethernet/IPv4/TCP packet (checksums are not checked).
-func tcpPacket(src, dst netip.Addr, sport, dport uint16) []byte {
-	b := make([]byte, 14+20+20)
-	binary.BigEndian.PutUint16(b[12:], 0x0800)
-	ip := b[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], 40)
-	ip[8] = 64
-	ip[9] = 6
-	s, d := src.As4(), dst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	tcp := ip[20:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	tcp[12] = 5 << 4
-	return b
 }

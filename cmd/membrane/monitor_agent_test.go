@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -132,7 +131,7 @@ func TestMonitorAgentSession(t *testing.T) {
 	// is not enforced and the new flow is forwarded.
 	r := send(background("monitor", "--count", "1"), func() map[string][]byte {
 		sport++
-		return map[string][]byte{"to_container": tcp4(world, podIP, sport, 80)}
+		return map[string][]byte{"to_container": testutil.TCP4(world, podIP, sport, 80)}
 	})
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("monitor: %+v", r)
@@ -150,8 +149,8 @@ func TestMonitorAgentSession(t *testing.T) {
 	r = send(background("monitor", "--type", "drop", "--endpoint", id, "--count", "1", "-o", "json"), func() map[string][]byte {
 		sport++
 		return map[string][]byte{
-			"to_container":   tcp4(world, podIP, sport, 80),
-			"from_container": tcp4(spoofed, world, sport, 443),
+			"to_container":   testutil.TCP4(world, podIP, sport, 80),
+			"from_container": testutil.TCP4(spoofed, world, sport, 443),
 		}
 	})
 	var ev events.Event
@@ -201,23 +200,4 @@ func TestMonitorAgentSession(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "the agent ended the event stream") {
 		t.Fatalf("monitor when the agent stops: %+v", r)
 	}
-}
-
-// tcp4 is an Ethernet/IPv4/TCP packet (checksums are not checked).
-func tcp4(src, dst netip.Addr, sport, dport uint16) []byte {
-	b := make([]byte, 14+20+20)
-	binary.BigEndian.PutUint16(b[12:], 0x0800)
-	ip := b[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], 40)
-	ip[8] = 64
-	ip[9] = 6
-	s, d := src.As4(), dst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	tcp := ip[20:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dport)
-	tcp[12] = 5 << 4
-	return b
 }

@@ -1,5 +1,5 @@
 // Package testutil holds what Membrane's tests share: the privileged-test
-// gate and scratch bpffs directories.
+// gate, scratch bpffs directories and crafted packets for BPF_PROG_RUN.
 package testutil
 
 import (
