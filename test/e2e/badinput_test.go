@@ -38,10 +38,10 @@ func TestDuplicateAttachment(t *testing.T) {
 	if ips := a.ownedIPs(p.Attachment()); len(ips) != 1 || ips[0] != p.IP().String() {
 		t.Errorf("addresses of the attachment: %v, want only %s", ips, p.IP())
 	}
-	if all := a.allIPs(); len(all) != 1 {
+	if all := a.IPs(); len(all) != 1 {
 		t.Errorf("the agent holds %d addresses, want 1: %+v", len(all), all)
 	}
-	if eps := a.endpoints(); len(eps) != 1 {
+	if eps := a.Endpoints(); len(eps) != 1 {
 		t.Errorf("the agent has %d endpoints, want 1", len(eps))
 	}
 	if err := n.check(p); err != nil {
@@ -50,7 +50,7 @@ func TestDuplicateAttachment(t *testing.T) {
 	if err := ping(p, p.Result.IPs[0].Gateway.String()); err != nil {
 		t.Error(err)
 	}
-	if ids := a.identities(); len(ids) != 1 || ids[after.Identity.ID] != 1 {
+	if ids := a.Identities(); len(ids) != 1 || ids[after.Identity.ID] != 1 {
 		t.Errorf("identities %v: want only %d, used once", ids, after.Identity.ID)
 	}
 	if err := n.del(p); err != nil {
@@ -89,16 +89,16 @@ func TestIPAMExhaustion(t *testing.T) {
 		t.Errorf("the error should say the pod CIDR is exhausted and name the pod: %v", addErr)
 	}
 	assertGone(t, a, failed, netipInvalid)
-	if got := len(a.allIPs()); got != len(added) {
+	if got := len(a.IPs()); got != len(added) {
 		t.Errorf("%d addresses allocated, want %d", got, len(added))
 	}
-	if got := len(a.endpoints()); got != len(added) {
+	if got := len(a.Endpoints()); got != len(added) {
 		t.Errorf("%d endpoints, want %d", got, len(added))
 	}
 	if out, err := exec.Command("ip", "-n", failed.NetnsName, "link", "show", "eth0").CombinedOutput(); err == nil {
 		t.Errorf("the failed pod has an eth0: %s", out)
 	}
-	for id, users := range a.identities() {
+	for id, users := range a.Identities() {
 		if users != len(added) {
 			t.Errorf("identity %d is used by %d endpoints, want %d", id, users, len(added))
 		}
@@ -161,7 +161,7 @@ func TestAgentDown(t *testing.T) {
 
 	// The agent comes back (same state dir): the retried DEL completes and
 	// the pod that failed to start can be added.
-	a.start(nil)
+	a.Restart()
 	if err := n.del(web); err != nil {
 		t.Fatalf("DEL retried with the agent back: %v", err)
 	}
@@ -169,7 +169,7 @@ func TestAgentDown(t *testing.T) {
 	if err := n.add(db); err != nil {
 		t.Fatalf("ADD with the agent back: %v", err)
 	}
-	if ips := a.allIPs(); len(ips) != 1 || ips[0].IP != db.IP().String() {
+	if ips := a.IPs(); len(ips) != 1 || ips[0].IP != db.IP().String() {
 		t.Errorf("addresses after the failed ADD and the retry: %+v (the failed ADD must not hold one)", ips)
 	}
 }
@@ -193,7 +193,7 @@ func TestInvalidConfig(t *testing.T) {
 		}
 		assertGone(t, a, p, netipInvalid)
 	}
-	if ips := a.allIPs(); len(ips) != 0 {
+	if ips := a.IPs(); len(ips) != 0 {
 		t.Errorf("rejected configurations allocated addresses: %+v", ips)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // CHECK notices what breaks a pod after ADD: a route removed inside the
@@ -12,7 +14,7 @@ import (
 // the endpoint was deleted behind the runtime's back.
 func TestCheckDetectsDamage(t *testing.T) {
 	setup(t)
-	needBinaries(t, "membrane")
+	bins.Need(t, e2eutil.CLIBin)
 	a := startAgent(t, agentOpts{})
 	n := newNetwork(t, a, "", nil)
 	a.putPod("shop", "web", map[string]string{"app": "web"})
@@ -40,7 +42,7 @@ func TestCheckDetectsDamage(t *testing.T) {
 	}
 
 	ep := a.endpoint(p.Attachment())
-	if out, err := exec.Command(bins.cli, "--socket", a.Socket, "endpoint", "delete", fmt.Sprint(ep.ID)).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bins.CLI, "--socket", a.Socket, "endpoint", "delete", fmt.Sprint(ep.ID)).CombinedOutput(); err != nil {
 		t.Fatalf("membrane endpoint delete %d: %v: %s", ep.ID, err, out)
 	}
 	if err := n.check(p); err == nil || !strings.Contains(err.Error(), "the agent has no endpoint for this attachment") {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // With --pod-cidr-v6 every pod gets an address of each family: both are
@@ -27,7 +29,7 @@ func TestDualStack(t *testing.T) {
 	if ep.Addressing.IPv4 != v4.String() || ep.Addressing.IPv6 != v6.String() {
 		t.Errorf("endpoint addressing %+v, ADD gave %s and %s", ep.Addressing, v4, v6)
 	}
-	cache := a.ipcache()
+	cache := a.IPCache()
 	for _, pfx := range []netip.Prefix{netip.PrefixFrom(v4, 32), netip.PrefixFrom(v6, 128)} {
 		if id, ok := cache[pfx]; !ok || id != ep.Identity.ID {
 			t.Errorf("ipcache[%s] = %d (present %v), want %d", pfx, id, ok, ep.Identity.ID)
@@ -45,8 +47,8 @@ func TestDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, a, p, v4)
-	eventually(t, 10*time.Second, "the IPv6 ipcache entry is removed", func() error {
-		if id, ok := a.ipcache()[netip.PrefixFrom(v6, 128)]; ok {
+	e2eutil.Eventually(t, 10*time.Second, "the IPv6 ipcache entry is removed", func() error {
+		if id, ok := a.IPCache()[netip.PrefixFrom(v6, 128)]; ok {
 			return fmt.Errorf("%s -> %d", v6, id)
 		}
 		return nil

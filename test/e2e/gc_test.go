@@ -40,7 +40,7 @@ func TestGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, a, keep, keep.IP())
-	if eps := a.endpoints(); len(eps) != 0 {
+	if eps := a.Endpoints(); len(eps) != 0 {
 		b, _ := json.Marshal(eps)
 		t.Errorf("endpoints after cnitool gc: %s", b)
 	}

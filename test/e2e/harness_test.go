@@ -2,20 +2,14 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha512"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +18,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/datapath/maps"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/internal/testutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
@@ -36,24 +30,16 @@ func setup(t *testing.T) {
 		t.Skip("end-to-end suite: skipped with -short")
 	}
 	testutil.RequirePrivileged(t)
-	needBinaries(t, "membrane-agent", "membrane-cni", "cnitool")
+	bins.Need(t, e2eutil.AgentBin, e2eutil.PluginBin, e2eutil.CnitoolBin)
 }
 
 // ---- the agent -------------------------------------------------------
 
+// agent is a membrane-agent of the test's own (e2eutil.Agent: paths, pod
+// CIDRs, client, Stop and Restart) with what this suite asks of it.
 type agent struct {
-	t       *testing.T
-	Dir     string
-	Socket  string
-	BPFRoot string
-	PodCIDR netip.Prefix
-	// PodCIDRv6 is set for a dual-stack agent.
-	PodCIDRv6 netip.Prefix
-	Client    *client.Client
-
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
+	*e2eutil.Agent
+	t *testing.T
 }
 
 type agentOpts struct {
@@ -64,133 +50,29 @@ type agentOpts struct {
 	Extra     []string
 }
 
-// startAgent runs membrane-agent on temporary paths and waits until it
-// answers /v1/healthz. It is stopped (by PID) when the test ends.
+// startAgent runs membrane-agent on temporary paths (socket, state dir,
+// bpffs dir, a free pod CIDR in 10.210.0.0-10.249.255.255) and waits until
+// it answers /v1/healthz. It is stopped (by PID) when the test ends.
 func startAgent(t *testing.T, o agentOpts) *agent {
 	t.Helper()
-	if o.Bits == 0 {
-		o.Bits = 24
-	}
-	dir, err := os.MkdirTemp("", "mbe2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	a := &agent{
-		t:       t,
-		Dir:     dir,
-		Socket:  filepath.Join(dir, "agent.sock"),
-		BPFRoot: testutil.BPFDir(t),
-		PodCIDR: freePodCIDR(t, o.Bits),
-		logPath: filepath.Join(dir, "agent.log"),
-	}
-	a.Client = client.New(a.Socket)
-	extra := o.Extra
-	if o.DualStack {
-		a.PodCIDRv6 = freePodCIDRv6(t)
-		extra = append([]string{"--pod-cidr-v6", a.PodCIDRv6.String()}, extra...)
-	}
-	a.start(extra)
-	t.Cleanup(func() {
-		a.Stop()
-		if t.Failed() || os.Getenv("MEMBRANE_E2E_KEEP_LOGS") == "1" {
-			a.dumpLog()
-		}
-	})
-	return a
+	return &agent{t: t, Agent: e2eutil.StartAgent(t, e2eutil.AgentConfig{
+		Binary:      bins.Agent,
+		TempPattern: "mbe2e",
+		Pool:        e2eutil.PoolE2E,
+		Bits:        o.Bits,
+		DualStack:   o.DualStack,
+		Extra:       o.Extra,
+		KeepLogsEnv: "MEMBRANE_E2E_KEEP_LOGS",
+	})}
 }
 
-func (a *agent) start(extra []string) {
-	a.t.Helper()
-	args := append([]string{
-		"--socket", a.Socket,
-		"--state-dir", filepath.Join(a.Dir, "state"),
-		"--bpf-root", a.BPFRoot,
-		"--pod-cidr", a.PodCIDR.String(),
-	}, extra...)
-	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	a.cmd = exec.Command(bins.agent, args...)
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		logf.Close()
-		a.t.Fatalf("starting membrane-agent: %v", err)
-	}
-	logf.Close()
-	a.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(a.cmd, a.exited)
-
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := a.Client.Healthz(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-a.exited:
-			a.dumpLog()
-			a.t.Fatalf("membrane-agent %s exited during start: %v", strings.Join(args, " "), a.cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			a.dumpLog()
-			a.t.Fatalf("membrane-agent did not answer on %s within 20s: %v", a.Socket, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Stop ends the agent: SIGTERM, SIGKILL after 10 s.
-func (a *agent) Stop() {
-	if a.cmd == nil || a.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-a.exited:
-		return
-	default:
-	}
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(10 * time.Second):
-		a.t.Errorf("membrane-agent (pid %d) ignored SIGTERM for 10s; killing it", a.cmd.Process.Pid)
-		a.cmd.Process.Kill()
-		<-a.exited
-	}
-}
-
-func (a *agent) dumpLog() {
-	raw, _ := os.ReadFile(a.logPath)
-	// Hive's start/stop bookkeeping says nothing about the failure.
-	var b []byte
-	for line := range bytes.Lines(raw) {
-		if !bytes.Contains(line, []byte("msg=Invoked")) && !bytes.Contains(line, []byte("hook executed")) {
-			b = append(b, line...)
-		}
-	}
-	if len(b) > 20000 {
-		b = append([]byte("...\n"), b[len(b)-20000:]...)
-	}
-	a.t.Logf("membrane-agent log (%s):\n%s", a.logPath, b)
-}
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// ctxT bounds an API call; it is cancelled when the test ends.
+var ctxT = e2eutil.Context
 
 // putPod registers pod labels through the API.
 func (a *agent) putPod(ns, name string, labels map[string]string) {
 	a.t.Helper()
-	if _, err := a.Client.PutPod(ctxT(a.t), &models.Pod{Namespace: ns, Name: name, Labels: labels}); err != nil {
-		a.t.Fatalf("PUT /v1/pod/%s/%s: %v", ns, name, err)
-	}
+	a.PutPod(models.Pod{Namespace: ns, Name: name, Labels: labels})
 }
 
 // endpoint is the agent's endpoint of an attachment, or nil if it has none.
@@ -209,139 +91,13 @@ func (a *agent) endpoint(att plugin.Attachment) *models.Endpoint {
 // ownedIPs lists the addresses IPAM holds for an attachment.
 func (a *agent) ownedIPs(att plugin.Attachment) []string {
 	a.t.Helper()
-	rows, err := a.Client.ListIPs(ctxT(a.t))
-	if err != nil {
-		a.t.Fatalf("GET /v1/ipam: %v", err)
-	}
 	var ips []string
-	for _, r := range rows {
+	for _, r := range a.IPs() {
 		if r.Owner == att.Owner() {
 			ips = append(ips, r.IP)
 		}
 	}
 	return ips
-}
-
-func (a *agent) allIPs() []models.IPAMAllocation {
-	a.t.Helper()
-	rows, err := a.Client.ListIPs(ctxT(a.t))
-	if err != nil {
-		a.t.Fatalf("GET /v1/ipam: %v", err)
-	}
-	return rows
-}
-
-func (a *agent) endpoints() []models.Endpoint {
-	a.t.Helper()
-	eps, err := a.Client.ListEndpoints(ctxT(a.t))
-	if err != nil {
-		a.t.Fatalf("GET /v1/endpoint: %v", err)
-	}
-	return eps
-}
-
-// ipcache reads the pinned ipcache map: prefix -> identity.
-func (a *agent) ipcache() map[netip.Prefix]uint32 {
-	a.t.Helper()
-	m, err := maps.OpenPinned(a.BPFRoot, maps.IPCacheMapName)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer m.Close()
-	out := map[netip.Prefix]uint32{}
-	var k maps.IPCacheKey
-	var v maps.IPCacheValue
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		p, err := k.Prefix()
-		if err != nil {
-			a.t.Fatal(err)
-		}
-		out[p] = v.Identity
-	}
-	if err := it.Err(); err != nil {
-		a.t.Fatalf("iterating %s: %v", maps.IPCacheMapName, err)
-	}
-	return out
-}
-
-// ---- pod CIDRs -------------------------------------------------------
-
-var cidrMu sync.Mutex
-var cidrsTaken = map[netip.Prefix]bool{}
-
-// freePodCIDR picks 10.X.Y.0/bits with X in 210..249 that overlaps no
-// route or address on this machine and no other test of this run, so
-// concurrent suites (and other engineers' runs) do not collide.
-func freePodCIDR(t *testing.T, bits int) netip.Prefix {
-	t.Helper()
-	cidrMu.Lock()
-	defer cidrMu.Unlock()
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: syscall.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		t.Fatalf("listing routes: %v", err)
-	}
-	used := func(p netip.Prefix) bool {
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue
-			}
-			rp, ok := netip.AddrFromSlice(r.Dst.IP.To4())
-			ones, _ := r.Dst.Mask.Size()
-			if ok && ones > 0 && netip.PrefixFrom(rp, ones).Overlaps(p) {
-				return true
-			}
-		}
-		for q := range cidrsTaken {
-			if q.Overlaps(p) {
-				return true
-			}
-		}
-		return false
-	}
-	for range 1000 {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(210 + rand.IntN(40)), byte(rand.IntN(256)), 0}), bits).Masked()
-		if !used(p) {
-			cidrsTaken[p] = true
-			return p
-		}
-	}
-	t.Fatal("no free pod CIDR in 10.210.0.0-10.249.255.255")
-	return netip.Prefix{}
-}
-
-// freePodCIDRv6 picks fd00:2NN:XXXX::/64 that no IPv6 route on this
-// machine overlaps.
-func freePodCIDRv6(t *testing.T) netip.Prefix {
-	t.Helper()
-	cidrMu.Lock()
-	defer cidrMu.Unlock()
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: syscall.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		t.Fatalf("listing routes: %v", err)
-	}
-	for range 1000 {
-		var b [16]byte
-		b[0], b[1], b[2], b[3] = 0xfd, 0x00, 0x02, byte(0x10+rand.IntN(0x40))
-		b[4], b[5] = byte(rand.IntN(256)), byte(rand.IntN(256))
-		p := netip.PrefixFrom(netip.AddrFrom16(b), 64)
-		free := !cidrsTaken[p]
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue
-			}
-			ones, _ := r.Dst.Mask.Size()
-			if rp, ok := netip.AddrFromSlice(r.Dst.IP); ok && ones > 0 && netip.PrefixFrom(rp, ones).Overlaps(p) {
-				free = false
-			}
-		}
-		if free {
-			cidrsTaken[p] = true
-			return p
-		}
-	}
-	t.Fatal("no free IPv6 pod CIDR")
-	return netip.Prefix{}
 }
 
 // ---- CNI networks and pods -------------------------------------------
@@ -377,21 +133,7 @@ func newNetwork(t *testing.T, a *agent, cniVersion string, pluginConf map[string
 	for k, v := range pluginConf {
 		entry[k] = v
 	}
-	conf := map[string]any{"cniVersion": cniVersion, "name": n.Name, "plugins": []any{entry}}
-	b, _ := json.MarshalIndent(conf, "", "  ")
-	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.Dir, "10-"+n.Name+".conflist"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// cnitool (libcni) caches results under /var/lib/cni.
-		files, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", n.Name+"-*"))
-		for _, f := range files {
-			os.Remove(f)
-		}
-	})
+	e2eutil.WriteConflist(t, n.Dir, n.Name, map[string]any{"cniVersion": cniVersion, "plugins": []any{entry}})
 	return n
 }
 
@@ -432,8 +174,7 @@ func (p *pod) IPv6() netip.Addr {
 
 // Args is the CNI_ARGS containerd would pass.
 func (p *pod) Args() string {
-	return fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=uid-%s;IgnoreUnknown=1",
-		p.Namespace, p.Name, p.ContainerID, p.Name)
+	return e2eutil.PodCNIArgs(p.Namespace, p.Name, p.ContainerID)
 }
 
 var podCounter atomic.Int64
@@ -447,8 +188,7 @@ func newPod(t *testing.T, namespace, name string) *pod {
 		t.Fatalf("ip netns add %s: %v: %s", nsName, err, out)
 	}
 	p := &pod{Namespace: namespace, Name: name, NetnsName: nsName, Netns: "/var/run/netns/" + nsName}
-	sum := sha512.Sum512([]byte(p.Netns))
-	p.ContainerID = fmt.Sprintf("cnitool-%x", sum[:10])
+	p.ContainerID = e2eutil.CnitoolContainerID(p.Netns)
 	t.Cleanup(func() {
 		exec.Command("ip", "netns", "del", nsName).Run()
 		if l, err := netlink.LinkByName(p.Attachment().HostVeth()); err == nil {
@@ -460,9 +200,9 @@ func newPod(t *testing.T, namespace, name string) *pod {
 
 // cnitool runs `cnitool CMD NET NETNS` with cniArgs as CNI_ARGS.
 func (n *network) cnitool(cmd string, p *pod, cniArgs string) (stdout string, err error) {
-	c := exec.Command(bins.cnitool, cmd, n.Name, p.Netns)
+	c := exec.Command(bins.Cnitool, cmd, n.Name, p.Netns)
 	c.Env = append(os.Environ(),
-		"CNI_PATH="+bins.dir,
+		"CNI_PATH="+bins.PluginDir,
 		"NETCONFPATH="+n.Dir,
 		"CNI_ARGS="+cniArgs,
 		"CNI_IFNAME=eth0",
@@ -514,13 +254,13 @@ func (n *network) runPlugin(command, containerID, netns string, conf map[string]
 		entry[k] = v
 	}
 	stdin, _ := json.Marshal(entry)
-	c := exec.Command(bins.plugin)
+	c := exec.Command(bins.Plugin)
 	c.Env = append(os.Environ(),
 		"CNI_COMMAND="+command,
 		"CNI_CONTAINERID="+containerID,
 		"CNI_NETNS="+netns,
 		"CNI_IFNAME=eth0",
-		"CNI_PATH="+bins.dir,
+		"CNI_PATH="+bins.PluginDir,
 	)
 	c.Stdin = bytes.NewReader(stdin)
 	var out bytes.Buffer
@@ -552,24 +292,6 @@ func ping(p *pod, addr string) error {
 	return fmt.Errorf("ping %s from pod %s/%s: %w: %s", addr, p.Namespace, p.Name, err, out)
 }
 
-// eventually polls cond until it returns nil or the deadline passes. It is
-// for state that converges (reconcilers), not a timing assertion: the bound
-// is generous and only there so a broken agent cannot hang the suite.
-func eventually(t *testing.T, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %s: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // assertGone checks that nothing of an attachment is left: host veth,
 // addresses, endpoint and (if ip is valid) its ipcache entry.
 func assertGone(t *testing.T, a *agent, p *pod, ip netip.Addr) {
@@ -585,8 +307,8 @@ func assertGone(t *testing.T, a *agent, p *pod, ip netip.Addr) {
 		t.Errorf("pod %s: endpoint %d (%s) is left behind", p.Name, ep.ID, ep.State)
 	}
 	if ip.IsValid() {
-		eventually(t, 10*time.Second, "ipcache entry of "+ip.String()+" removed", func() error {
-			if id, ok := a.ipcache()[netip.PrefixFrom(ip, 32)]; ok {
+		e2eutil.Eventually(t, 10*time.Second, "ipcache entry of "+ip.String()+" removed", func() error {
+			if id, ok := a.IPCache()[netip.PrefixFrom(ip, 32)]; ok {
 				return fmt.Errorf("%s -> identity %d", ip, id)
 			}
 			return nil
@@ -597,30 +319,13 @@ func assertGone(t *testing.T, a *agent, p *pod, ip netip.Addr) {
 // netipInvalid stands for "no address": assertGone skips the ipcache check.
 var netipInvalid netip.Addr
 
-// identities maps each cluster identity (>= 256) the agent lists to the
-// number of endpoints using it.
-func (a *agent) identities() map[uint32]int {
-	a.t.Helper()
-	ids, err := a.Client.ListIdentities(ctxT(a.t))
-	if err != nil {
-		a.t.Fatalf("GET /v1/identity: %v", err)
-	}
-	out := map[uint32]int{}
-	for _, id := range ids {
-		if id.ID >= 256 {
-			out[id.ID] = id.Endpoints
-		}
-	}
-	return out
-}
-
 // assertNoIdleIdentities: every cluster identity the agent still holds is
 // used by an endpoint, i.e. nothing (a failed ADD, a DEL) left a reference.
 // Release follows the endpoints table, so it is polled.
 func assertNoIdleIdentities(t *testing.T, a *agent) {
 	t.Helper()
-	eventually(t, 10*time.Second, "identities without endpoints are released", func() error {
-		for id, n := range a.identities() {
+	e2eutil.Eventually(t, 10*time.Second, "identities without endpoints are released", func() error {
+		for id, n := range a.Identities() {
 			if n == 0 {
 				return fmt.Errorf("identity %d is held by no endpoint", id)
 			}

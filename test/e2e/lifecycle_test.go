@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // TestPodLifecycle is the endpoint story end to end: pods registered,
@@ -20,7 +21,7 @@ import (
 // pinned ipcache map, reachable, relabelled, and detached without a trace.
 func TestPodLifecycle(t *testing.T) {
 	setup(t)
-	needBinaries(t, "membrane")
+	bins.Need(t, e2eutil.CLIBin)
 	a := startAgent(t, agentOpts{})
 	n := newNetwork(t, a, "", nil)
 
@@ -41,7 +42,7 @@ func TestPodLifecycle(t *testing.T) {
 	a.putPod("default", "nginx", map[string]string{"app": "nginx"})
 	manifest := filepath.Join(a.Dir, "db.yaml")
 	os.WriteFile(manifest, []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: db-1\n  namespace: shop\n  labels:\n    app: db\n"), 0o644)
-	if out, err := exec.Command(bins.cli, "--socket", a.Socket, "pod", "apply", "-f", manifest).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bins.CLI, "--socket", a.Socket, "pod", "apply", "-f", manifest).CombinedOutput(); err != nil {
 		t.Fatalf("membrane pod apply: %v: %s", err, out)
 	}
 
@@ -89,7 +90,7 @@ func TestPodLifecycle(t *testing.T) {
 	}
 
 	// The datapath's view: ready means the ipcache entry is in the map.
-	cache := a.ipcache()
+	cache := a.IPCache()
 	for _, p := range pods {
 		if got, ok := cache[netip.PrefixFrom(p.IP(), 32)]; !ok || got != eps[p].Identity.ID {
 			t.Errorf("ipcache[%s/32] = %d (present %v), want identity %d of pod %s", p.IP(), got, ok, eps[p].Identity.ID, p.Name)
@@ -115,7 +116,7 @@ func TestPodLifecycle(t *testing.T) {
 	}
 
 	checkEndpointListJSON(t, a, pods)
-	if ids := a.identities(); ids[eps[web1].Identity.ID] != 2 || ids[eps[db].Identity.ID] != 1 {
+	if ids := a.Identities(); ids[eps[web1].Identity.ID] != 2 || ids[eps[db].Identity.ID] != 1 {
 		t.Errorf("endpoints per identity: %v; want web's (%d) used by 2 and db's (%d) by 1",
 			ids, eps[web1].Identity.ID, eps[db].Identity.ID)
 	}
@@ -125,7 +126,7 @@ func TestPodLifecycle(t *testing.T) {
 	old := eps[web2].Identity.ID
 	a.putPod("shop", "web-2", map[string]string{"app": "api", "tier": "front"})
 	var moved uint32
-	eventually(t, 20*time.Second, "web-2's endpoint gets a new identity", func() error {
+	e2eutil.Eventually(t, 20*time.Second, "web-2's endpoint gets a new identity", func() error {
 		ep := a.endpoint(web2.Attachment())
 		if ep == nil || ep.Identity == nil || ep.Identity.ID == old || ep.State != models.StateReady {
 			return fmt.Errorf("endpoint %+v", ep)
@@ -136,8 +137,8 @@ func TestPodLifecycle(t *testing.T) {
 		moved = ep.Identity.ID
 		return nil
 	})
-	eventually(t, 20*time.Second, "ipcache follows web-2's new identity", func() error {
-		if got := a.ipcache()[netip.PrefixFrom(web2.IP(), 32)]; got != moved {
+	e2eutil.Eventually(t, 20*time.Second, "ipcache follows web-2's new identity", func() error {
+		if got := a.IPCache()[netip.PrefixFrom(web2.IP(), 32)]; got != moved {
 			return fmt.Errorf("ipcache[%s/32] = %d, want %d", web2.IP(), got, moved)
 		}
 		return nil
@@ -182,19 +183,19 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	assertGone(t, a, web1, web1.IP())
 
-	if eps := a.endpoints(); len(eps) != 0 {
+	if eps := a.Endpoints(); len(eps) != 0 {
 		t.Errorf("endpoints left: %+v", eps)
 	}
-	if ips := a.allIPs(); len(ips) != 0 {
+	if ips := a.IPs(); len(ips) != 0 {
 		t.Errorf("addresses left: %+v", ips)
 	}
-	for p, id := range a.ipcache() {
+	for p, id := range a.IPCache() {
 		if a.PodCIDR.Overlaps(p) && p.Bits() == 32 {
 			t.Errorf("ipcache entry left: %s -> %d", p, id)
 		}
 	}
-	eventually(t, 10*time.Second, "every pod identity released", func() error {
-		if ids := a.identities(); len(ids) != 0 {
+	e2eutil.Eventually(t, 10*time.Second, "every pod identity released", func() error {
+		if ids := a.Identities(); len(ids) != 0 {
 			return fmt.Errorf("identities left: %v", ids)
 		}
 		return nil
@@ -213,7 +214,7 @@ func TestPodLabelsArriveLate(t *testing.T) {
 	late := newPod(t, "shop", "late")
 	done := make(chan error, 1)
 	go func() { done <- n.add(late) }()
-	eventually(t, 10*time.Second, "the endpoint of the unregistered pod exists", func() error {
+	e2eutil.Eventually(t, 10*time.Second, "the endpoint of the unregistered pod exists", func() error {
 		if ep, err := a.Client.GetEndpoint(ctxT(t), late.Attachment().EndpointID()); err != nil {
 			return err
 		} else if ep.State != models.StateWaitingForIdentity {
@@ -248,7 +249,7 @@ func TestPodLabelsArriveLate(t *testing.T) {
 // issue promises for every endpoint.
 func checkEndpointListJSON(t *testing.T, a *agent, pods []*pod) {
 	t.Helper()
-	out, err := exec.Command(bins.cli, "--socket", a.Socket, "endpoint", "list", "-o", "json").Output()
+	out, err := exec.Command(bins.CLI, "--socket", a.Socket, "endpoint", "list", "-o", "json").Output()
 	if err != nil {
 		t.Errorf("membrane endpoint list -o json: %v", err)
 		return

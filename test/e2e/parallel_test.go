@@ -69,7 +69,7 @@ func TestParallelAdds(t *testing.T) {
 			t.Errorf("pod %s has identity %d, the others %d", p.Name, ep.Identity.ID, identity)
 		}
 	}
-	if got := len(a.endpoints()); got != N {
+	if got := len(a.Endpoints()); got != N {
 		t.Errorf("%d endpoints, want %d", got, N)
 	}
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // The policy suites: pods made through membrane-cni in real netns, real
@@ -68,8 +69,8 @@ func (e *policyEnv) deleteAllPolicy() {
 
 func (e *policyEnv) waitRevision(rev uint64) {
 	e.t.Helper()
-	eventually(e.t, 30*time.Second, fmt.Sprintf("endpoints to enforce policy revision %d", rev), func() error {
-		for _, ep := range e.a.endpoints() {
+	e2eutil.Eventually(e.t, 30*time.Second, fmt.Sprintf("endpoints to enforce policy revision %d", rev), func() error {
+		for _, ep := range e.a.Endpoints() {
 			if ep.State != models.StateReady || ep.PolicyRevision < rev {
 				return fmt.Errorf("endpoint %d (%s) is %s at revision %d", ep.ID, ep.K8sPodName, ep.State, ep.PolicyRevision)
 			}
@@ -310,14 +311,14 @@ func runPolicySuite(t *testing.T, mode string, v6 bool) {
 		)
 		// Relabelling other to client changes what it may reach.
 		e.a.putPod("default", "other", map[string]string{"app": "client"})
-		eventually(t, 20*time.Second, "other to reach web after relabel", func() error {
+		e2eutil.Eventually(t, 20*time.Second, "other to reach web after relabel", func() error {
 			if !canTCP(e.other, web, "8080") {
 				return fmt.Errorf("still dropped")
 			}
 			return nil
 		})
 		e.a.putPod("default", "other", map[string]string{"app": "other"})
-		eventually(t, 20*time.Second, "other to be dropped again after relabel back", func() error {
+		e2eutil.Eventually(t, 20*time.Second, "other to be dropped again after relabel back", func() error {
 			if canTCP(e.other, web, "8080") {
 				return fmt.Errorf("still allowed")
 			}
@@ -436,7 +437,7 @@ func TestRestartKeepsPolicy(t *testing.T) {
 		tcpFact("client->web:8080 while the agent is down", e.client, web, "8080", true),
 		tcpFact("other->web:8080 while the agent is down", e.other, web, "8080", false),
 	)
-	e.a.start([]string{"--datapath-mode", "tcx", "--allow-localhost", "policy"})
+	e.a.Restart()
 	e.waitRevision(1)
 	close(stop)
 	if msg := <-lost; msg != "" {

@@ -5,85 +5,33 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
-// bins are the binaries under test and the image tarball, made once by
-// TestMain.
-var bins struct {
-	dir    string
-	agent  string
-	cniDir string // podman's cni_plugin_dirs: membrane-cni alone
-	cli    string
-	// image is a tarball of a busybox-static root filesystem, for
-	// `podman import`.
-	image string
-	// errs holds why something is missing; tests needing it fail with it.
-	errs map[string]error
+// bins are the binaries under test, built once by TestMain; membrane-cni
+// alone is in bins.PluginDir, podman's cni_plugin_dirs.
+var bins *e2eutil.Binaries
+
+// image is a tarball of a busybox-static root filesystem, for `podman
+// import`, made once by TestMain; err says why it is missing.
+var image struct {
+	path string
+	err  error
 }
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() || os.Geteuid() != 0 {
-		// Every test skips (or, with MEMBRANE_REQUIRE_PRIVILEGED=1,
-		// fails) on its own: no need to build anything.
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "membrane-podman-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	buildAll(dir)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func buildAll(dir string) {
-	bins.dir = dir
-	bins.cniDir = filepath.Join(dir, "cni")
-	bins.errs = map[string]error{}
-	root, err := moduleRoot()
-	if err != nil {
-		bins.errs["all"] = err
-		return
-	}
-	build := func(name, pkg, outDir string) string {
-		out := filepath.Join(outDir, name)
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Dir = root
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			bins.errs[name] = fmt.Errorf("go build %s: %w\n%s", pkg, err, msg)
-			return ""
-		}
-		return out
-	}
-	bins.agent = build("membrane-agent", "./cmd/membrane-agent", dir)
-	build("membrane-cni", "./plugins/membrane-cni", bins.cniDir)
-	bins.cli = build("membrane", "./cmd/membrane", dir)
-	bins.image = filepath.Join(dir, "busybox-rootfs.tar")
-	if err := writeBusyboxRootfs(bins.image); err != nil {
-		bins.errs["image"] = err
-	}
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := string(bytes.TrimSpace(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside the module")
-	}
-	return filepath.Dir(gomod), nil
+	os.Exit(e2eutil.RunSuite(m, "membrane-podman-bin", func(dir string) {
+		bins = e2eutil.Build(dir, filepath.Join(dir, "cni"), e2eutil.AgentBin, e2eutil.PluginBin, e2eutil.CLIBin)
+		image.path = filepath.Join(dir, "busybox-rootfs.tar")
+		image.err = writeBusyboxRootfs(image.path)
+	}))
 }
 
 // busyboxPath is where Debian's busybox-static puts its binary.
@@ -143,13 +91,9 @@ func writeBusyboxRootfs(path string) error {
 // needBinaries fails the test if something it needs is missing.
 func needBinaries(t *testing.T) {
 	t.Helper()
-	if err := bins.errs["all"]; err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"membrane-agent", "membrane-cni", "membrane", "image"} {
-		if err := bins.errs[n]; err != nil {
-			t.Fatalf("%s is needed but could not be made: %v", n, err)
-		}
+	bins.Need(t, e2eutil.AgentBin, e2eutil.PluginBin, e2eutil.CLIBin)
+	if image.err != nil {
+		t.Fatalf("image is needed but could not be made: %v", image.err)
 	}
 	var missing []string
 	for _, tool := range []string{"podman", "runc", "conmon", "ip"} {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
 
@@ -100,7 +101,7 @@ func newPodman(t *testing.T, a *agent) *podmanEnv {
   "plugins": [{"type": "membrane-cni", "socket": %q, "mtu": 1500}]}
 `, networkName, a.Socket)
 	for path, data := range map[string]string{
-		p.conf:                             fmt.Sprintf(containersConf, filepath.Join(dir, "tmp"), bins.cniDir, netDir),
+		p.conf:                             fmt.Sprintf(containersConf, filepath.Join(dir, "tmp"), bins.PluginDir, netDir),
 		filepath.Join(dir, "storage.conf"): fmt.Sprintf(storageConf, p.root, p.runroot),
 		filepath.Join(netDir, "05-membrane.conflist"): conflist,
 	} {
@@ -111,7 +112,7 @@ func newPodman(t *testing.T, a *agent) *podmanEnv {
 			t.Fatal(err)
 		}
 	}
-	p.must("import", bins.image, imageName)
+	p.must("import", image.path, imageName)
 	return p
 }
 
@@ -291,7 +292,7 @@ func assertReady(t *testing.T, a *agent, p *podmanEnv, c *container, podName str
 			t.Errorf("container %s: identity %d has labels %v, want %s among them", c.Name, ep.Identity.ID, ep.Identity.Labels, l)
 		}
 	}
-	if id, ok := a.ipcache()[netip.PrefixFrom(c.IP, 32)]; !ok || id != ep.Identity.ID {
+	if id, ok := a.IPCache()[netip.PrefixFrom(c.IP, 32)]; !ok || id != ep.Identity.ID {
 		t.Errorf("container %s: ipcache maps %s to identity %d (present: %v), want %d", c.Name, c.IP, id, ok, ep.Identity.ID)
 	}
 	return ep
@@ -304,7 +305,7 @@ func assertReady(t *testing.T, a *agent, p *podmanEnv, c *container, podName str
 func assertGone(t *testing.T, a *agent, c *container) {
 	t.Helper()
 	veth := plugin.HostVethName(c.ID, "eth0")
-	eventually(t, 15*time.Second, "container "+c.Name+"'s network to be torn down", func() error {
+	e2eutil.Eventually(t, 15*time.Second, "container "+c.Name+"'s network to be torn down", func() error {
 		var left []string
 		if _, err := netlink.LinkByName(veth); err == nil {
 			left = append(left, "host veth "+veth)
@@ -321,7 +322,7 @@ func assertGone(t *testing.T, a *agent, c *container) {
 			left = append(left, fmt.Sprintf("endpoint %d (%s)", ep.ID, ep.State))
 		}
 		if c.IP.IsValid() {
-			if id, ok := a.ipcache()[netip.PrefixFrom(c.IP, 32)]; ok {
+			if id, ok := a.IPCache()[netip.PrefixFrom(c.IP, 32)]; ok {
 				left = append(left, fmt.Sprintf("ipcache %s -> %d", c.IP, id))
 			}
 		}
@@ -339,8 +340,8 @@ func assertGone(t *testing.T, a *agent, c *container) {
 // cluster identity (no reference leaked by an ADD, a failed ADD or a DEL).
 func assertNoIdentities(t *testing.T, a *agent) {
 	t.Helper()
-	eventually(t, 10*time.Second, "every container identity released", func() error {
-		if ids := a.identities(); len(ids) != 0 {
+	e2eutil.Eventually(t, 10*time.Second, "every container identity released", func() error {
+		if ids := a.Identities(); len(ids) != 0 {
 			return fmt.Errorf("identities still held (id: endpoints): %v", ids)
 		}
 		return nil
@@ -360,7 +361,7 @@ func startServer(t *testing.T, p *podmanEnv, c *container, ports ...string) {
 	t.Helper()
 	for _, port := range ports {
 		p.must("exec", "-d", c.Name, "nc", "-ll", "-p", port, "-e", "echo", "ok")
-		eventually(t, 10*time.Second, "nc to listen on "+c.Name+":"+port, func() error {
+		e2eutil.Eventually(t, 10*time.Second, "nc to listen on "+c.Name+":"+port, func() error {
 			_, err := p.exec(c, "nc", "-w1", "127.0.0.1", port)
 			return err
 		})

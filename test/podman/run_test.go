@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // `podman run --network membrane` for containers whose labels were
@@ -41,7 +42,7 @@ func TestPodmanRun(t *testing.T) {
 	if epClient.Identity.ID != epClient2.Identity.ID {
 		t.Errorf("client and client2 have the same labels but identities %d and %d", epClient.Identity.ID, epClient2.Identity.ID)
 	}
-	if n := a.identities()[epClient.Identity.ID]; n != 2 {
+	if n := a.Identities()[epClient.Identity.ID]; n != 2 {
 		t.Errorf("identity %d is used by %d endpoints, want 2 (client, client2)", epClient.Identity.ID, n)
 	}
 	ids := map[uint32]string{}
@@ -118,10 +119,10 @@ func TestPodmanRun(t *testing.T) {
 		p.must("rm", "-f", "-t", "0", c.Name)
 		assertGone(t, a, c)
 	}
-	if n := a.identities()[epClient.Identity.ID]; n != 1 {
+	if n := a.Identities()[epClient.Identity.ID]; n != 1 {
 		t.Errorf("identity %d is used by %d endpoints after client's removal, want 1 (client2)", epClient.Identity.ID, n)
 	}
-	if _, held := a.identities()[epWeb.Identity.ID]; held {
+	if _, held := a.Identities()[epWeb.Identity.ID]; held {
 		t.Errorf("identity %d of web is still held after web's removal", epWeb.Identity.ID)
 	}
 	p.must("rm", "-f", "-t", "0", client2.Name, other.Name)
@@ -150,7 +151,7 @@ func TestPodmanExitAndRestart(t *testing.T) {
 	if _, err := p.exec(c, "touch", "/tmp/stop"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "job to exit", func() error {
+	e2eutil.Eventually(t, 20*time.Second, "job to exit", func() error {
 		if s := p.inspect("job").Status; s != "exited" {
 			return fmt.Errorf("status %s", s)
 		}
@@ -228,18 +229,18 @@ func TestPodmanUnlabelledContainer(t *testing.T) {
 	} else if strings.TrimSpace(out) != "pod default/ghost labelled: app=phantom, tier=back" {
 		t.Errorf("membrane pod label printed %q", out)
 	}
-	eventually(t, 20*time.Second, "ghost's endpoint to take its new labels", func() error {
+	e2eutil.Eventually(t, 20*time.Second, "ghost's endpoint to take its new labels", func() error {
 		now := a.endpoint(c.ID)
 		if now == nil || now.Identity == nil || !slices.Contains(now.Identity.Labels, "k8s:app=phantom") ||
 			!slices.Contains(now.Identity.Labels, "k8s:tier=back") {
 			return fmt.Errorf("endpoint %+v", now)
 		}
-		if id := a.ipcache()[netip.PrefixFrom(c.IP, 32)]; id != now.Identity.ID {
+		if id := a.IPCache()[netip.PrefixFrom(c.IP, 32)]; id != now.Identity.ID {
 			return fmt.Errorf("ipcache has identity %d for %s, the endpoint %d", id, c.IP, now.Identity.ID)
 		}
 		return nil
 	})
-	if _, held := a.identities()[ep.Identity.ID]; held {
+	if _, held := a.Identities()[ep.Identity.ID]; held {
 		t.Errorf("identity %d of the old labels is still held", ep.Identity.ID)
 	}
 

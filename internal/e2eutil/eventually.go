@@ -1,0 +1,34 @@
+package e2eutil
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// Eventually polls cond until it returns nil, failing the test with what
+// and cond's last error if within passes first. It is for state that
+// converges (reconcilers, a CRI reporting ready), not a timing assertion:
+// the bound is generous and only there so that a broken agent cannot hang
+// the suite.
+func Eventually(tb testing.TB, within time.Duration, what string, cond func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: still not true after %s: %v", what, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Context bounds an API call at 30 s; it is cancelled when the test ends.
+func Context(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}

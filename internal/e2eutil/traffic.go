@@ -1,0 +1,225 @@
+package e2eutil
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Traffic comes from the suite's test binary itself, re-executed inside a
+// pod's network namespace with ToolEnv naming the role: a server that
+// answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
+// and a UDP client ("udp ADDR"). Every client gives up after a second;
+// servers live until the test ends.
+
+// ToolEnv names the tool the test binary runs as. A suite's TestMain
+// checks it before anything else and hands over to RunTool.
+const ToolEnv = "MEMBRANE_E2E_TOOL"
+
+// RunTool runs tool with args and returns the process's exit code.
+func RunTool(tool string, args []string) int {
+	var err error
+	switch tool {
+	case "serve":
+		err = serve(args)
+	case "tcp":
+		err = tcpClient(args)
+	case "udp":
+		err = udpClient(args)
+	default:
+		err = fmt.Errorf("unknown tool %q", tool)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// serve answers "ok" on TCP and echoes UDP on every port given, on all
+// addresses of both families.
+func serve(ports []string) error {
+	errc := make(chan error, 4*len(ports))
+	// One socket per family: a fresh netns has lo down, so Go's probe for
+	// dual-stack sockets fails and ":port" would be IPv4 only.
+	for _, p := range ports {
+		for _, fam := range []struct{ tcp, udp, any string }{{"tcp4", "udp4", "0.0.0.0"}, {"tcp6", "udp6", "::"}} {
+			ln, err := net.Listen(fam.tcp, net.JoinHostPort(fam.any, p))
+			if err != nil {
+				return err
+			}
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						errc <- err
+						return
+					}
+					c.Write([]byte("ok\n"))
+					c.Close()
+				}
+			}()
+			pc, err := net.ListenPacket(fam.udp, net.JoinHostPort(fam.any, p))
+			if err != nil {
+				return err
+			}
+			go func() {
+				buf := make([]byte, 1500)
+				for {
+					n, from, err := pc.ReadFrom(buf)
+					if err != nil {
+						errc <- err
+						return
+					}
+					pc.WriteTo(buf[:n], from)
+				}
+			}()
+		}
+	}
+	fmt.Println("ready")
+	return <-errc
+}
+
+// dialer binds to args[1] when given (for spoofing tests).
+func dialer(args []string) *net.Dialer {
+	d := &net.Dialer{Timeout: time.Second}
+	if len(args) > 1 && args[1] != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(args[1])}
+	}
+	return d
+}
+
+// tcpClient connects to args[0] ("ip:port" or "[ip]:port") and expects "ok".
+func tcpClient(args []string) error {
+	c, err := dialer(args).Dial("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "ok\n" {
+		return fmt.Errorf("no answer from %s: %v", args[0], err)
+	}
+	return nil
+}
+
+// udpClient sends a datagram to args[0] and waits for its echo.
+func udpClient(args []string) error {
+	c, err := net.DialTimeout("udp", args[0], time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	buf := make([]byte, 16)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "ping" {
+		return fmt.Errorf("no echo from %s: %v", args[0], err)
+	}
+	return nil
+}
+
+// Netns is a network namespace the tools run in.
+type Netns struct {
+	// Name is what messages call it: the pod's name.
+	Name string
+	// Exec is the command that runs a program inside it.
+	Exec []string
+}
+
+// IPNetns is the namespace `ip netns add NETNSNAME` made.
+func IPNetns(name, netnsName string) Netns {
+	return Netns{Name: name, Exec: []string{"ip", "netns", "exec", netnsName}}
+}
+
+// NsenterNetns is the namespace bound at path (a runtime's netns).
+func NsenterNetns(name, path string) Netns {
+	return Netns{Name: name, Exec: []string{"nsenter", "--net=" + path}}
+}
+
+// Command runs argv inside the namespace.
+func (ns Netns) Command(ctx context.Context, argv ...string) *exec.Cmd {
+	all := append(append([]string{}, ns.Exec...), argv...)
+	return exec.CommandContext(ctx, all[0], all[1:]...)
+}
+
+// Tool runs this test binary as tool inside the namespace.
+func (ns Netns) Tool(ctx context.Context, tool string, args ...string) *exec.Cmd {
+	self, _ := os.Executable()
+	cmd := ns.Command(ctx, append([]string{self}, args...)...)
+	cmd.Env = append(os.Environ(), ToolEnv+"="+tool)
+	return cmd
+}
+
+var serverMu sync.Mutex
+
+// StartServer runs the server tool in the namespace, on ports, until the
+// test ends (killed by its PID at cleanup).
+func (ns Netns) StartServer(tb testing.TB, ports ...string) {
+	tb.Helper()
+	serverMu.Lock()
+	defer serverMu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := ns.Tool(ctx, "serve", ports...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cancel(); cmd.Wait() })
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = errors.New(line)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			tb.Fatalf("server in %s: %v: %s", ns.Name, err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		tb.Fatalf("server in %s did not start: %s", ns.Name, stderr.String())
+	}
+}
+
+// CanTCP reports whether a TCP connection from the namespace to addr
+// ("ip:port", "[ip]:port") gets the server's answer.
+func (ns Netns) CanTCP(addr string) bool {
+	return ns.Tool(context.Background(), "tcp", addr).Run() == nil
+}
+
+// CanTCPFrom is CanTCP with the client bound to src first (spoofing).
+func (ns Netns) CanTCPFrom(src, addr string) bool {
+	return ns.Tool(context.Background(), "tcp", addr, src).Run() == nil
+}
+
+// CanUDP reports whether a datagram from the namespace to addr gets its
+// echo.
+func (ns Netns) CanUDP(addr string) bool {
+	return ns.Tool(context.Background(), "udp", addr).Run() == nil
+}
+
+// CanPing reports whether the namespace gets an ICMP echo reply from ip
+// (one try, a second: the suites assert drops too).
+func (ns Netns) CanPing(ip string) bool {
+	return ns.Command(context.Background(), "ping", "-c", "1", "-W", "1", ip).Run() == nil
+}
