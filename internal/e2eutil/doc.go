@@ -1,7 +1,8 @@
 // Package e2eutil is the harness Membrane's end-to-end suites share
 // (test/e2e, test/podman, test/bench, test/containerd): the binaries under
 // test built once, a real membrane-agent process on temporary paths, free
-// pod CIDRs, a bounded Eventually and the traffic tool.
+// pod CIDRs, a bounded Eventually, the traffic tool, and for the
+// benchmarks the reference ptp network and the statistics.
 //
 // A suite's TestMain dispatches the traffic tool first, then builds and
 // runs:

@@ -3,9 +3,9 @@ package bench
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // BenchmarkCNIAddDel times `cnitool add` and `cnitool del` with
@@ -122,7 +122,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		{fmt.Sprintf("%d parallel DEL, makespan", parallel), median(par[0].del), 0, median(par[1].del), 0, true},
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "cnitool ADD/DEL, membrane-cni (agent running) vs ptp+host-local (%s), same run\n", refPluginDir)
+	fmt.Fprintf(&sb, "cnitool ADD/DEL, membrane-cni (agent running) vs ptp+host-local (%s), same run\n", e2eutil.RefPluginDir)
 	fmt.Fprintf(&sb, "sequential: %d pods per plugin, plugins alternated pod by pod; parallel: median of %d rounds\n", n, rounds)
 	fmt.Fprintf(&sb, "%-28s %-22s %-22s %s\n", "op", "membrane p50 / p99", "ptp p50 / p99", "ratio membrane/ptp")
 	for _, r := range rows {
@@ -157,23 +157,4 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		b.ReportMetric(x.refVal, "ptp-"+x.name+"-ms")
 		b.ReportMetric(x.mVal/x.refVal, x.name+"-ratio")
 	}
-}
-
-// makespan runs f on every pod at once and returns the time until the
-// last one finished, and the first error.
-func makespan(ps []*pod, f func(*pod) error) (time.Duration, error) {
-	var wg sync.WaitGroup
-	errs := make([]error, len(ps))
-	start := time.Now()
-	for k, p := range ps {
-		wg.Go(func() { errs[k] = f(p) })
-	}
-	wg.Wait()
-	d := time.Since(start)
-	for _, err := range errs {
-		if err != nil {
-			return d, err
-		}
-	}
-	return d, nil
 }

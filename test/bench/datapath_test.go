@@ -14,6 +14,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
 
@@ -273,7 +274,7 @@ func sockperf(pp *podPair, cpu string, secs int) (rrResult, error) {
 	}
 	v, p := reValid.FindStringSubmatch(out), reP50.FindStringSubmatch(out)
 	if v == nil || p == nil {
-		return rrResult{}, fmt.Errorf("%s: sockperf printed no statistics: %s", pp.net.Plugin, lastLines(out, 10))
+		return rrResult{}, fmt.Errorf("%s: sockperf printed no statistics: %s", pp.net.Plugin, e2eutil.LastLines(out, 10))
 	}
 	secsValid, _ := strconv.ParseFloat(v[1], 64)
 	n, _ := strconv.ParseFloat(v[2], 64)

@@ -3,50 +3,38 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/sha512"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
-	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/internal/testutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
-
-// refPluginDir is where Debian's containernetworking-plugins live.
-const refPluginDir = "/usr/lib/cni"
 
 // setup gates a benchmark that runs real binaries: root (or a failure
 // under CI), the binaries built, the reference plugins installed.
 func setup(b *testing.B) {
 	b.Helper()
 	testutil.RequirePrivileged(b)
-	if bins.err != nil {
-		b.Fatal(bins.err)
-	}
-	if bins.agent == "" {
+	if bins == nil {
 		b.Fatal("binaries were not built (TestMain builds them only when -test.bench is set)")
 	}
+	bins.Need(b, e2eutil.AgentBin, e2eutil.PluginBin, e2eutil.CnitoolBin)
 	for _, p := range []string{"ptp", "host-local"} {
-		if _, err := os.Stat(filepath.Join(refPluginDir, p)); err != nil {
+		if _, err := os.Stat(filepath.Join(e2eutil.RefPluginDir, p)); err != nil {
 			b.Fatalf("reference plugin %s missing (%v): install containernetworking-plugins (make deps)", p, err)
 		}
 	}
@@ -69,161 +57,37 @@ func ctxFor(b testing.TB, d time.Duration) context.Context {
 
 // ---- the agent -------------------------------------------------------
 
+// agent is a membrane-agent of the benchmark's own (e2eutil.Agent).
 type agent struct {
-	b       testing.TB
-	Dir     string
-	Socket  string
-	BPFRoot string
-	PodCIDR netip.Prefix
-	Client  *client.Client
-
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
+	*e2eutil.Agent
+	b testing.TB
 }
 
 // startAgent runs membrane-agent on temporary paths (socket, state dir,
-// bpffs dir, a free pod CIDR) and waits until it answers /v1/healthz. It
-// is stopped, by its PID, when the benchmark ends.
+// bpffs dir, a free pod CIDR in 10.160.0.0-10.199.255.255, apart from the
+// e2e suite's range) and waits until it answers /v1/healthz. It is
+// stopped, by its PID, when the benchmark ends.
 func startAgent(b testing.TB, extra ...string) *agent {
 	b.Helper()
-	dir, err := os.MkdirTemp("", "mbbench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	a := &agent{
-		b:       b,
-		Dir:     dir,
-		Socket:  filepath.Join(dir, "agent.sock"),
-		BPFRoot: testutil.BPFDir(b),
-		PodCIDR: freePodCIDR(b),
-		logPath: filepath.Join(dir, "agent.log"),
-	}
-	a.Client = client.New(a.Socket)
-	args := append([]string{
-		"--socket", a.Socket,
-		"--state-dir", filepath.Join(dir, "state"),
-		"--bpf-root", a.BPFRoot,
-		"--pod-cidr", a.PodCIDR.String(),
-	}, extra...)
-	logf, err := os.Create(a.logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	a.cmd = exec.Command(bins.agent, args...)
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	err = a.cmd.Start()
-	logf.Close()
-	if err != nil {
-		b.Fatalf("starting membrane-agent: %v", err)
-	}
-	a.exited = make(chan struct{})
-	go func() { a.cmd.Wait(); close(a.exited) }()
-	b.Cleanup(func() {
-		a.stop()
-		if b.Failed() {
-			a.dumpLog()
-		}
-	})
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := a.Client.Healthz(ctx)
-		cancel()
-		if err == nil {
-			return a
-		}
-		select {
-		case <-a.exited:
-			b.Fatalf("membrane-agent %s exited during start: %v", strings.Join(args, " "), a.cmd.ProcessState)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("membrane-agent did not answer on %s within 30s: %v", a.Socket, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop ends the agent: SIGTERM, SIGKILL after 10 s.
-func (a *agent) stop() {
-	select {
-	case <-a.exited:
-		return
-	default:
-	}
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(10 * time.Second):
-		a.b.Errorf("membrane-agent (pid %d) ignored SIGTERM for 10s; killing it", a.cmd.Process.Pid)
-		a.cmd.Process.Kill()
-		<-a.exited
-	}
-}
-
-func (a *agent) dumpLog() {
-	raw, _ := os.ReadFile(a.logPath)
-	if len(raw) > 20000 {
-		raw = append([]byte("...\n"), raw[len(raw)-20000:]...)
-	}
-	a.b.Logf("membrane-agent log:\n%s", raw)
+	return &agent{b: b, Agent: e2eutil.StartAgent(b, e2eutil.AgentConfig{
+		Binary:      bins.Agent,
+		TempPattern: "mbbench",
+		Pool:        e2eutil.PoolBench,
+		Extra:       extra,
+		ReadyWithin: 30 * time.Second,
+	})}
 }
 
 func (a *agent) putPod(ns, name string, labels map[string]string) {
 	a.b.Helper()
-	if _, err := a.Client.PutPod(ctxFor(a.b, 30*time.Second), &models.Pod{Namespace: ns, Name: name, Labels: labels}); err != nil {
-		a.b.Fatalf("PUT /v1/pod/%s/%s: %v", ns, name, err)
-	}
+	a.PutPod(models.Pod{Namespace: ns, Name: name, Labels: labels})
 }
 
-// ---- pod CIDRs -------------------------------------------------------
-
-var (
-	cidrMu     sync.Mutex
-	cidrsTaken = map[netip.Prefix]bool{}
-)
-
-// freePodCIDR picks 10.X.Y.0/24 with X in 160..199 (apart from the e2e
-// suite's range) that no route on this machine and no other network of
-// this run overlaps.
+// freePodCIDR picks a /24 in the benchmarks' range that no route on this
+// machine and no other network of this run overlaps.
 func freePodCIDR(b testing.TB) netip.Prefix {
 	b.Helper()
-	cidrMu.Lock()
-	defer cidrMu.Unlock()
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: syscall.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		b.Fatalf("listing routes: %v", err)
-	}
-	used := func(p netip.Prefix) bool {
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue
-			}
-			rp, ok := netip.AddrFromSlice(r.Dst.IP.To4())
-			ones, _ := r.Dst.Mask.Size()
-			if ok && ones > 0 && netip.PrefixFrom(rp, ones).Overlaps(p) {
-				return true
-			}
-		}
-		for q := range cidrsTaken {
-			if q.Overlaps(p) {
-				return true
-			}
-		}
-		return false
-	}
-	for range 1000 {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(160 + rand.IntN(40)), byte(rand.IntN(256)), 0}), 24)
-		if !used(p) {
-			cidrsTaken[p] = true
-			return p
-		}
-	}
-	b.Fatal("no free pod CIDR in 10.160.0.0-10.199.255.255")
-	return netip.Prefix{}
+	return e2eutil.FreePodCIDR(b, e2eutil.PoolBench, 24)
 }
 
 // ---- CNI networks ----------------------------------------------------
@@ -247,27 +111,13 @@ func writeNetwork(b testing.TB, dir, pluginName, cniPath string, conf map[string
 		CNIPath: cniPath,
 	}
 	n.Dir = filepath.Join(dir, "net.d-"+n.Name)
-	conf["name"] = n.Name
-	raw, _ := json.MarshalIndent(conf, "", "  ")
-	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.Dir, "10-"+n.Name+".conflist"), raw, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		// cnitool (libcni) caches results under /var/lib/cni.
-		files, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", n.Name+"-*"))
-		for _, f := range files {
-			os.Remove(f)
-		}
-	})
+	e2eutil.WriteConflist(b, n.Dir, n.Name, conf)
 	return n
 }
 
 // membraneNetwork is membrane-cni talking to agent a.
 func membraneNetwork(b testing.TB, a *agent) *network {
-	return writeNetwork(b, a.Dir, "membrane", bins.dir, map[string]any{
+	return writeNetwork(b, a.Dir, "membrane", bins.PluginDir, map[string]any{
 		"cniVersion": "1.0.0",
 		"plugins":    []any{map[string]any{"type": "membrane-cni", "socket": a.Socket, "mtu": 1500}},
 	})
@@ -277,24 +127,8 @@ func membraneNetwork(b testing.TB, a *agent) *network {
 // state in a temporary directory.
 func ptpNetwork(b testing.TB) *network {
 	dir := b.TempDir()
-	subnet := freePodCIDR(b)
-	gw := subnet.Addr().Next()
-	// ptp cannot route the pod's own subnet via the gateway (the address
-	// already put that route there): route the /16 around it, as Debian's
-	// example does. The route exists only inside the pods.
-	wide, _ := subnet.Addr().Prefix(16)
-	return writeNetwork(b, dir, "ptp", refPluginDir, map[string]any{
-		"cniVersion": "1.0.0",
-		"plugins": []any{map[string]any{
-			"type": "ptp", "mtu": 1500,
-			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  []any{[]any{map[string]any{"subnet": subnet.String(), "gateway": gw.String()}}},
-				"routes":  []any{map[string]any{"dst": wide.String(), "gw": gw.String()}},
-				"dataDir": filepath.Join(dir, "ipam"),
-			},
-		}},
-	})
+	return writeNetwork(b, dir, "ptp", e2eutil.RefPluginDir,
+		e2eutil.PTPConflist("", freePodCIDR(b), filepath.Join(dir, "ipam")))
 }
 
 // cnitool runs `cnitool CMD NET NETNS` the way a runtime would call the
@@ -303,7 +137,7 @@ func ptpNetwork(b testing.TB) *network {
 func (n *network) cnitool(cmd string, p *pod) (string, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := exec.CommandContext(ctx, bins.cnitool, cmd, n.Name, p.Netns)
+	c := exec.CommandContext(ctx, bins.Cnitool, cmd, n.Name, p.Netns)
 	c.Env = append(os.Environ(),
 		"CNI_PATH="+n.CNIPath,
 		"NETCONFPATH="+n.Dir,
@@ -363,8 +197,7 @@ type pod struct {
 
 // Args is the CNI_ARGS containerd passes.
 func (p *pod) Args() string {
-	return fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=uid-%s;IgnoreUnknown=1",
-		p.Namespace, p.Name, p.ContainerID, p.Name)
+	return e2eutil.PodCNIArgs(p.Namespace, p.Name, p.ContainerID)
 }
 
 // newPod makes the pod's netns (loopback up). It and membrane's host veth
@@ -381,8 +214,7 @@ func newPod(b testing.TB, name string) *pod {
 	if out, err := exec.Command("ip", "-n", nsName, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		b.Fatalf("ip -n %s link set lo up: %v: %s", nsName, err, out)
 	}
-	sum := sha512.Sum512([]byte(p.Netns))
-	p.ContainerID = fmt.Sprintf("cnitool-%x", sum[:10])
+	p.ContainerID = e2eutil.CnitoolContainerID(p.Netns)
 	return p
 }
 
@@ -407,7 +239,7 @@ func (p *pod) exec(timeout time.Duration, argv ...string) (stdout, stderr string
 	c.Stdout, c.Stderr = &out, &errb
 	if err := c.Run(); err != nil {
 		return out.String(), errb.String(), fmt.Errorf("%s in %s: %w: %s", strings.Join(argv, " "), p.Name, err,
-			lastLines(errb.String()+out.String(), 5))
+			e2eutil.LastLines(errb.String()+out.String(), 5))
 	}
 	return out.String(), errb.String(), nil
 }
@@ -435,14 +267,6 @@ func (p *pod) background(b testing.TB, argv ...string) {
 	})
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // ---- statistics ------------------------------------------------------
 
 // printResults prints a benchmark's table to standard output: b.Log would
@@ -451,29 +275,11 @@ func printResults(b *testing.B, table string) {
 	fmt.Printf("\n--- %s\n%s\n\n", b.Name(), strings.TrimRight(table, "\n"))
 }
 
-// percentile is the nearest-rank percentile q (0..100) of xs.
-func percentile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	rank := int(math.Ceil(q / 100 * float64(len(s))))
-	return s[max(rank, 1)-1]
-}
-
-// median is the middle value (the mean of the two middle ones for an
-// even count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+// The statistics and the makespan, shared with the containerd suite's
+// benchmark.
+var (
+	percentile = e2eutil.Percentile
+	median     = e2eutil.Median
+	ms         = e2eutil.Ms
+	makespan   = e2eutil.Makespan[*pod]
+)
