@@ -3,15 +3,14 @@ package containerd
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // BenchmarkRunPodSandbox times RunPodSandbox through containerd's CRI with
@@ -119,7 +118,7 @@ func BenchmarkRunPodSandbox(b *testing.B) {
 	m, p := res[0], res[1]
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "RunPodSandbox through containerd's CRI (%s), membrane-cni (agent running) vs ptp+host-local (%s), same containerd, same run\n",
-		e.Ctrd.version(), refPluginDir)
+		e.Ctrd.version(), e2eutil.RefPluginDir)
 	fmt.Fprintf(&sb, "sequential: %d sandboxes per plugin, alternated; concurrent: %d at once, median of %d rounds\n", n, parallel, rounds)
 	fmt.Fprintf(&sb, "%-36s %-22s %-22s %s\n", "op", "membrane p50 / p99", "ptp p50 / p99", "ratio membrane/ptp")
 	row := func(op string, ms, ps []float64) {
@@ -160,67 +159,15 @@ func BenchmarkRunPodSandbox(b *testing.B) {
 // ptpConflist is the reference network: ptp with host-local IPAM on a free
 // /24, its state under dataDir.
 func ptpConflist(tb testing.TB, dataDir string) []byte {
-	subnet := freePodCIDR(tb)
-	gw := subnet.Addr().Next()
-	// ptp cannot route the pod's own subnet via the gateway (the address
-	// put that route there already): route the /16 around it.
-	wide, _ := subnet.Addr().Prefix(16)
-	conf, _ := json.Marshal(map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "ptp-reference",
-		"plugins": []any{map[string]any{
-			"type": "ptp", "mtu": 1500,
-			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  []any{[]any{map[string]any{"subnet": subnet.String(), "gateway": gw.String()}}},
-				"routes":  []any{map[string]any{"dst": wide.String(), "gw": gw.String()}},
-				"dataDir": dataDir,
-			},
-		}},
-	})
+	conf, _ := json.Marshal(e2eutil.PTPConflist("ptp-reference", e2eutil.FreePodCIDR(tb, e2eutil.PoolContainerd, 24), dataDir))
 	return conf
 }
 
-// makespan runs f on every pod at once and returns the time until the
-// last one finished, and the first error.
-func makespan(ps []*pod, f func(*pod) error) (time.Duration, error) {
-	var wg sync.WaitGroup
-	errs := make([]error, len(ps))
-	start := time.Now()
-	for k, p := range ps {
-		wg.Go(func() { errs[k] = f(p) })
-	}
-	wg.Wait()
-	d := time.Since(start)
-	for _, err := range errs {
-		if err != nil {
-			return d, err
-		}
-	}
-	return d, nil
-}
-
-// percentile is the nearest-rank percentile q (0..100) of xs.
-func percentile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	rank := int(math.Ceil(q / 100 * float64(len(s))))
-	return s[max(rank, 1)-1]
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+// The statistics and the makespan, shared with the benchmarks of
+// test/bench.
+var (
+	percentile = e2eutil.Percentile
+	median     = e2eutil.Median
+	ms         = e2eutil.Ms
+	makespan   = e2eutil.Makespan[*pod]
+)

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // recorder installs membrane-cni-recorder into the env's CNI bin dir: it
@@ -22,7 +24,7 @@ func recorder(e *env) (pluginType, record string) {
 	}
 	record = filepath.Join(e.Dir, "cni-calls.jsonl")
 	script := fmt.Sprintf("#!/bin/sh\nexport %s=cni-record MEMBRANE_CTRD_RECORD=%s MEMBRANE_CTRD_PLUGIN=%s\nexec %s\n",
-		toolEnv, record, filepath.Join(e.BinDir, "membrane-cni"), self)
+		e2eutil.ToolEnv, record, filepath.Join(e.BinDir, "membrane-cni"), self)
 	if err := os.WriteFile(filepath.Join(e.BinDir, "membrane-cni-recorder"), []byte(script), 0o755); err != nil {
 		e.tb.Fatal(err)
 	}

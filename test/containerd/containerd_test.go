@@ -24,13 +24,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
-
-// refPluginDir holds Debian's reference CNI plugins (containernetworking-plugins):
-// loopback, which containerd's CRI plugin runs itself for every sandbox's
-// lo, and ptp + host-local, the benchmark's baseline.
-const refPluginDir = "/usr/lib/cni"
 
 // k8sNamespace is the containerd namespace the CRI plugin works in.
 const k8sNamespace = "k8s.io"
@@ -199,7 +195,7 @@ func mapValues(m map[string]string) []string {
 // log is the end of containerd's log.
 func (c *containerd) log(lines int) string {
 	raw, _ := os.ReadFile(c.logPath)
-	return lastLines(string(raw), lines)
+	return e2eutil.LastLines(string(raw), lines)
 }
 
 // importImage imports the OCI archive into the CRI plugin's namespace with

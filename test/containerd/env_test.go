@@ -15,6 +15,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
 
@@ -27,11 +28,9 @@ func setup(tb testing.TB) {
 		tb.Skip("containerd CRI suite: skipped with -short")
 	}
 	testutil.RequirePrivileged(tb)
-	if bins.err != nil {
-		tb.Fatal(bins.err)
-	}
-	if bins.agent == "" {
-		tb.Fatal("binaries were not built")
+	bins.Need(tb, e2eutil.AgentBin, e2eutil.PluginBin)
+	if bins.pauseErr != nil {
+		tb.Fatal(bins.pauseErr)
 	}
 	for _, b := range []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2", "nsenter"} {
 		if _, err := exec.LookPath(b); err != nil {
@@ -39,7 +38,7 @@ func setup(tb testing.TB) {
 		}
 	}
 	for _, p := range []string{"loopback", "ptp", "host-local"} {
-		if _, err := os.Stat(filepath.Join(refPluginDir, p)); err != nil {
+		if _, err := os.Stat(filepath.Join(e2eutil.RefPluginDir, p)); err != nil {
 			tb.Fatalf("reference plugin %s missing (%v): apt-get install containernetworking-plugins (make deps)", p, err)
 		}
 	}
@@ -98,12 +97,12 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	// agent's install-cni (found next to the agent binary), plus the
 	// reference loopback that containerd runs itself for every
 	// sandbox's lo, and ptp/host-local for baselines.
-	out, err := exec.Command(bins.agent, "install-cni", "--cni-bin-dir", e.BinDir).CombinedOutput()
+	out, err := exec.Command(bins.Agent, "install-cni", "--cni-bin-dir", e.BinDir).CombinedOutput()
 	if err != nil {
 		tb.Fatalf("membrane-agent install-cni: %v: %s", err, out)
 	}
 	for _, p := range []string{"loopback", "ptp", "host-local"} {
-		if err := os.Symlink(filepath.Join(refPluginDir, p), filepath.Join(e.BinDir, p)); err != nil {
+		if err := os.Symlink(filepath.Join(e2eutil.RefPluginDir, p), filepath.Join(e.BinDir, p)); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -154,7 +153,7 @@ func newEnv(tb testing.TB, o envOpts) *env {
 // waitNetworkReady waits until containerd's CRI reports NetworkReady.
 func (e *env) waitNetworkReady() {
 	e.tb.Helper()
-	eventually(e.tb, 20*time.Second, "containerd's CRI to report NetworkReady once the agent wrote its conflist", func() error {
+	e2eutil.Eventually(e.tb, 20*time.Second, "containerd's CRI to report NetworkReady once the agent wrote its conflist", func() error {
 		ready, why, err := e.Ctrd.networkReady(ctxT(e.tb))
 		if err != nil {
 			return err
@@ -182,7 +181,7 @@ func (e *env) cleanup() {
 			e.tb.Logf("containerd log (end):\n%s", e.Ctrd.log(40))
 		}
 		if e.Agent != nil {
-			e.tb.Logf("membrane-agent log (end):\n%s", e.Agent.log(60))
+			e.tb.Logf("membrane-agent log (end):\n%s", e.Agent.Log(60))
 		}
 	}
 	os.RemoveAll(e.Dir)
@@ -321,21 +320,4 @@ func (e *env) remove(ctx context.Context, p *pod) error {
 		return fmt.Errorf("RemovePodSandbox %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	return nil
-}
-
-// eventually polls cond until it returns nil or the bound passes; the
-// bound only keeps a broken agent from hanging the suite.
-func eventually(tb testing.TB, within time.Duration, what string, cond func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: still not true after %s: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // TestMakeInstallAndUninstall stages `make install` into a DESTDIR with
@@ -35,7 +37,7 @@ func TestMakeInstallAndUninstall(t *testing.T) {
 		// BIN: build into the test's directory, not the checkout's bin/.
 		cmd := exec.Command("make", append([]string{"-C", root, target, "BIN=" + filepath.Join(tmp, "bin")}, vars...)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("make %s: %v\n%s", target, err, lastLines(string(out), 20))
+			t.Fatalf("make %s: %v\n%s", target, err, e2eutil.LastLines(string(out), 20))
 		}
 	}
 

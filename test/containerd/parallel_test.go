@@ -58,7 +58,7 @@ func TestConcurrentSandboxes(t *testing.T) {
 			seen[id] = s
 		}
 	}
-	if got := len(e.Agent.endpoints()); got != n {
+	if got := len(e.Agent.Endpoints()); got != n {
 		t.Errorf("the agent lists %d endpoints, want %d", got, n)
 	}
 
@@ -77,7 +77,7 @@ func TestConcurrentSandboxes(t *testing.T) {
 	}
 	e.assertGone(t, pods...)
 	e.assertNoIdentityReferences(t)
-	if got := len(e.Agent.endpoints()); got != 0 {
+	if got := len(e.Agent.Endpoints()); got != 0 {
 		t.Errorf("%d endpoints remain", got)
 	}
 }

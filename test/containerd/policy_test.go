@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // importPolicy PUTs a policy and waits until every endpoint enforces it.
@@ -34,8 +35,8 @@ func (e *env) deletePolicy(t *testing.T) {
 
 func (e *env) waitRevision(t *testing.T, rev uint64) {
 	t.Helper()
-	eventually(t, 30*time.Second, fmt.Sprintf("endpoints to enforce policy revision %d", rev), func() error {
-		for _, ep := range e.Agent.endpoints() {
+	e2eutil.Eventually(t, 30*time.Second, fmt.Sprintf("endpoints to enforce policy revision %d", rev), func() error {
+		for _, ep := range e.Agent.Endpoints() {
 			if ep.State != models.StateReady || ep.PolicyRevision < rev {
 				return fmt.Errorf("endpoint %d (%s) is %s at revision %d", ep.ID, ep.K8sPodName, ep.State, ep.PolicyRevision)
 			}

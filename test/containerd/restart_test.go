@@ -48,7 +48,7 @@ func TestAgentRestartKeepsTheNetwork(t *testing.T) {
 		t.Errorf("the error kubelet would show does not name the agent's socket %s: %v", e.Agent.Socket, err)
 	}
 
-	if err := e.Agent.start(); err != nil {
+	if err := e.Agent.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// kubelet's garbage collection of the failed sandbox.

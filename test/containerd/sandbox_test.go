@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
 
@@ -70,7 +71,7 @@ func (e *env) assertGone(t *testing.T, pods ...*pod) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ips := e.Agent.ips()
+	ips := e.Agent.IPs()
 	for _, p := range pods {
 		for _, s := range list.Items {
 			if s.Id == p.ID {
@@ -106,8 +107,8 @@ func (e *env) assertGone(t *testing.T, pods ...*pod) {
 // has an endpoint (release follows the endpoints table, so it is polled).
 func (e *env) assertNoIdentityReferences(t *testing.T) {
 	t.Helper()
-	eventually(t, 10*time.Second, "identities without endpoints released", func() error {
-		for id, n := range e.Agent.identities() {
+	e2eutil.Eventually(t, 10*time.Second, "identities without endpoints released", func() error {
+		for id, n := range e.Agent.Identities() {
 			if n == 0 {
 				return fmt.Errorf("identity %d is held by no endpoint", id)
 			}
@@ -175,7 +176,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	}
 	e.assertGone(t, pods...)
 	e.assertNoIdentityReferences(t)
-	if n := len(e.Agent.identities()); n != 0 {
+	if n := len(e.Agent.Identities()); n != 0 {
 		t.Errorf("%d cluster identities remain with every pod removed", n)
 	}
 }

@@ -1,139 +1,41 @@
 package containerd
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // The test binary doubles as the tools the suite runs elsewhere, chosen
-// by MEMBRANE_CTRD_TOOL: a TCP server and client re-executed inside a
-// sandbox's netns (`nsenter --net=NETNS`), and a CNI plugin wrapper that
-// records what containerd passes before handing over to membrane-cni.
-const toolEnv = "MEMBRANE_CTRD_TOOL"
+// by e2eutil.ToolEnv: the traffic tools of e2eutil (a TCP and UDP server,
+// clients) re-executed inside a sandbox's netns (`nsenter --net=NETNS`),
+// and a CNI plugin wrapper that records what containerd passes before
+// handing over to membrane-cni.
 
-func runTool(tool string, args []string) int {
-	var err error
-	switch tool {
-	case "serve":
-		err = serve(args)
-	case "tcp":
-		err = tcpClient(args)
-	case "cni-record":
-		return recordAndExec()
-	default:
-		err = fmt.Errorf("unknown tool %q", tool)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
-}
-
-// serve answers "ok" to every TCP connection on each port given.
-func serve(ports []string) error {
-	errc := make(chan error, len(ports))
-	for _, p := range ports {
-		ln, err := net.Listen("tcp4", "0.0.0.0:"+p)
-		if err != nil {
-			return err
-		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					errc <- err
-					return
-				}
-				c.Write([]byte("ok\n"))
-				c.Close()
-			}
-		}()
-	}
-	fmt.Println("ready")
-	return <-errc
-}
-
-// tcpClient connects to args[0] and expects "ok" within a second.
-func tcpClient(args []string) error {
-	c, err := net.DialTimeout("tcp", args[0], time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || line != "ok\n" {
-		return fmt.Errorf("no answer from %s: %v", args[0], err)
-	}
-	return nil
-}
-
-// inPod runs this binary as tool in p's netns.
-func inPod(ctx context.Context, p *pod, tool string, args ...string) *exec.Cmd {
-	self, _ := os.Executable()
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + p.Netns, self}, args...)...)
-	cmd.Env = append(os.Environ(), toolEnv+"="+tool)
-	return cmd
-}
-
-var serverMu sync.Mutex
+// netns is where the traffic tools run for p.
+func (p *pod) netns() e2eutil.Netns { return e2eutil.NsenterNetns(p.Name, p.Netns) }
 
 // startServer runs the server tool in p's netns until the test ends
 // (killed by PID at cleanup).
 func startServer(t *testing.T, p *pod, ports ...string) {
 	t.Helper()
-	serverMu.Lock()
-	defer serverMu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := inPod(ctx, p, "serve", ports...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); cmd.Wait() })
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err == nil && line != "ready\n" {
-			err = errors.New(line)
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("server in %s: %v: %s", p.Name, err, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("server in %s did not start: %s", p.Name, stderr.String())
-	}
+	p.netns().StartServer(t, ports...)
 }
 
 // canTCP reports whether from can open a TCP connection to ip:port.
 func canTCP(from *pod, ip, port string) bool {
-	return inPod(context.Background(), from, "tcp", net.JoinHostPort(ip, port)).Run() == nil
+	return from.netns().CanTCP(net.JoinHostPort(ip, port))
 }
 
 // canPing reports whether from gets an ICMP echo reply from ip (one try).
 func canPing(from *pod, ip string) bool {
-	return exec.Command("nsenter", "--net="+from.Netns, "ping", "-c", "1", "-W", "1", ip).Run() == nil
+	return from.netns().CanPing(ip)
 }
 
 // ---- recording what containerd passes to CNI ---------------------------
