@@ -66,7 +66,6 @@ var (
 // document (and list item) that is wrong.
 func Parse(name string, data []byte, defaultNamespace string) ([]Pod, error) {
 	var pods []Pod
-	seen := map[string]string{}
 	for i, doc := range splitYAMLDocuments(data) {
 		where := fmt.Sprintf("%s: document %d (line %d)", name, i+1, doc.line)
 		objs, err := documentObjects(doc.text)
@@ -82,17 +81,27 @@ func Parse(name string, data []byte, defaultNamespace string) ([]Pod, error) {
 			if err != nil {
 				return nil, err
 			}
-			for _, p := range ps {
-				key := p.Namespace + "/" + p.Name
-				if prev, ok := seen[key]; ok {
-					return nil, fmt.Errorf("%s: pod %s is already defined at %s", p.Origin, key, prev)
-				}
-				seen[key] = p.Origin
-				pods = append(pods, p)
-			}
+			pods = append(pods, ps...)
 		}
 	}
+	if err := CheckUnique(pods); err != nil {
+		return nil, err
+	}
 	return pods, nil
+}
+
+// CheckUnique reports the first pod defined twice (in one input or across
+// several), naming both places.
+func CheckUnique(pods []Pod) error {
+	seen := map[string]string{}
+	for _, p := range pods {
+		key := p.Namespace + "/" + p.Name
+		if prev, ok := seen[key]; ok {
+			return fmt.Errorf("%s: pod %s is already defined at %s", p.Origin, key, prev)
+		}
+		seen[key] = p.Origin
+	}
+	return nil
 }
 
 type yamlDocument struct {

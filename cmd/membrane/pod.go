@@ -113,10 +113,7 @@ the agent refuses.`,
 
 // readManifests parses every file before anything is applied.
 func (a *app) readManifests(files []string, namespace string) ([]podmanifest.Pod, error) {
-	var (
-		pods []podmanifest.Pod
-		seen = map[string]string{}
-	)
+	var pods []podmanifest.Pod
 	for _, f := range files {
 		inputs, err := a.expandManifestPath(f)
 		if err != nil {
@@ -127,15 +124,11 @@ func (a *app) readManifests(files []string, namespace string) ([]podmanifest.Pod
 			if err != nil {
 				return nil, err
 			}
-			for _, p := range ps {
-				key := p.Namespace + "/" + p.Name
-				if prev, ok := seen[key]; ok {
-					return nil, fmt.Errorf("%s: pod %s is already defined at %s", p.Origin, key, prev)
-				}
-				seen[key] = p.Origin
-			}
 			pods = append(pods, ps...)
 		}
+	}
+	if err := podmanifest.CheckUnique(pods); err != nil {
+		return nil, err
 	}
 	return pods, nil
 }
