@@ -31,24 +31,7 @@ import (
 // agent stops. It asserts what the CLI shows of the agent's real answers;
 // the agent's own behaviour is tested with its cells and end to end.
 func TestAgentSession(t *testing.T) {
-	bpfRoot := testutil.BPFDir(t) // also the privileged gate
-	sock := filepath.Join(tempDirShort(t), "membrane.sock")
-	h := cells.NewAgentHive(cells.DefaultCells)
-	hive.AddConfigOverride(h, func(c *apiserver.Config) { c.Socket = sock })
-	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = t.TempDir() })
-	hive.AddConfigOverride(h, func(c *loader.Config) { c.BPFRoot = bpfRoot })
-	log := hivetest.Logger(t)
-	if err := h.Start(log, context.Background()); err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	running := true
-	stop := func() {
-		if running {
-			running = false
-			h.Stop(log, context.Background())
-		}
-	}
-	t.Cleanup(stop)
+	bpfRoot, sock, stop := startAgentInProcess(t)
 	m := func(args ...string) []string { return append([]string{"--socket", sock}, args...) }
 
 	out := ok(t, m("status")...)
@@ -145,3 +128,28 @@ func TestAgentSession(t *testing.T) {
 }
 
 func padRight(s string, n int) string { return s + strings.Repeat(" ", max(0, n-len(s))) }
+
+// startAgentInProcess runs the stock agent's cells in this process on
+// temporary paths; stop (also called at cleanup) stops it once.
+func startAgentInProcess(t *testing.T) (bpfRoot, sock string, stop func()) {
+	t.Helper()
+	bpfRoot = testutil.BPFDir(t) // also the privileged gate
+	sock = filepath.Join(tempDirShort(t), "membrane.sock")
+	h := cells.NewAgentHive(cells.DefaultCells)
+	hive.AddConfigOverride(h, func(c *apiserver.Config) { c.Socket = sock })
+	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = t.TempDir() })
+	hive.AddConfigOverride(h, func(c *loader.Config) { c.BPFRoot = bpfRoot })
+	log := hivetest.Logger(t)
+	if err := h.Start(log, context.Background()); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	running := true
+	stop = func() {
+		if running {
+			running = false
+			h.Stop(log, context.Background())
+		}
+	}
+	t.Cleanup(stop)
+	return bpfRoot, sock, stop
+}

@@ -14,16 +14,10 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/hive"
-	"github.com/cilium/hive/hivetest"
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/cells"
-	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/monitor/events"
-	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
 
@@ -46,24 +40,7 @@ func TestMonitorAgentSession(t *testing.T) {
 		return
 	}
 
-	bpfRoot := testutil.BPFDir(t)
-	sock := filepath.Join(tempDirShort(t), "membrane.sock")
-	h := cells.NewAgentHive(cells.DefaultCells)
-	hive.AddConfigOverride(h, func(c *apiserver.Config) { c.Socket = sock })
-	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = t.TempDir() })
-	hive.AddConfigOverride(h, func(c *loader.Config) { c.BPFRoot = bpfRoot })
-	log := hivetest.Logger(t)
-	if err := h.Start(log, context.Background()); err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
-	running := true
-	stop := func() {
-		if running {
-			running = false
-			h.Stop(log, context.Background())
-		}
-	}
-	t.Cleanup(stop)
+	bpfRoot, sock, stop := startAgentInProcess(t)
 	m := func(args ...string) []string { return append([]string{"--socket", sock}, args...) }
 
 	c := client.New(sock)
