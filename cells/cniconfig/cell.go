@@ -37,6 +37,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/internal/atomicfile"
 )
 
 // DefaultPath is where a production install writes the conflist: "05"
@@ -110,7 +111,7 @@ func register(p params) error {
 		OnStart: func(cell.HookContext) error {
 			// A failure stops the agent: a node agent the runtime cannot
 			// find is useless, and systemd's restart makes it loud.
-			if err := WriteFileAtomic(path, data, 0o644); err != nil {
+			if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
 				return fmt.Errorf("--write-cni-conf-when-ready: %w", err)
 			}
 			p.Log.Info("CNI configuration written: the runtime can attach pods now", "path", path)

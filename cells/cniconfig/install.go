@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/membrane-net/membrane/internal/atomicfile"
 )
 
 // PluginName is the plugin's file name in the CNI bin dir: the "type" of
@@ -32,7 +34,7 @@ func InstallPlugin(ctx context.Context, src, binDir string) (string, error) {
 		return "", fmt.Errorf("plugin binary %s is not a regular file", src)
 	}
 	dst := filepath.Join(binDir, PluginName)
-	if err := CopyFileAtomic(src, dst, 0o755); err != nil {
+	if err := atomicfile.CopyFile(src, dst, 0o755); err != nil {
 		return "", fmt.Errorf("installing %s as %s: %w", src, dst, err)
 	}
 	if err := checkPlugin(ctx, dst); err != nil {

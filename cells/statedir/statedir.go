@@ -15,6 +15,8 @@ import (
 
 	"github.com/cilium/hive/cell"
 	"github.com/spf13/pflag"
+
+	"github.com/membrane-net/membrane/internal/atomicfile"
 )
 
 // Config of the state directory.
@@ -69,30 +71,7 @@ func (d Dir) Path(name string) string { return filepath.Join(d.path, name) }
 
 // WriteFile replaces name atomically.
 func (d Dir) WriteFile(name string, data []byte) error {
-	p := d.Path(name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", p, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		return fmt.Errorf("replace %s: %w", p, err)
-	}
-	return nil
+	return atomicfile.WriteFile(d.Path(name), data, 0o600)
 }
 
 // WriteJSON marshals v into name atomically.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/cniconfig"
+	"github.com/membrane-net/membrane/internal/atomicfile"
 )
 
 // installCNICmd is `membrane-agent install-cni`: the plugin binary into
@@ -57,7 +58,7 @@ now instead, for setups that manage it without the agent.`,
 			if err != nil {
 				return fmt.Errorf("--cni-conf: %w", err)
 			}
-			if err := cniconfig.WriteFileAtomic(conf, data, 0o644); err != nil {
+			if err := atomicfile.WriteFile(conf, data, 0o644); err != nil {
 				return fmt.Errorf("--cni-conf: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", conf)

@@ -1,4 +1,7 @@
-package cniconfig
+// Package atomicfile replaces files so that a reader sees the old content
+// or the new, never a torn one, and a crash leaves one of the two: the
+// agent's state files, the CNI conflist, the installed plugin binary.
+package atomicfile
 
 import (
 	"errors"
@@ -8,23 +11,23 @@ import (
 	"path/filepath"
 )
 
-// WriteFileAtomic replaces path with data: a temporary file in the same
+// WriteFile replaces path with data: a temporary file in the same
 // directory (created if missing), fsynced, given mode perm, renamed over
 // path. A runtime reading the directory sees the old file or the new one,
 // never a half-written one: containerd and podman watch or re-read
 // /etc/cni/net.d and would otherwise load a truncated conflist.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return replaceAtomic(path, perm, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
 }
 
-// CopyFileAtomic copies src over dst the same way. Replacing a plugin
+// CopyFile copies src over dst the same way. Replacing a plugin
 // binary by rename never disturbs a runtime that is executing the old
 // one (it keeps the old inode) and never lets it execute a partial file;
 // writing in place could fail with "text file busy" or do both.
-func CopyFileAtomic(src, dst string, perm os.FileMode) error {
+func CopyFile(src, dst string, perm os.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
