@@ -1,6 +1,9 @@
 # Membrane. `make demo` and `make test` are the two commands of the README;
 # both install what they need on a fresh Debian machine (run as root).
 
+# Go from the official tarball lives in /usr/local/go/bin, often not on
+# root's PATH; the tests run `go build` and `go tool cnitool` themselves.
+export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
