@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -20,12 +21,20 @@ import (
 // time is what a runtime waits for the CNI call, cnitool's own start
 // included. Parallel: 20 ADDs started at once, then 20 DELs, makespan,
 // three rounds per plugin in the order m p p m m p, median.
+//
+// MEMBRANE_BENCH_DATAPATH_MODE=tc|tcx|auto (default auto) picks how the
+// agent attaches its programs: a tcx link costs an RCU grace period under
+// the RTNL lock, which dominates ADD here (docs/datapath.md).
 func BenchmarkCNIAddDel(b *testing.B) {
 	setup(b)
 	n := envInt("MEMBRANE_BENCH_PODS", 100)
 	const parallel, rounds = 20, 3
+	mode := os.Getenv("MEMBRANE_BENCH_DATAPATH_MODE")
+	if mode == "" {
+		mode = "auto"
+	}
 
-	a := startAgent(b)
+	a := startAgent(b, "--datapath-mode", mode)
 	nets := []*network{membraneNetwork(b, a), ptpNetwork(b)}
 	pods := make([][]*pod, len(nets))
 	for i, nw := range nets {
@@ -122,7 +131,7 @@ func BenchmarkCNIAddDel(b *testing.B) {
 		{fmt.Sprintf("%d parallel DEL, makespan", parallel), median(par[0].del), 0, median(par[1].del), 0, true},
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "cnitool ADD/DEL, membrane-cni (agent running) vs ptp+host-local (%s), same run\n", e2eutil.RefPluginDir)
+	fmt.Fprintf(&sb, "cnitool ADD/DEL, membrane-cni (agent running, --datapath-mode=%s) vs ptp+host-local (%s), same run\n", mode, e2eutil.RefPluginDir)
 	fmt.Fprintf(&sb, "sequential: %d pods per plugin, plugins alternated pod by pod; parallel: median of %d rounds\n", n, rounds)
 	fmt.Fprintf(&sb, "%-28s %-22s %-22s %s\n", "op", "membrane p50 / p99", "ptp p50 / p99", "ratio membrane/ptp")
 	for _, r := range rows {
