@@ -388,11 +388,14 @@ func runPolicySuite(t *testing.T, mode string, v6 bool) {
 	})
 }
 
-// TestRestartKeepsPolicy: the datapath keeps enforcing while the agent is
+// testRestartKeepsPolicy: the datapath keeps enforcing while the agent is
 // down and while it restarts; the endpoint's pinned entry never loses its
 // enforcement flags, not even for a moment.
-func TestRestartKeepsPolicy(t *testing.T) {
-	e := setupPolicyEnv(t, "tcx", false)
+func TestRestartKeepsPolicyTCX(t *testing.T) { testRestartKeepsPolicy(t, "tcx") }
+func TestRestartKeepsPolicyTC(t *testing.T)  { testRestartKeepsPolicy(t, "tc") }
+
+func testRestartKeepsPolicy(t *testing.T, mode string) {
+	e := setupPolicyEnv(t, mode, false)
 	web := e.ip(e.web)
 	e.importPolicy(`[{"endpointSelector":{"matchLabels":{"app":"web"}},
 	  "ingress":[{"fromEndpoints":[{"matchLabels":{"app":"client"}}]}]}]`)
