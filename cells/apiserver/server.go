@@ -74,13 +74,26 @@ type params struct {
 	Routes    []Route `group:"api-routes"`
 }
 
-func newServer(p params) (*Server, error) {
+// NewMux registers routes on a new ServeMux; two routes with the same or
+// conflicting patterns are an error naming the pattern. Tests of a cell's
+// routes use it to serve them exactly as the API server does.
+func NewMux(routes []Route) (*http.ServeMux, error) {
 	mux := http.NewServeMux()
-	s := &Server{}
-	for _, r := range p.Routes {
+	for _, r := range routes {
 		if err := register(mux, r.Pattern, r.Handler); err != nil {
 			return nil, err
 		}
+	}
+	return mux, nil
+}
+
+func newServer(p params) (*Server, error) {
+	mux, err := NewMux(p.Routes)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{}
+	for _, r := range p.Routes {
 		s.Patterns = append(s.Patterns, r.Pattern)
 	}
 	mux.Handle("/statedb/", http.StripPrefix("/statedb", p.DB.HTTPHandler()))

@@ -64,9 +64,9 @@ func newTestAgent(stateDir string, extra ...cell.Cell) *testAgent {
 			cell.In
 			Routes []apiserver.Route `group:"api-routes"`
 		}) {
-			mux := http.NewServeMux()
-			for _, r := range in.Routes {
-				mux.Handle(r.Pattern, r.Handler)
+			mux, err := apiserver.NewMux(in.Routes)
+			if err != nil {
+				panic(err)
 			}
 			a.api = mux
 		}),

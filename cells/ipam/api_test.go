@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/cells/apiserver"
 )
 
 // newTestServer serves the cell's routes exactly as the API server
@@ -16,9 +17,9 @@ import (
 func newTestServer(t *testing.T, cfg Config) (*httptest.Server, *IPAM) {
 	t.Helper()
 	m := newTestIPAM(t, cfg, t.TempDir())
-	mux := http.NewServeMux()
-	for _, r := range newRoutes(m).Routes {
-		mux.Handle(r.Pattern, r.Handler)
+	mux, err := apiserver.NewMux(newRoutes(m).Routes)
+	if err != nil {
+		t.Fatal(err)
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

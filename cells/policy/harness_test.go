@@ -86,9 +86,9 @@ func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell)
 			cell.In
 			Routes []apiserver.Route `group:"api-routes"`
 		}) {
-			mux := http.NewServeMux()
-			for _, r := range in.Routes {
-				mux.Handle(r.Pattern, r.Handler)
+			mux, err := apiserver.NewMux(in.Routes)
+			if err != nil {
+				panic(err)
 			}
 			e.api = mux
 		}),

@@ -49,9 +49,9 @@ func newTestAgent(t *testing.T, stateDir string) *testAgent {
 			cell.In
 			Routes []apiserver.Route `group:"api-routes"`
 		}) {
-			mux := http.NewServeMux()
-			for _, r := range in.Routes {
-				mux.Handle(r.Pattern, r.Handler)
+			mux, err := apiserver.NewMux(in.Routes)
+			if err != nil {
+				panic(err)
 			}
 			a.srv = httptest.NewServer(mux)
 		}),
