@@ -69,7 +69,8 @@ func newSource(p params) (*Source, error) {
 		return err
 	}})
 	if p.Config.PodManifestDir != "" {
-		w := &manifestWatcher{src: s, dir: p.Config.PodManifestDir, seen: map[string]fileState{}}
+		w := &manifestWatcher{src: s, dir: p.Config.PodManifestDir, interval: p.Config.PodManifestInterval,
+			seen: map[string]fileState{}, settling: map[string]fileState{}}
 		p.Jobs.Add(job.Timer("pod-manifests", w.scan, p.Config.PodManifestInterval))
 	}
 	return s, nil

@@ -20,9 +20,11 @@ import (
 // parse is reported and its previous rows are kept, so a typo never strips
 // running pods of their labels.
 type manifestWatcher struct {
-	src  *Source
-	dir  string
-	seen map[string]fileState
+	src      *Source
+	dir      string
+	seen     map[string]fileState
+	settling map[string]fileState // changed, waiting to be seen unchanged once more
+	interval time.Duration        // between scans
 }
 
 type fileState struct {
@@ -51,6 +53,15 @@ func (w *manifestWatcher) scan(ctx context.Context) error {
 		if old, ok := w.seen[name]; ok && old == st {
 			continue
 		}
+		// Load a changed file only once it has stayed the same for a scan
+		// (or was last written longer ago than that): a file written in
+		// place is briefly empty or half-written, and loading that would
+		// strip its pods of their labels.
+		if w.settling[name] != st && time.Since(st.mtime) < w.interval {
+			w.settling[name] = st
+			continue
+		}
+		delete(w.settling, name)
 		if err := w.load(name); err != nil {
 			errs = append(errs, err)
 			continue
@@ -61,6 +72,11 @@ func (w *manifestWatcher) scan(ctx context.Context) error {
 		if !present[name] {
 			w.replace(name, nil)
 			delete(w.seen, name)
+		}
+	}
+	for name := range w.settling {
+		if !present[name] {
+			delete(w.settling, name)
 		}
 	}
 	return errors.Join(errs...)
