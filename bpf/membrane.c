@@ -332,6 +332,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			emit(skb, EVENT_DROP, ep_id, dir, REASON_DROP_SPOOFED, &f, src_id, 0);
 			return TC_ACT_SHOT;
 		}
+	}
+
+	/* Established flows first: most packets are, and they need neither
+	 * the peer's identity (an LPM lookup) nor the policy. */
+	__u64 now = bpf_ktime_get_ns();
+	if (ct_lookup(&f, dir, now)) {
+		count(ep_id, dir, REASON_FORWARDED_CT, skb->len);
+		return TC_ACT_OK;
+	}
+
+	if (dir == DIR_EGRESS) {
 		src_id = ep->identity;
 		dst_id = lookup_identity(&f, f.daddr);
 		peer = dst_id;
@@ -339,12 +350,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		src_id = lookup_identity(&f, f.saddr);
 		dst_id = ep->identity;
 		peer = src_id;
-	}
-
-	__u64 now = bpf_ktime_get_ns();
-	if (ct_lookup(&f, dir, now)) {
-		count(ep_id, dir, REASON_FORWARDED_CT, skb->len);
-		return TC_ACT_OK;
 	}
 
 	reason = policy_verdict(ep_id, dir, peer, &f);
