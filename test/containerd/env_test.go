@@ -143,9 +143,12 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := os.Stat(e.Agent.Conflist); err != nil {
-		tb.Fatalf("the agent answers but wrote no conflist: %v", err)
-	}
+	// The conflist's start hook runs right after the API server's: the
+	// socket may answer a moment before the file is there.
+	e2eutil.Eventually(tb, 10*time.Second, "the agent to write its conflist once it serves", func() error {
+		_, err := os.Stat(e.Agent.Conflist)
+		return err
+	})
 	e.waitNetworkReady()
 	return e
 }
