@@ -269,7 +269,7 @@ func TestControllerCIDRIdentities(t *testing.T) {
 
 	// An endpoint's own entry for an address is never overwritten.
 	epEntry := &tables.IPCacheEntry{Prefix: p("198.51.100.7/32"), Identity: 256, Source: "endpoint", EndpointID: 1}
-	e.insert(t, e.ipcache, epEntry)
+	insertRows(t, e.db, e.ipcache, epEntry)
 	e.addRules(t, cidrRule("4/0", 4, policyapi.EgressRule{ToCIDR: []string{"198.51.100.7"}}))
 	e.sync(t)
 	if got := e.ipcacheRows()[p("198.51.100.7/32")]; got.Source != "endpoint" {

@@ -147,83 +147,51 @@ func (e *testEngine) engineHealth() (cell.Level, string) {
 	return h.Level, status
 }
 
-func (e *testEngine) insert(t testing.TB, tbl statedb.TableMeta, rows ...any) {
+// insertRows and deleteRow change one table in one write transaction.
+func insertRows[T any](t testing.TB, db *statedb.DB, tbl statedb.RWTable[T], rows ...T) {
 	t.Helper()
-	wtxn := e.db.WriteTxn(tbl)
+	wtxn := db.WriteTxn(tbl)
+	defer wtxn.Abort()
 	for _, r := range rows {
-		var err error
-		switch r := r.(type) {
-		case *tables.PolicyRule:
-			_, _, err = e.rules.Insert(wtxn, r)
-		case *tables.Identity:
-			_, _, err = e.identities.Insert(wtxn, r)
-		case *tables.Endpoint:
-			_, _, err = e.endpoints.Insert(wtxn, r)
-		case *tables.IPCacheEntry:
-			_, _, err = e.ipcache.Insert(wtxn, r)
-		default:
-			err = fmt.Errorf("unexpected row %T", r)
+		if _, _, err := tbl.Insert(wtxn, r); err != nil {
+			t.Fatalf("insert into %s: %v", tbl.Name(), err)
 		}
-		if err != nil {
-			wtxn.Abort()
-			t.Fatalf("insert: %v", err)
-		}
+	}
+	wtxn.Commit()
+}
+
+func deleteRow[T any](t testing.TB, db *statedb.DB, tbl statedb.RWTable[T], row T) {
+	t.Helper()
+	wtxn := db.WriteTxn(tbl)
+	defer wtxn.Abort()
+	if _, _, err := tbl.Delete(wtxn, row); err != nil {
+		t.Fatalf("delete from %s: %v", tbl.Name(), err)
 	}
 	wtxn.Commit()
 }
 
 func (e *testEngine) addRules(t testing.TB, rs ...*tables.PolicyRule) {
-	t.Helper()
-	rows := make([]any, len(rs))
-	for i, r := range rs {
-		rows[i] = r
-	}
-	e.insert(t, e.rules, rows...)
+	insertRows(t, e.db, e.rules, rs...)
 }
 
 func (e *testEngine) deleteRule(t testing.TB, key string) {
-	t.Helper()
-	wtxn := e.db.WriteTxn(e.rules)
-	if _, _, err := e.rules.Delete(wtxn, &tables.PolicyRule{Key: key}); err != nil {
-		t.Fatalf("delete rule: %v", err)
-	}
-	wtxn.Commit()
+	deleteRow(t, e.db, e.rules, &tables.PolicyRule{Key: key})
 }
 
 func (e *testEngine) addIdentities(t testing.TB, ids ...*tables.Identity) {
-	t.Helper()
-	rows := make([]any, len(ids))
-	for i, r := range ids {
-		rows[i] = r
-	}
-	e.insert(t, e.identities, rows...)
+	insertRows(t, e.db, e.identities, ids...)
 }
 
 func (e *testEngine) deleteIdentity(t testing.TB, id tables.NumericIdentity) {
-	t.Helper()
-	wtxn := e.db.WriteTxn(e.identities)
-	if _, _, err := e.identities.Delete(wtxn, &tables.Identity{ID: id}); err != nil {
-		t.Fatalf("delete identity: %v", err)
-	}
-	wtxn.Commit()
+	deleteRow(t, e.db, e.identities, &tables.Identity{ID: id})
 }
 
 func (e *testEngine) addEndpoints(t testing.TB, eps ...*tables.Endpoint) {
-	t.Helper()
-	rows := make([]any, len(eps))
-	for i, r := range eps {
-		rows[i] = r
-	}
-	e.insert(t, e.endpoints, rows...)
+	insertRows(t, e.db, e.endpoints, eps...)
 }
 
 func (e *testEngine) deleteEndpoint(t testing.TB, id uint16) {
-	t.Helper()
-	wtxn := e.db.WriteTxn(e.endpoints)
-	if _, _, err := e.endpoints.Delete(wtxn, &tables.Endpoint{ID: id}); err != nil {
-		t.Fatalf("delete endpoint: %v", err)
-	}
-	wtxn.Commit()
+	deleteRow(t, e.db, e.endpoints, &tables.Endpoint{ID: id})
 }
 
 // row returns an endpoint's policy row.
