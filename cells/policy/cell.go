@@ -54,7 +54,7 @@ func newEngine(p engineParams) (*controller, error) {
 	}
 	c := newController(p.Log, p.Config, p.DB, p.Rules, p.Identities, p.Endpoints, p.IPCache, p.Policy)
 	if p.Repository != nil {
-		c.revisionAt = p.Repository.RevisionAt
+		c.revisionAt = p.Repository.RevisionOfTable
 	}
 	p.Jobs.Add(job.OneShot("policy-engine", c.run))
 	return c, nil

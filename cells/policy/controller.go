@@ -58,10 +58,11 @@ type controller struct {
 	cidr  *cidrAllocator
 	rules map[string]*compiledRule
 	// revision is the policy revision of the rules computed from: the
-	// repository's revision of the rules a snapshot sees (revisionAt), or
-	// without a repository the highest revision of the rules seen.
+	// repository's revision at the last rule change processed
+	// (revisionAt), or without a repository the highest revision of the
+	// rules seen.
 	revision   uint64
-	revisionAt func(statedb.ReadTxn) uint64
+	revisionAt func(statedb.Revision) uint64
 
 	endpoints  map[uint16]tables.NumericIdentity // endpoints that want a row
 	byIdentity map[tables.NumericIdentity]map[uint16]struct{}
@@ -77,6 +78,12 @@ type controller struct {
 
 	// cidrs is the prefix -> identity map of the last round, for traces.
 	cidrs atomic.Pointer[map[netip.Prefix]tables.NumericIdentity]
+	// seen holds, per input table, the revision of the last change
+	// processed. It is not the revision of the round's read transaction:
+	// a change iterator can return nothing for a commit that the
+	// transaction already sees but whose watch channels are not closed
+	// yet; that change comes in the next round.
+	seen [4]statedb.Revision
 	// progress tells waiters which table revisions have been processed.
 	progress progress
 }
@@ -119,6 +126,9 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 	identChanges, err2 := c.identitiesTbl.Changes(wtxn)
 	epChanges, err3 := c.endpointsTbl.Changes(wtxn)
 	ipcChanges, err4 := c.ipcacheTbl.Changes(wtxn)
+	// The first changes returned are the whole tables as of this
+	// transaction, so everything up to its revisions will be seen.
+	c.seen = c.inputRevisions(wtxn)
 	wtxn.Commit()
 	for _, it := range []interface{ Close() }{ruleChanges, identChanges, epChanges, ipcChanges} {
 		if it != nil {
@@ -178,19 +188,22 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 		epSeq, epWatch := epChanges.Next(txn)
 		ipcSeq, ipcWatch := ipcChanges.Next(txn)
 
-		for ch := range identSeq {
+		for ch, rev := range identSeq {
+			c.seen[identitiesInput] = max(c.seen[identitiesInput], rev)
 			c.identityChanged(ch.Object, ch.Deleted)
 		}
 		c.rulesChanged(ruleSeq)
 		if c.revisionAt != nil {
-			if rev := c.revisionAt(txn); rev != c.revision {
+			if rev := c.revisionAt(c.seen[rulesInput]); rev != c.revision {
 				c.revision, c.allEndpoints = rev, true
 			}
 		}
-		for ch := range epSeq {
+		for ch, rev := range epSeq {
+			c.seen[endpointsInput] = max(c.seen[endpointsInput], rev)
 			c.endpointChanged(ch.Object, ch.Deleted)
 		}
-		for ch := range ipcSeq {
+		for ch, rev := range ipcSeq {
+			c.seen[ipcacheInput] = max(c.seen[ipcacheInput], rev)
 			c.ipcacheChanged(ch.Object, ch.Deleted)
 		}
 		c.recompute()
@@ -198,7 +211,7 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 		epInit, epInitWatch := c.endpointsTbl.Initialized(txn)
 		writeErr := c.write(epInit)
 		if writeErr == nil {
-			c.progress.set(c.inputRevisions(txn))
+			c.progress.set(c.seen)
 			retry = nil
 		} else if retry == nil {
 			retry = time.After(retryInterval)
@@ -268,7 +281,8 @@ func (c *controller) selectionsChanged(keys []string) {
 // prefix that moves from one rule to another keeps its identity.
 func (c *controller) rulesChanged(seq iter.Seq2[statedb.Change[*tables.PolicyRule], statedb.Revision]) {
 	var added, removed []*compiledRule
-	for ch := range seq {
+	for ch, rev := range seq {
+		c.seen[rulesInput] = max(c.seen[rulesInput], rev)
 		key := ch.Object.Key
 		if old := c.rules[key]; old != nil {
 			removed = append(removed, old)
@@ -564,6 +578,14 @@ func (c *controller) writeCIDRs(wtxn statedb.WriteTxn) error {
 	}
 	return nil
 }
+
+// The input tables, in the order of inputRevisions.
+const (
+	rulesInput = iota
+	identitiesInput
+	endpointsInput
+	ipcacheInput
+)
 
 // inputRevisions are the revisions of the tables the controller follows.
 func (c *controller) inputRevisions(txn statedb.ReadTxn) [4]statedb.Revision {

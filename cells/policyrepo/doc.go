@@ -26,7 +26,9 @@
 // wait for tables.PolicyRule's Initialized before computing anything.
 //
 // Readers that need the revision consistent with the rows they read ask
-// Repository.RevisionAt(txn) with the same transaction.
+// Repository.RevisionAt(txn) with the same transaction; readers that
+// follow the table's changes ask RevisionOfTable with the revision of the
+// last change they processed.
 //
 // Try it:
 //

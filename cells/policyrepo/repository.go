@@ -45,6 +45,13 @@ func (r *Repository) RevisionAt(txn statedb.ReadTxn) uint64 {
 	return r.history.at(r.rules.Revision(txn))
 }
 
+// RevisionOfTable is the policy revision of the rules as they were at a
+// revision of the policy-rules table: for a reader that follows the
+// table's changes and knows the revision of the last one it processed.
+func (r *Repository) RevisionOfTable(table statedb.Revision) uint64 {
+	return r.history.at(table)
+}
+
 // Import writes the rules of one parsed document under a new revision,
 // in one transaction: the rules owned by any CNP/CCNP the document
 // carries are replaced, the others kept.
