@@ -49,6 +49,12 @@ type Endpoint struct {
 
 	// Identity is 0 until the identity allocator has resolved the labels.
 	Identity NumericIdentity `json:"identity"`
+	// DatapathIdentity is the identity the endpoint's addresses carry in
+	// the datapath (set by regeneration once it is enforced). After a
+	// relabel it stays the old identity until peers' policies know the new
+	// one and the addresses have switched, so the old identity is not
+	// released while packets are still judged by it.
+	DatapathIdentity NumericIdentity `json:"datapath-identity,omitempty"`
 
 	State models.EndpointState `json:"state"`
 	// PolicyRevision is the policy revision the datapath enforces, and
@@ -163,11 +169,17 @@ var EndpointPodIndex = statedb.Index[*Endpoint, string]{
 	FromString: index.FromString,
 }
 
-// EndpointIdentityIndex finds the endpoints using an identity: an identity's
-// reference count is the number of rows it finds.
+// EndpointIdentityIndex finds the endpoints using an identity, as their
+// Identity or their DatapathIdentity: an identity's reference count is the
+// number of rows it finds.
 var EndpointIdentityIndex = statedb.Index[*Endpoint, NumericIdentity]{
-	Name:       "identity",
-	FromObject: func(e *Endpoint) index.KeySet { return index.NewKeySet(index.Uint32(e.Identity)) },
+	Name: "identity",
+	FromObject: func(e *Endpoint) index.KeySet {
+		if e.DatapathIdentity != 0 && e.DatapathIdentity != e.Identity {
+			return index.NewKeySet(index.Uint32(e.Identity), index.Uint32(e.DatapathIdentity))
+		}
+		return index.NewKeySet(index.Uint32(e.Identity))
+	},
 	FromKey:    index.Uint32,
 	FromString: index.Uint32String,
 }

@@ -51,8 +51,8 @@ var ReservedIdentities = map[NumericIdentity]string{
 
 // Identity is a numeric identity and the security labels it stands for.
 // How many endpoints use it is not stored: it is the number of rows in the
-// endpoints table with this identity (EndpointIdentityIndex), so it cannot
-// drift.
+// endpoints table with this identity or datapath identity
+// (EndpointIdentityIndex), so it cannot drift.
 type Identity struct {
 	ID     NumericIdentity `json:"id"`
 	Labels labels.Labels   `json:"labels"`

@@ -12,7 +12,9 @@
 //
 // which is what regeneration waits for. A relabelled endpoint moves to the
 // identity of its new labels. Nobody counts references: an identity's users
-// are the endpoints rows that carry it (EndpointIdentityIndex), and one that
+// are the endpoints rows that carry it (EndpointIdentityIndex: as Identity,
+// or as DatapathIdentity while a relabelled endpoint's addresses still
+// carry the old one), and one that
 // no row carries is released, but only once the endpoints table is
 // initialized, so a restart never drops a number a restored endpoint (state
 // restoring) is about to claim back.

@@ -5,8 +5,10 @@
 // policy enforces), moves it to regenerating, and to ready once the
 // loader's reconcilers report every row Done — its endpoint-policy row
 // (computed by the policy engine for its current identity) included —
-// i.e. once the kernel enforces its identity and policy. When an endpoint
-// goes away its rows go too.
+// i.e. once the kernel enforces its identity and policy — and every older
+// endpoint-policy row (the peers' rows that learned its identity) is in
+// the kernel too. A relabelled endpoint's addresses switch identity only
+// then as well. When an endpoint goes away its rows go too.
 //
 // Nothing calls "regenerate": it happens because a row changed. The
 // identity allocator moves an endpoint to waiting-to-regenerate after its

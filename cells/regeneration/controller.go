@@ -217,7 +217,7 @@ func (c *controller) regenerate(id uint16) error {
 	if !ok || ep.State != models.StateWaitingToRegenerate {
 		return nil
 	}
-	if pol, ok := c.policyFor(wtxn, ep); ok {
+	if pol, ok := c.policyFor(wtxn, ep); ok && !c.mustWaitForPeers(wtxn, ep) {
 		c.writeRows(wtxn, ep, pol)
 	}
 	ep = ep.Clone()
@@ -265,7 +265,13 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 	// them up to date first (no-op when they are).
 	ipc, epm := desired(ep, pol)
 	if c.rowsStale(txn, ipc, epm) {
+		if c.mustWaitForPeers(txn, ep) {
+			return nil // woken by the peers' policy rows' status
+		}
 		return c.rewrite(ep.ID, pol)
+	}
+	if c.peersPending(txn, ep) {
+		return nil
 	}
 	var failure error
 	done := true
@@ -309,6 +315,7 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 	}
 	delete(c.reported, ep.ID)
 	return c.updateEndpoint(ep.ID, models.StateRegenerating, func(e *tables.Endpoint) error {
+		e.DatapathIdentity = e.Identity
 		msg := fmt.Sprintf("datapath ready (identity %d)", e.Identity)
 		if pol != nil {
 			e.PolicyRevision = pol.Revision
@@ -317,6 +324,45 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 		}
 		return e.SetState(models.StateReady, msg)
 	})
+}
+
+// peersPending reports whether an endpoint-policy row older than the
+// endpoint's own is still waiting for the datapath. The policy engine
+// writes the rows of the peers whose selectors match a new identity in the
+// same transaction as the row of the endpoint that carries it, or in an
+// earlier one, and the reconciler takes rows in revision order; so once
+// none older than the endpoint's row is pending, every peer's policy map
+// knows its identity, and a packet from its first one is judged right.
+// A row in error does not hold anyone back: its endpoint reports it.
+func (c *controller) peersPending(txn statedb.ReadTxn, ep *tables.Endpoint) bool {
+	if !c.withPolicy {
+		return false
+	}
+	_, own, ok := c.policy.Get(txn, tables.EndpointPolicyIndex.Query(ep.ID))
+	if !ok {
+		return false
+	}
+	for row, rev := range c.policy.All(txn) {
+		if rev < own && row.EndpointID != ep.ID && row.Status.Kind == reconciler.StatusKindPending {
+			return true
+		}
+	}
+	return false
+}
+
+// mustWaitForPeers reports whether the endpoint's addresses would switch
+// to a new identity (a relabel) before the peers' policies know it: until
+// they do, the addresses keep the identity peers already judge them by.
+// A new endpoint's rows are written at once; its readiness waits instead.
+func (c *controller) mustWaitForPeers(txn statedb.ReadTxn, ep *tables.Endpoint) bool {
+	switching := false
+	for _, a := range ep.IPs() {
+		row, _, ok := c.ipcache.Get(txn, tables.IPCachePrefixIndex.Query(netip.PrefixFrom(a, a.BitLen())))
+		if ok && row.EndpointID == ep.ID && row.Identity != ep.Identity {
+			switching = true
+		}
+	}
+	return switching && c.peersPending(txn, ep)
 }
 
 // rowsStale reports whether any datapath row differs from what is desired.

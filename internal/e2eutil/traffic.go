@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +18,9 @@ import (
 // Traffic comes from the suite's test binary itself, re-executed inside a
 // pod's network namespace with ToolEnv naming the role: a server that
 // answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
-// and a UDP client ("udp ADDR"). Every client gives up after a second;
-// servers live until the test ends.
+// a UDP client ("udp ADDR") and a TCP client that connects again and again
+// until interrupted ("tcp-loop ADDR"). Every client gives up after a
+// second; servers live until the test ends.
 
 // ToolEnv names the tool the test binary runs as. A suite's TestMain
 // checks it before anything else and hands over to RunTool.
@@ -34,6 +36,8 @@ func RunTool(tool string, args []string) int {
 		err = tcpClient(args)
 	case "udp":
 		err = udpClient(args)
+	case "tcp-loop":
+		err = tcpLoop(args)
 	default:
 		err = fmt.Errorf("unknown tool %q", tool)
 	}
@@ -110,6 +114,35 @@ func tcpClient(args []string) error {
 		return fmt.Errorf("no answer from %s: %v", args[0], err)
 	}
 	return nil
+}
+
+// tcpLoop opens one new connection after another to args[0], each a new
+// flow that the datapath judges by policy (not conntrack), until SIGINT or
+// 20 seconds, and prints how many were made and how many failed.
+func tcpLoop(args []string) error {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, os.Interrupt)
+	deadline := time.After(20 * time.Second)
+	attempts, failed := 0, 0
+	var firstErr error
+	for {
+		select {
+		case <-stop:
+			fmt.Printf("attempts=%d failed=%d first-error=%v\n", attempts, failed, firstErr)
+			return nil
+		case <-deadline:
+			return fmt.Errorf("not stopped within 20s (attempts=%d failed=%d)", attempts, failed)
+		default:
+		}
+		attempts++
+		if err := tcpClient(args[:1]); err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // udpClient sends a datagram to args[0] and waits for its echo.

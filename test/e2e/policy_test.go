@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +69,22 @@ func (e *policyEnv) deleteAllPolicy() {
 	if err == nil {
 		e.waitRevision(out.Revision)
 	}
+}
+
+// waitRelabelled waits until p's endpoint is ready with an identity that
+// carries the label k=v.
+func (e *policyEnv) waitRelabelled(p *pod, k, v string) {
+	e.t.Helper()
+	e2eutil.Eventually(e.t, 30*time.Second, fmt.Sprintf("%s to be ready with %s=%s", p.Name, k, v), func() error {
+		ep := e.a.endpoint(p.Attachment())
+		if ep == nil {
+			return fmt.Errorf("no endpoint")
+		}
+		if ep.State != models.StateReady || ep.Identity == nil || !slices.Contains(ep.Identity.Labels, "k8s:"+k+"="+v) {
+			return fmt.Errorf("endpoint %d is %s with identity %+v", ep.ID, ep.State, ep.Identity)
+		}
+		return nil
+	})
 }
 
 func (e *policyEnv) waitRevision(rev uint64) {
@@ -328,6 +348,48 @@ func runPolicySuite(t *testing.T, mode string, v6 bool) {
 		if err := e.n.del(p); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	run("relabel between allowed labels drops nothing", func(t *testing.T) {
+		e.importPolicy(`[{"endpointSelector":{"matchLabels":{"app":"web"}},
+		  "ingress":[{"fromEndpoints":[{"matchLabels":{"app":"client"}}]}]}]`)
+		e.a.putPod("default", "other", map[string]string{"app": "client", "rev": "0"})
+		e.waitRelabelled(e.other, "rev", "0")
+		// New TCP connections, one after another, while other moves through
+		// identities that web allows: each move swaps the identity its
+		// address carries, and not one connection may be judged by an
+		// identity web's map lacks. (Each is a new flow: an established one
+		// would pass on conntrack whatever the identity.)
+		ctx, cancel := context.WithTimeout(ctxT(t), 30*time.Second)
+		defer cancel()
+		loop := e.other.netns().Tool(ctx, "tcp-loop", net.JoinHostPort(web, "8080"))
+		var out strings.Builder
+		loop.Stdout, loop.Stderr = &out, &out
+		if err := loop.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		for i := 1; i <= 4; i++ {
+			rev := strconv.Itoa(i)
+			e.a.putPod("default", "other", map[string]string{"app": "client", "rev": rev})
+			e.waitRelabelled(e.other, "rev", rev)
+			time.Sleep(100 * time.Millisecond)
+		}
+		loop.Process.Signal(os.Interrupt)
+		if err := loop.Wait(); err != nil {
+			t.Fatalf("tcp-loop: %v: %s", err, out.String())
+		}
+		m := regexp.MustCompile(`attempts=(\d+) failed=(\d+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no tcp-loop summary: %s", out.String())
+		}
+		if m[2] != "0" || m[1] == "0" {
+			t.Errorf("connections failed while relabelling: %s", strings.TrimSpace(out.String()))
+		}
+		t.Logf("tcp-loop: %s", strings.TrimSpace(out.String()))
+		e.a.putPod("default", "other", map[string]string{"app": "other"})
+		e.waitRelabelled(e.other, "app", "other")
+		e.deleteAllPolicy()
 	})
 
 	run("spoofed source is dropped", func(t *testing.T) {
