@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/policyrepo"
+	"github.com/membrane-net/membrane/cells/statedir"
 	tables "github.com/membrane-net/membrane/statedb"
 )
 
@@ -46,6 +47,9 @@ type engineParams struct {
 	// rules come from elsewhere) the revision is the highest revision of
 	// the rules seen.
 	Repository *policyrepo.Repository `optional:"true"`
+	// StateDir keeps the CIDR identity numbers across restarts; without
+	// one they are numbered afresh at every start.
+	StateDir statedir.Dir `optional:"true"`
 }
 
 func newEngine(p engineParams) (*controller, error) {
@@ -55,6 +59,9 @@ func newEngine(p engineParams) (*controller, error) {
 	c := newController(p.Log, p.Config, p.DB, p.Rules, p.Identities, p.Endpoints, p.IPCache, p.Policy)
 	if p.Repository != nil {
 		c.revisionAt = p.Repository.RevisionOfTable
+	}
+	if p.StateDir != (statedir.Dir{}) {
+		c.dir = &p.StateDir
 	}
 	p.Jobs.Add(job.OneShot("policy-engine", c.run))
 	return c, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 
 	tables "github.com/membrane-net/membrane/statedb"
@@ -107,11 +108,18 @@ func (s *cidrSelector) matches(id *identityInfo) bool {
 // cidrAllocator hands out the local identities of the prefixes rules use,
 // LocalIdentityFlag | n with the lowest free n from 1, and counts the
 // rules using each prefix: a prefix's identity goes when its last rule does.
+//
+// Numbers restored from the previous run are reserved for their prefix:
+// the prefix gets its number back and no other prefix takes it until the
+// reservations are dropped, so the kernel's ipcache (which outlives the
+// agent) and the recomputed policies agree across a restart.
 type cidrAllocator struct {
 	byPrefix map[netip.Prefix]*cidrAllocation
 	used     map[tables.NumericIdentity]netip.Prefix
-	free     []tables.NumericIdentity // released numbers, sorted
-	next     tables.NumericIdentity   // lowest never-used n
+	reserved map[netip.Prefix]tables.NumericIdentity // restored, not acquired yet
+	// taken holds every n in use or reserved, sorted and distinct, so
+	// the lowest free n is the first gap (found by binary search).
+	taken []tables.NumericIdentity
 }
 
 type cidrAllocation struct {
@@ -123,8 +131,39 @@ func newCIDRAllocator() *cidrAllocator {
 	return &cidrAllocator{
 		byPrefix: map[netip.Prefix]*cidrAllocation{},
 		used:     map[tables.NumericIdentity]netip.Prefix{},
-		next:     1,
+		reserved: map[netip.Prefix]tables.NumericIdentity{},
 	}
+}
+
+// reserve keeps id for p: the next acquire of p returns it, and no other
+// prefix gets it until unreserve.
+func (a *cidrAllocator) reserve(p netip.Prefix, id tables.NumericIdentity) error {
+	n := id &^ tables.LocalIdentityFlag
+	switch {
+	case !p.IsValid() || p != p.Masked() || p.Bits() == 0:
+		return fmt.Errorf("prefix %s cannot have a CIDR identity", p)
+	case id&tables.LocalIdentityFlag == 0 || n == 0 || n > maxCIDRIdentities:
+		return fmt.Errorf("%d is not a local identity", id)
+	}
+	if _, ok := a.byPrefix[p]; ok || a.reserved[p] != 0 {
+		return fmt.Errorf("%s already has an identity", p)
+	}
+	i, found := slices.BinarySearch(a.taken, n)
+	if found {
+		return fmt.Errorf("identity %d is already taken", id)
+	}
+	a.taken = slices.Insert(a.taken, i, n)
+	a.reserved[p] = id
+	return nil
+}
+
+// unreserve frees the numbers reserved for prefixes that were not
+// acquired.
+func (a *cidrAllocator) unreserve() {
+	for _, id := range a.reserved {
+		a.untake(id)
+	}
+	clear(a.reserved)
 }
 
 // acquire takes a reference on p's identity, allocating it if p had none
@@ -134,17 +173,20 @@ func (a *cidrAllocator) acquire(p netip.Prefix) (id tables.NumericIdentity, isNe
 		al.refs++
 		return al.id, false, nil
 	}
-	var n tables.NumericIdentity
-	switch {
-	case len(a.free) > 0:
-		n, a.free = a.free[0], a.free[1:]
-	case a.next <= maxCIDRIdentities:
-		n = a.next
-		a.next++
-	default:
-		return 0, false, fmt.Errorf("allocate a CIDR identity for %s: %w: all %d are used by rules; use fewer distinct prefixes", p, errCIDRExhausted, maxCIDRIdentities)
+	if rid, ok := a.reserved[p]; ok {
+		delete(a.reserved, p)
+		id = rid
+	} else {
+		// The first i where taken[i] != i+1: n = i+1 is free and every
+		// smaller number is taken.
+		i := sort.Search(len(a.taken), func(i int) bool { return a.taken[i] != tables.NumericIdentity(i+1) })
+		n := tables.NumericIdentity(i + 1)
+		if n > maxCIDRIdentities {
+			return 0, false, fmt.Errorf("allocate a CIDR identity for %s: %w: all %d are used by rules; use fewer distinct prefixes", p, errCIDRExhausted, maxCIDRIdentities)
+		}
+		a.taken = slices.Insert(a.taken, i, n)
+		id = tables.LocalIdentityFlag | n
 	}
-	id = tables.LocalIdentityFlag | n
 	a.byPrefix[p] = &cidrAllocation{id: id, refs: 1}
 	a.used[id] = p
 	return id, true, nil
@@ -162,10 +204,15 @@ func (a *cidrAllocator) release(p netip.Prefix) (id tables.NumericIdentity, gone
 	}
 	delete(a.byPrefix, p)
 	delete(a.used, al.id)
-	n := al.id &^ tables.LocalIdentityFlag
-	i, _ := slices.BinarySearch(a.free, n)
-	a.free = slices.Insert(a.free, i, n)
+	a.untake(al.id)
 	return al.id, true
+}
+
+// untake makes id's number free again.
+func (a *cidrAllocator) untake(id tables.NumericIdentity) {
+	if i, found := slices.BinarySearch(a.taken, id&^tables.LocalIdentityFlag); found {
+		a.taken = slices.Delete(a.taken, i, i+1)
+	}
 }
 
 // lookup returns p's identity, if it has one.

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
+	"github.com/membrane-net/membrane/cells/statedir"
 	tables "github.com/membrane-net/membrane/statedb"
 )
 
@@ -57,6 +58,16 @@ type controller struct {
 	cache *selectorCache
 	cidr  *cidrAllocator
 	rules map[string]*compiledRule
+
+	// dir keeps the CIDR identity numbers across restarts (nil: they are
+	// not kept). savedCIDRs is what its file holds; cidrUnsaved that the
+	// allocator may have changed since; cidrFileStale that the file must
+	// be rewritten anyway (it could not be read in full).
+	dir           *statedir.Dir
+	savedCIDRs    map[netip.Prefix]tables.NumericIdentity
+	cidrUnsaved   bool
+	cidrFileStale bool
+
 	// revision is the policy revision of the rules computed from: the
 	// repository's revision at the last rule change processed
 	// (revisionAt), or without a repository the highest revision of the
@@ -96,6 +107,8 @@ func newController(log *slog.Logger, cfg Config, db *statedb.DB, rules statedb.T
 		rulesTbl: rules, identitiesTbl: identities, endpointsTbl: endpoints, ipcacheTbl: ipcache, policyTbl: policy,
 		cache:           newSelectorCache(),
 		cidr:            newCIDRAllocator(),
+		savedCIDRs:      map[netip.Prefix]tables.NumericIdentity{},
+		cidrUnsaved:     true, // the first round drops the restored numbers no rule uses
 		rules:           map[string]*compiledRule{},
 		endpoints:       map[uint16]tables.NumericIdentity{},
 		byIdentity:      map[tables.NumericIdentity]map[uint16]struct{}{},
@@ -139,6 +152,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		health.Degraded("cannot watch the tables", err)
 		return fmt.Errorf("policy engine: watch tables: %w", err)
 	}
+	c.restoreCIDRs()
 	if !c.waitInitialized(ctx) {
 		return nil
 	}
@@ -193,6 +207,9 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 			c.identityChanged(ch.Object, ch.Deleted)
 		}
 		c.rulesChanged(ruleSeq)
+		// The first round has every restored rule: numbers restored for
+		// prefixes that none uses any more are free again.
+		c.cidr.unreserve()
 		if c.revisionAt != nil {
 			if rev := c.revisionAt(c.seen[rulesInput]); rev != c.revision {
 				c.revision, c.allEndpoints = rev, true
@@ -308,7 +325,7 @@ func (c *controller) rulesChanged(seq iter.Seq2[statedb.Change[*tables.PolicyRul
 			}
 			r.held = append(r.held, p)
 			if isNew {
-				c.cidrSync[p] = struct{}{}
+				c.cidrSync[p], c.cidrUnsaved = struct{}{}, true
 				delete(c.cidrReleased, p)
 				c.selectionsChanged(c.cache.upsertIdentity(cidrIdentity(id, p)))
 			}
@@ -327,7 +344,7 @@ func (c *controller) rulesChanged(seq iter.Seq2[statedb.Change[*tables.PolicyRul
 		}
 		for _, p := range r.held {
 			if id, gone := c.cidr.release(p); gone {
-				c.cidrSync[p] = struct{}{}
+				c.cidrSync[p], c.cidrUnsaved = struct{}{}, true
 				c.cidrReleased[p] = id
 				c.selectionsChanged(c.cache.removeIdentity(id))
 			}
@@ -450,9 +467,14 @@ func (c *controller) recompute() {
 // transaction. Once the endpoints table is initialized too, it marks the
 // engine's initializers done.
 func (c *controller) write(endpointsInitialized bool) error {
-	if !c.firstRound && len(c.dirtyEndpoints) == 0 && !c.allEndpoints && len(c.cidrSync) == 0 &&
+	if !c.firstRound && len(c.dirtyEndpoints) == 0 && !c.allEndpoints && len(c.cidrSync) == 0 && !c.cidrUnsaved &&
 		(c.initialized || !endpointsInitialized) {
 		return nil // most rounds: a status write-back, an endpoint's state
+	}
+	// Before the rows: the file must know every number the kernel's
+	// ipcache may get. A failed save is retried with the rest.
+	if err := c.saveCIDRs(); err != nil {
+		return err
 	}
 	wtxn := c.db.WriteTxn(c.policyTbl, c.ipcacheTbl, c.identitiesTbl)
 	defer wtxn.Abort()

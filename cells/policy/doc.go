@@ -22,7 +22,11 @@
 // Rules with CIDR peers get a node-local identity per prefix (cidr.go):
 // the engine writes an ipcache row (prefix -> identity, source
 // cidr-policy) and an identities row (cidr:PREFIX) for each, and removes
-// both when no rule uses the prefix any more.
+// both when no rule uses the prefix any more. The numbers are saved in the
+// state directory (cidr-identities.json, cidrstate.go) before the rows are
+// committed, and reserved for their prefixes while the restored rules are
+// processed after a restart: the kernel's ipcache map outlives the agent,
+// and must not disagree with the recomputed policies.
 //
 // Nothing is computed before the policy-rules table (the repository's
 // restore) and the identities table are initialized, and the engine holds

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -108,7 +109,11 @@ func startTestEngine(t testing.TB, cfg Config) *testEngine {
 }
 
 func (e *testEngine) start(t testing.TB) {
-	log := hivetest.Logger(t)
+	e.startLogged(t, hivetest.Logger(t))
+}
+
+// startLogged starts the engine with the cells logging to log.
+func (e *testEngine) startLogged(t testing.TB, log *slog.Logger) {
 	if err := e.h.Start(log, context.Background()); err != nil {
 		t.Fatalf("start: %v", err)
 	}
