@@ -22,16 +22,17 @@ import (
 // included. Parallel: 20 ADDs started at once, then 20 DELs, makespan,
 // three rounds per plugin in the order m p p m m p, median.
 //
-// MEMBRANE_BENCH_DATAPATH_MODE=tc|tcx|auto (default auto) picks how the
-// agent attaches its programs: a tcx link costs an RCU grace period under
-// the RTNL lock, which dominates ADD here (docs/datapath.md).
+// MEMBRANE_BENCH_DATAPATH_MODE=tc|tcx|auto (default tc, the agent's
+// default) picks how the agent attaches its programs: a tcx link costs an
+// RCU grace period under the RTNL lock, which dominates ADD here
+// (docs/datapath.md).
 func BenchmarkCNIAddDel(b *testing.B) {
 	setup(b)
 	n := envInt("MEMBRANE_BENCH_PODS", 100)
 	const parallel, rounds = 20, 3
 	mode := os.Getenv("MEMBRANE_BENCH_DATAPATH_MODE")
 	if mode == "" {
-		mode = "auto"
+		mode = "tc"
 	}
 
 	a := startAgent(b, "--datapath-mode", mode)
