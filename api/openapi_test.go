@@ -251,8 +251,9 @@ var modelSchemas = map[string]struct {
 	"IPAMAllocation":        {reflect.TypeFor[models.IPAMAllocation](), response},
 	// Pod is a PUT body whose namespace and name may come from the path
 	// only, and an answer: only the request rules apply.
-	"Pod":    {reflect.TypeFor[models.Pod](), request},
-	"Status": {reflect.TypeFor[models.Status](), response},
+	"Pod":          {reflect.TypeFor[models.Pod](), request},
+	"Status":       {reflect.TypeFor[models.Status](), response},
+	"MonitorStats": {reflect.TypeFor[models.MonitorStats](), response},
 }
 
 // Schemas without a Go model of their own in api/models.

@@ -38,6 +38,9 @@ enum reason {
 	REASON_DROP_SPOOFED = 12,        /* source address not the endpoint's */
 	REASON_DROP_NO_ENDPOINT = 13,    /* interface without endpoint entry */
 	REASON_DROP_MALFORMED = 14,      /* truncated or invalid header */
+	/* Not a verdict: a monitor event that found the ring buffer full
+	 * (counted as packets, with 0 bytes). */
+	REASON_EVENT_LOST = 30,
 };
 
 enum event_type {
@@ -200,8 +203,11 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u16 ep, __u
 				 struct flow *f, __u32 src_id, __u32 dst_id)
 {
 	struct event *e = bpf_ringbuf_reserve(&mb_events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		/* The reader fell behind: say so where operators look. */
+		count(ep, dir, REASON_EVENT_LOST, 0);
 		return;
+	}
 	e->timestamp = bpf_ktime_get_ns();
 	e->ifindex = skb->ifindex;
 	e->endpoint_id = ep;

@@ -7,7 +7,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/membrane-net/membrane/bpf"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
@@ -43,19 +42,7 @@ type datapath struct {
 }
 
 func load(t *testing.T) *datapath {
-	testutil.RequirePrivileged(t)
-	spec, err := bpf.Spec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinNone
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		t.Fatalf("load datapath: %v", err)
-	}
-	t.Cleanup(coll.Close)
+	coll := testutil.LoadDatapath(t)
 	d := &datapath{t: t, coll: coll, from: coll.Programs["from_container"], to: coll.Programs["to_container"]}
 	for ip, id := range map[netip.Addr]uint32{webIP: webIdent, dbIP: dbIdent, hostIP: 1, web6: webIdent, podIP: epIdent, pod6: epIdent} {
 		d.put(maps.IPCacheMapName, maps.NewIPCacheKey(netip.PrefixFrom(ip, ip.BitLen())), maps.IPCacheValue{Identity: id})
@@ -314,5 +301,27 @@ func TestEvents(t *testing.T) {
 	if ev.Type != maps.EventDrop || ev.Reason != maps.ReasonDropPolicy || ev.SrcIdentity != dbIdent || ev.DstIdentity != epIdent ||
 		ev.EndpointID != epID || binary.BigEndian.Uint16(ev.DPort[:]) != 80 || ev.Protocol != 6 {
 		t.Fatalf("drop event %+v", ev)
+	}
+}
+
+// An event that finds the ring buffer full is counted, so an operator sees
+// that the monitor missed some: nothing reads the ring here, so once it is
+// full every further drop's event is lost.
+func TestEventsLostWhenRingFull(t *testing.T) {
+	d := load(t)
+	d.endpoint(maps.EndpointFlagIngressEnforced)
+	const n = 20000 // more records than the 1 MiB ring holds
+	if _, err := d.to.Run(&ebpf.RunOptions{Data: tcp4(dbIP, podIP, 1234, 80), Repeat: n}); err != nil {
+		t.Fatalf("BPF_PROG_RUN: %v", err)
+	}
+	drops, lost := d.count(ingress, maps.ReasonDropPolicy), d.count(ingress, maps.ReasonEventLost)
+	if drops != n {
+		t.Fatalf("%d policy drops counted, want %d", drops, n)
+	}
+	if lost == 0 || lost >= n {
+		t.Fatalf("%d events counted lost of %d with nothing reading the ring, want some but not all", lost, n)
+	}
+	if maps.IsDrop(maps.ReasonEventLost) {
+		t.Error("a lost event counted as a drop")
 	}
 }

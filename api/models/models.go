@@ -170,3 +170,14 @@ type Status struct {
 	Modules   map[string]string `json:"modules"`   // health of each cell
 	Message   string            `json:"message,omitempty"`
 }
+
+// MonitorStats is the answer of GET /v1/monitor/stats: what the monitor
+// read from the datapath and what it lost, since the agent started
+// (LostInDatapath: since the metrics map was created; it survives restarts).
+type MonitorStats struct {
+	Received          uint64 `json:"received"`
+	Invalid           uint64 `json:"invalid"`
+	Subscribers       int    `json:"subscribers"`
+	LostBySubscribers uint64 `json:"lost-by-subscribers"`
+	LostInDatapath    uint64 `json:"lost-in-datapath"`
+}

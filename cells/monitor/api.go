@@ -5,20 +5,38 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cilium/ebpf"
+
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/datapath/maps"
 )
 
-// newRoutes serves the event stream:
+// newRoutes serves the event stream and its counters:
 //
 //	GET /v1/monitor[?type=drop|verdict|all][&endpoint=ID]
+//	GET /v1/monitor/stats
 //
-// 200 with newline-delimited JSON (events.Event), one line per event,
-// flushed as it happens, until the client goes away or the agent stops;
-// 400 for an invalid filter; 503 if the ring buffer cannot be read.
-func newRoutes(m *Monitor) apiserver.RoutesOut {
+// The stream: 200 with newline-delimited JSON (events.Event), one line per
+// event, flushed as it happens, until the client goes away or the agent
+// stops; 400 for an invalid filter; 503 if the ring buffer cannot be read.
+func newRoutes(m *Monitor, dp *loader.Datapath) apiserver.RoutesOut {
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
 		{Pattern: "GET /v1/monitor", Handler: m.Handler(DefaultQueueLen)},
+		{Pattern: "GET /v1/monitor/stats", Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			var metrics *ebpf.Map
+			if dp.Maps != nil {
+				metrics = dp.Maps.Metrics
+			}
+			st, err := m.StatsWithDatapath(metrics)
+			if err != nil {
+				apiserver.WriteError(w, apiserver.Errorf(http.StatusInternalServerError, "read the datapath's lost events: %v", err))
+				return
+			}
+			apiserver.WriteJSON(w, http.StatusOK, st)
+		})},
 	}}
 }
 
@@ -71,4 +89,29 @@ func (m *Monitor) Handler(queueLen int) http.Handler {
 			}
 		}
 	})
+}
+
+// StatsWithDatapath adds to Stats the events the datapath could not queue
+// (the monitor-event-lost counters of the metrics map, summed over
+// endpoints and CPUs); without a metrics map that part is 0.
+func (m *Monitor) StatsWithDatapath(metrics *ebpf.Map) (models.MonitorStats, error) {
+	st := m.Stats()
+	out := models.MonitorStats{Received: st.Received, Invalid: st.Invalid, Subscribers: st.Subscribers, LostBySubscribers: st.Dropped}
+	if metrics == nil {
+		return out, nil
+	}
+	var (
+		k    maps.MetricsKey
+		perC []maps.MetricsValue
+	)
+	it := metrics.Iterate()
+	for it.Next(&k, &perC) {
+		if k.Reason != maps.ReasonEventLost {
+			continue
+		}
+		for _, v := range perC {
+			out.LostInDatapath += v.Packets
+		}
+	}
+	return out, it.Err()
 }

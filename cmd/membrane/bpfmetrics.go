@@ -23,8 +23,10 @@ or dropped, and why. Forward reasons: allowed-by-policy (a new flow a policy
 entry allows), established (conntrack: a known flow or its reply),
 policy-not-enforced, not-ip. Drop reasons: policy-denied (no entry allows
 it), policy-deny-rule (a deny entry), spoofed-source, no-endpoint (endpoint
-0: an interface without entry in ` + maps.EndpointsMapName + `), malformed. Counters only
-grow; they survive agent restarts.`,
+0: an interface without entry in ` + maps.EndpointsMapName + `), malformed. A row with
+verdict "-" and reason monitor-event-lost counts monitor events the ring
+buffer had no room for (see membrane monitor --stats). Counters only grow;
+they survive agent restarts.`,
 		Example: `  membrane bpf metrics
   membrane bpf metrics --endpoint 1234
   membrane bpf metrics -o json | jq '.[] | select(.verdict == "dropped")'`,
@@ -84,7 +86,10 @@ func readMetrics(root string, endpoint uint16) ([]metricsEntry, error) {
 			dir:        k.Dir,
 			reason:     k.Reason,
 		}
-		if maps.IsDrop(k.Reason) {
+		switch {
+		case k.Reason == maps.ReasonEventLost:
+			e.Verdict = "-" // not a packet: monitor events the ring buffer had no room for
+		case maps.IsDrop(k.Reason):
 			e.Verdict = "dropped"
 		}
 		for _, v := range perC {

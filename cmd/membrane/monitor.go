@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/membrane-net/membrane/api/client"
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/monitor/events"
 )
 
@@ -23,6 +24,7 @@ func (a *app) monitorCommand() *cobra.Command {
 		typ      string
 		endpoint uint16
 		count    int
+		stats    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "monitor",
@@ -42,13 +44,21 @@ their labels as the agent knows them now.
 The agent reads the datapath's ring buffer once and copies events to every
 client. A client that does not keep up loses events rather than slowing the
 agent down; the stream then says how many (LOST). -o json prints the
-agent's records as they come, one JSON document per line.`,
+agent's records as they come, one JSON document per line.
+
+--stats prints the stream's counters instead: events read, subscribers, and
+events lost, by clients that fell behind and in the datapath when the ring
+buffer was full (the monitor-event-lost counters of membrane bpf metrics).`,
 		Example: `  membrane monitor
   membrane monitor --type drop --endpoint 1234
   membrane monitor -o json | jq 'select(.reason == "policy-denied")'
-  membrane monitor --type drop --count 1   # wait for the next drop`,
+  membrane monitor --type drop --count 1   # wait for the next drop
+  membrane monitor --stats`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stats {
+				return a.monitorStats(cmd)
+			}
 			f := events.Filter{Endpoint: endpoint}
 			switch typ {
 			case "all":
@@ -67,7 +77,25 @@ agent's records as they come, one JSON document per line.`,
 	fl.StringVar(&typ, "type", "all", "Events to show: drop, verdict or all")
 	fl.Uint16Var(&endpoint, "endpoint", 0, "Only events of this endpoint ID (see membrane endpoint list)")
 	fl.IntVar(&count, "count", 0, "Stop after this many events (0: until interrupted)")
+	fl.BoolVar(&stats, "stats", false, "Print the stream's counters (events read and lost) and exit")
+	cmd.MarkFlagsMutuallyExclusive("stats", "count")
 	return cmd
+}
+
+// monitorStats prints GET /v1/monitor/stats.
+func (a *app) monitorStats(cmd *cobra.Command) error {
+	c, ctx, cancel := a.client(cmd)
+	defer cancel()
+	var st models.MonitorStats
+	if err := c.Get(ctx, "/v1/monitor/stats", &st); err != nil {
+		return fmt.Errorf("monitor stats: %w", err)
+	}
+	return a.render(st, func(w io.Writer) error {
+		t := newTable(w, "RECEIVED", "INVALID", "SUBSCRIBERS", "LOST BY SUBSCRIBERS", "LOST IN DATAPATH")
+		t.row(strconv.FormatUint(st.Received, 10), strconv.FormatUint(st.Invalid, 10), strconv.Itoa(st.Subscribers),
+			strconv.FormatUint(st.LostBySubscribers, 10), strconv.FormatUint(st.LostInDatapath, 10))
+		return t.flush()
+	})
 }
 
 // errConnectTimeout ends a monitor that could not subscribe within --timeout.

@@ -181,6 +181,9 @@ const (
 	ReasonDropSpoofed         = 12
 	ReasonDropNoEndpoint      = 13
 	ReasonDropMalformed       = 14
+	// ReasonEventLost is not a verdict: its counter counts the monitor
+	// events that found the ring buffer full.
+	ReasonEventLost = 30
 )
 
 // ReasonName names a reason for operators.
@@ -204,9 +207,11 @@ func ReasonName(r uint8) string {
 		return "no-endpoint"
 	case ReasonDropMalformed:
 		return "malformed"
+	case ReasonEventLost:
+		return "monitor-event-lost"
 	}
 	return fmt.Sprintf("reason-%d", r)
 }
 
 // IsDrop reports whether a reason drops the packet.
-func IsDrop(r uint8) bool { return r >= ReasonDropPolicy }
+func IsDrop(r uint8) bool { return r >= ReasonDropPolicy && r < ReasonEventLost }

@@ -1,0 +1,33 @@
+package testutil
+
+import (
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/membrane-net/membrane/bpf"
+)
+
+// LoadDatapath loads the datapath's programs and maps without pinning
+// anything, for BPF_PROG_RUN tests; it is closed when the test ends.
+func LoadDatapath(t testing.TB) *ebpf.Collection {
+	t.Helper()
+	RequirePrivileged(t)
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := bpf.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		t.Fatalf("load datapath: %v", err)
+	}
+	t.Cleanup(coll.Close)
+	return coll
+}
