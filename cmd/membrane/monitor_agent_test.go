@@ -158,22 +158,26 @@ func TestMonitorAgentSession(t *testing.T) {
 		t.Fatalf("bpf policy get:\n%s", out)
 	}
 
+	// The stream's counters: the events above were read, none lost.
+	var st models.MonitorStats
+	mustJSON(t, ok(t, m("monitor", "--stats", "-o", "json")...), &st)
+	if st.Received < 2 || st.Invalid != 0 || st.LostInDatapath != 0 || st.LostBySubscribers != 0 {
+		t.Fatalf("monitor --stats: %+v", st)
+	}
+
 	// The reader reports its health like every cell.
 	if out := ok(t, m("status")...); !regexp.MustCompile(`(?m)^monitor\S*\s+OK: reading datapath events`).MatchString(out) {
 		t.Fatalf("status:\n%s", out)
 	}
 
-	// Stopping the agent ends a running monitor promptly, with an error
-	// that says so: the stream ends before the API server waits for its
-	// connections (2s, then it closes them).
+	// Stopping the agent ends a running monitor with an error that says
+	// so: the stream ends cleanly before the API server waits for its
+	// connections (2s, then it closes them, which the CLI would report as
+	// a broken stream instead).
 	stream := background("monitor")
 	time.Sleep(300 * time.Millisecond) // let it subscribe
-	start := time.Now()
 	stop()
 	r = <-stream
-	if took := time.Since(start); took > 1500*time.Millisecond {
-		t.Errorf("agent stop with a monitor attached took %s", took)
-	}
 	if r.code != 1 || !strings.Contains(r.stderr, "the agent ended the event stream") {
 		t.Fatalf("monitor when the agent stops: %+v", r)
 	}
