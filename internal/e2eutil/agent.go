@@ -48,6 +48,12 @@ type AgentConfig struct {
 	// KeepLogsEnv names a variable that, set to 1, has StartAgent print
 	// the log at cleanup even when the test passed.
 	KeepLogsEnv string
+	// Netns, if set, is the name of a network namespace (as `ip netns`
+	// makes them, under /var/run/netns) the agent runs in, so that it
+	// sees and attaches to the veths made there. It is entered with
+	// `nsenter --net`, which changes nothing else: `ip netns exec` would
+	// also remount /sys, hiding the bpffs that BPFRoot is on.
+	Netns string
 }
 
 // Agent is a membrane-agent process on paths of its own.
@@ -58,6 +64,7 @@ type Agent struct {
 	BPFRoot   string
 	PodCIDR   netip.Prefix
 	PodCIDRv6 netip.Prefix // set for a dual-stack agent
+	Netns     string       // the network namespace it runs in ("": the test's)
 	// Args are the flags it runs with, every time it starts.
 	Args   []string
 	Client *client.Client
@@ -120,6 +127,7 @@ func NewAgent(tb testing.TB, c AgentConfig) *Agent {
 		Socket:      c.Socket,
 		StateDir:    c.StateDir,
 		BPFRoot:     c.BPFRoot,
+		Netns:       c.Netns,
 		PodCIDR:     FreePodCIDR(tb, c.Pool, c.Bits),
 		Client:      client.New(c.Socket),
 		tb:          tb,
@@ -150,6 +158,10 @@ func (a *Agent) Start() error {
 		return err
 	}
 	cmd := exec.Command(a.binary, a.Args...)
+	if a.Netns != "" {
+		// nsenter execs the agent: the PID stays the agent's.
+		cmd = exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + a.Netns, "--", a.binary}, a.Args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	err = cmd.Start()
 	logf.Close()

@@ -21,6 +21,7 @@ var (
 	PoolE2E        = CIDRPool{210, 249} // test/e2e and test/podman
 	PoolBench      = CIDRPool{160, 199} // test/bench
 	PoolContainerd = CIDRPool{120, 159} // test/containerd
+	PoolPlugin     = CIDRPool{100, 119} // plugins/membrane-cni/plugin
 )
 
 var (

@@ -1,8 +1,10 @@
 // Package e2eutil is the harness Membrane's end-to-end suites share
-// (test/e2e, test/podman, test/bench, test/containerd): the binaries under
-// test built once, a real membrane-agent process on temporary paths, free
-// pod CIDRs, a bounded Eventually, the traffic tool, and for the
-// benchmarks the reference ptp network and the statistics.
+// (test/e2e, test/podman, test/bench, test/containerd, and the CNI
+// plugin's tests): the binaries under test built once, a real
+// membrane-agent process on temporary paths (in a network namespace of
+// the test's if AgentConfig.Netns says so), free pod CIDRs, a bounded
+// Eventually, the traffic tool, and for the benchmarks the reference ptp
+// network and the statistics.
 //
 // A suite's TestMain dispatches the traffic tool first, then builds and
 // runs:

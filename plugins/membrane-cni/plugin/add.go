@@ -142,11 +142,7 @@ func (a *adder) allocate(ctx context.Context) ([]podAddr, error) {
 	req := &models.IPAMRequest{Owner: a.att.Owner(), Pod: a.pod.Ref()}
 	resp, err := a.client.AllocateIP(ctx, req)
 	if err != nil {
-		if client.IsStatus(err, http.StatusServiceUnavailable) {
-			return nil, fmt.Errorf("no free address in the agent's pod CIDR: %w "+
-				"(delete unused pods or give membrane-agent a larger --pod-cidr)", err)
-		}
-		return nil, agentError(a.conf.Socket, err)
+		return nil, allocateError(a.conf.Socket, err)
 	}
 	var addrs []podAddr
 	var bad error
@@ -242,20 +238,13 @@ func (a *adder) createEndpoint(ctx context.Context, p *vethPair, addrs []podAddr
 		})
 		return nil
 	}
-	var ae *client.APIError
-	if !errors.As(err, &ae) || ae.Code >= 500 {
-		// The agent may or may not have created it (it removes a half-made
-		// endpoint itself on a sync-build timeout, but a lost answer says
-		// nothing): remove it if it is ours, i.e. on our veth.
+	if endpointMayExist(err) {
+		// Remove it if it is ours, i.e. on our veth.
 		a.undo.push("deleting a possibly created endpoint", func(ctx context.Context) error {
 			return a.deleteOurEndpoint(ctx, p)
 		})
 	}
-	if client.IsStatus(err, http.StatusConflict) {
-		return fmt.Errorf("the agent already has an endpoint for this attachment or address: %w "+
-			"(if that pod is gone, DEL it or run `membrane endpoint delete %s`)", err, a.att.EndpointID())
-	}
-	return agentError(a.conf.Socket, err)
+	return putEndpointError(a.conf.Socket, a.att, err)
 }
 
 // deleteOurEndpoint removes the attachment's endpoint only if it is the one

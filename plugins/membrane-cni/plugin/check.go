@@ -191,6 +191,12 @@ func checkEndpoint(ctx context.Context, c *client.Client, att Attachment, ips []
 	if err != nil {
 		return fmt.Errorf("asking the agent about the endpoint: %w", agentError(c.Socket, err))
 	}
+	return endpointDrift(ep, ips)
+}
+
+// endpointDrift compares the agent's endpoint with what ADD reported: it
+// must be ready and carry the result's addresses.
+func endpointDrift(ep *models.Endpoint, ips []*current.IPConfig) error {
 	if ep.State != models.StateReady {
 		return fmt.Errorf("endpoint %d is %s, not ready (see `membrane endpoint log %d`)", ep.ID, ep.State, ep.ID)
 	}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/membrane-net/membrane/api/models"
 )
 
 // What containerd 1.6's CRI plugin sends, as recorded on a real containerd
@@ -17,8 +19,9 @@ import (
 // with an empty one. test/containerd runs the real containerd; this pins
 // the contract down.
 func TestContainerdSequence(t *testing.T) {
-	e := newEnv(t, 8, false)
+	e := newEnv(t, agentOpts{})
 	podNS := newNetns(t)
+	e.putPod("shop", "web") // as the kubelet's pod watcher would have
 	cid := "e6d509698e3da9cc57c47ed97482cc7fcbd1318400fe27e4c0c9f0c27b786a7b"
 	conf := fmt.Appendf(nil, `{"capabilities":{"bandwidth":true,"dns":true,"io.kubernetes.cri.pod-annotations":true,"portMappings":true},
 		"cniVersion":"1.0.0","mtu":1500,"name":"membrane","socket":%q,"type":"membrane-cni",
@@ -36,17 +39,18 @@ func TestContainerdSequence(t *testing.T) {
 	if len(res.IPs) != 1 {
 		t.Fatalf("ADD result has %d addresses, want 1", len(res.IPs))
 	}
-	att := Attachment{ContainerID: cid, IfName: "eth0"}
-	ep := e.agent.endpoint(att)
-	if ep == nil || ep.K8sNamespace != "shop" || ep.K8sPodName != "web" || ep.K8sUID != "352c22a2-ed99-4abb-92b5-7e1c62e74f92" {
-		t.Fatalf("endpoint %+v, want one of pod shop/web with its uid", ep)
+	att := attachment(add)
+	ep := e.endpoint(att)
+	if ep == nil || ep.State != models.StateReady || ep.K8sNamespace != "shop" || ep.K8sPodName != "web" || ep.K8sUID != "352c22a2-ed99-4abb-92b5-7e1c62e74f92" {
+		t.Fatalf("endpoint %+v, want a ready one of pod shop/web with its uid", ep)
 	}
 
 	// StopPodSandbox: DEL with the netns.
 	if err := e.del(add); err != nil {
 		t.Fatalf("StopPodSandbox's DEL: %v", err)
 	}
-	e.requireClean(att, podNS)
+	e.requireClean(add)
+	e.requireAgentHolds(0, 0)
 	// RemovePodSandbox: DEL again, without a netns; nothing is left to do.
 	remove := *add
 	remove.Netns = ""

@@ -93,5 +93,33 @@ func agentError(socket string, err error) error {
 	return err
 }
 
+// allocateError explains a failed POST /v1/ipam.
+func allocateError(socket string, err error) error {
+	if client.IsStatus(err, http.StatusServiceUnavailable) {
+		return fmt.Errorf("no free address in the agent's pod CIDR: %w "+
+			"(delete unused pods or give membrane-agent a larger --pod-cidr)", err)
+	}
+	return agentError(socket, err)
+}
+
+// putEndpointError explains a failed PUT of att's endpoint.
+func putEndpointError(socket string, att Attachment, err error) error {
+	if client.IsStatus(err, http.StatusConflict) {
+		return fmt.Errorf("the agent already has an endpoint for this attachment or address: %w "+
+			"(if that pod is gone, DEL it or run `membrane endpoint delete %s`)", err, att.EndpointID())
+	}
+	return agentError(socket, err)
+}
+
+// endpointMayExist says whether the agent may have created an endpoint
+// whose PUT failed with err, so that the rollback must look for it: after a
+// 5xx or no answer at all it may (the agent removes a half-made endpoint
+// itself on a sync-build timeout, but a lost answer says nothing); after
+// any other answer it did not.
+func endpointMayExist(err error) bool {
+	var ae *client.APIError
+	return !errors.As(err, &ae) || ae.Code >= 500
+}
+
 // notFound reports a 404 from the agent: for DEL and GC, already gone.
 func notFound(err error) bool { return client.IsStatus(err, http.StatusNotFound) }

@@ -5,151 +5,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/internal/testutil"
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
-// These tests run the plugin's commands for real, inside two throwaway
-// network namespaces: "host" plays the runtime's namespace (where the host
-// veth, router address and host routes go), "pod" the sandbox. The agent is
-// a fake (fakeagent_test.go) so that each failure can be provoked.
-
-var nsCounter atomic.Int64
-
-// newNetns makes a named netns (removed at cleanup) and returns its path.
-func newNetns(t *testing.T) string {
-	t.Helper()
-	name := fmt.Sprintf("mbt%d-%d", os.Getpid(), nsCounter.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up in %s: %v: %s", name, err, out)
-	}
-	return "/var/run/netns/" + name
-}
-
-func nsName(path string) string { return path[strings.LastIndexByte(path, '/')+1:] }
-
-type testEnv struct {
-	t     *testing.T
-	host  string
-	agent *fakeAgent
-}
-
-func newEnv(t *testing.T, poolSize int, v6 bool) *testEnv {
-	testutil.RequirePrivileged(t)
-	return &testEnv{t: t, host: newNetns(t), agent: newFakeAgent(t, poolSize, v6)}
-}
-
-func (e *testEnv) conf(version string) []byte {
-	return fmt.Appendf(nil, `{"cniVersion":%q,"name":"mbtest","type":"membrane-cni","socket":%q,"mtu":1400}`,
-		version, e.agent.Socket)
-}
-
-func (e *testEnv) args(cid, netns, cniArgs string) *skel.CmdArgs {
-	return &skel.CmdArgs{ContainerID: cid, Netns: netns, IfName: "eth0", Args: cniArgs, StdinData: e.conf("1.1.0")}
-}
-
-// inHost runs fn with the calling thread in the "host" namespace.
-func (e *testEnv) inHost(fn func() error) error {
-	return ns.WithNetNSPath(e.host, func(ns.NetNS) error { return fn() })
-}
-
-func (e *testEnv) add(args *skel.CmdArgs) (*current.Result, error) {
-	var res types.Result
-	err := e.inHost(func() error {
-		var err error
-		res, err = Add(context.Background(), args)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return current.NewResultFromResult(res)
-}
-
-func (e *testEnv) del(args *skel.CmdArgs) error {
-	return e.inHost(func() error { return Del(context.Background(), args) })
-}
-
-func (e *testEnv) check(args *skel.CmdArgs, prev *current.Result) error {
-	c := *args
-	var conf map[string]any
-	json.Unmarshal(args.StdinData, &conf)
-	raw, _ := json.Marshal(prev)
-	var pr map[string]any
-	json.Unmarshal(raw, &pr)
-	conf["prevResult"] = pr
-	c.StdinData, _ = json.Marshal(conf)
-	return e.inHost(func() error { return Check(context.Background(), &c) })
-}
-
-// hostLink looks a link up in the "host" namespace.
-func (e *testEnv) hostLink(name string) (netlink.Link, error) {
-	var l netlink.Link
-	err := e.inHost(func() error {
-		var err error
-		l, err = netlink.LinkByName(name)
-		return err
-	})
-	return l, err
-}
-
-func (e *testEnv) requireNoHostVeth(att Attachment) {
-	e.t.Helper()
-	if _, err := e.hostLink(att.HostVeth()); err == nil {
-		e.t.Errorf("host veth %s of %s is still there", att.HostVeth(), att.Owner())
-	}
-}
-
-func (e *testEnv) requireClean(att Attachment, podNS string) {
-	e.t.Helper()
-	e.requireNoHostVeth(att)
-	if out, err := exec.Command("ip", "-n", nsName(podNS), "link", "show", att.IfName).CombinedOutput(); err == nil {
-		e.t.Errorf("%s still exists in the pod: %s", att.IfName, out)
-	}
-	if ips, eps := e.agent.counts(); ips != 0 || eps != 0 {
-		e.t.Errorf("agent still holds %d addresses and %d endpoints", ips, eps)
-	}
-}
-
-// ping sends at most three pings of at most a second each from netns.
-func ping(netns, addr string) error {
-	if _, err := exec.LookPath("ping"); err != nil {
-		return fmt.Errorf("ping is not installed (Debian: apt-get install iputils-ping): %w", err)
-	}
-	var out []byte
-	var err error
-	for range 3 {
-		out, err = exec.Command("ip", "netns", "exec", nsName(netns), "ping", "-c", "1", "-W", "1", addr).CombinedOutput()
-		if err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("ping %s from %s: %w: %s", addr, netns, err, out)
-}
+// See harness_test.go for how these tests run.
 
 func TestAddCheckDel(t *testing.T) {
-	e := newEnv(t, 8, false)
-	podNS := newNetns(t)
-	args := e.args("c0ffee", podNS, "K8S_POD_NAME=web;K8S_POD_NAMESPACE=shop;K8S_POD_UID=u-1;IgnoreUnknown=1")
-	att := Attachment{ContainerID: "c0ffee", IfName: "eth0"}
+	e := newEnv(t, agentOpts{})
+	e.putPod("shop", "web")
+	args := e.newPod("c0ffee", "K8S_POD_NAME=web;K8S_POD_NAMESPACE=shop;K8S_POD_UID=u-1;IgnoreUnknown=1")
+	att, podNS := attachment(args), args.Netns
+	ip, router := e.first().String(), e.router().String()
 
 	res, err := e.add(args)
 	if err != nil {
@@ -161,33 +37,50 @@ func TestAddCheckDel(t *testing.T) {
 		res.Interfaces[1].Name != "eth0" || res.Interfaces[1].Sandbox != podNS {
 		t.Fatalf("interfaces: %s", mustJSON(res.Interfaces))
 	}
-	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.99.0.2/32" ||
-		res.IPs[0].Gateway.String() != "10.99.0.1" || *res.IPs[0].Interface != 1 {
-		t.Fatalf("ips: %s", mustJSON(res.IPs))
+	if len(res.IPs) != 1 || res.IPs[0].Address.String() != ip+"/32" ||
+		res.IPs[0].Gateway.String() != router || *res.IPs[0].Interface != 1 {
+		t.Fatalf("ips: %s, want %s/32 via %s", mustJSON(res.IPs), ip, router)
 	}
-	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || res.Routes[0].GW.String() != "10.99.0.1" {
+	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || res.Routes[0].GW.String() != router {
 		t.Fatalf("routes: %s", mustJSON(res.Routes))
 	}
 
-	// What the agent was told.
+	// What the agent made of it: a ready endpoint on the host veth, with
+	// everything the plugin told it, and the address recorded as the
+	// attachment's.
 	host, err := e.hostLink(att.HostVeth())
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := e.agent.Requests[0]
-	want := models.EndpointChangeRequest{
-		ContainerID: "c0ffee", ContainerInterfaceName: "eth0",
-		InterfaceName: att.HostVeth(), InterfaceIndex: int64(host.Attrs().Index),
+	ep := e.endpoint(att)
+	if ep == nil {
+		t.Fatal("the agent has no endpoint for the attachment")
+	}
+	got := models.Endpoint{
+		State: ep.State, ContainerID: ep.ContainerID, ContainerInterfaceName: ep.ContainerInterfaceName,
+		InterfaceName: ep.InterfaceName, InterfaceIndex: ep.InterfaceIndex, Mac: ep.Mac, HostMac: ep.HostMac,
+		NetworkNamespace: ep.NetworkNamespace, K8sNamespace: ep.K8sNamespace, K8sPodName: ep.K8sPodName,
+		K8sUID: ep.K8sUID, Addressing: ep.Addressing,
+	}
+	want := models.Endpoint{
+		State: models.StateReady, ContainerID: "c0ffee", ContainerInterfaceName: "eth0",
+		InterfaceName: att.HostVeth(), InterfaceIndex: host.Attrs().Index,
 		Mac: res.Interfaces[1].Mac, HostMac: host.Attrs().HardwareAddr.String(),
-		Addressing:   &models.AddressPair{IPv4: "10.99.0.2"},
-		K8sNamespace: "shop", K8sPodName: "web", K8sUID: "u-1",
-		NetworkNamespace: podNS, SyncBuildEndpoint: true,
+		NetworkNamespace: podNS, K8sNamespace: "shop", K8sPodName: "web", K8sUID: "u-1",
+		Addressing: models.AddressPair{IPv4: ip},
 	}
-	if mustJSON(req) != mustJSON(want) {
-		t.Fatalf("endpoint request:\n got %s\nwant %s", mustJSON(req), mustJSON(want))
+	if mustJSON(got) != mustJSON(want) {
+		t.Fatalf("endpoint:\n got %s\nwant %s", mustJSON(got), mustJSON(want))
 	}
-	if alloc := e.agent.ips["10.99.0.2"]; alloc.Owner != "c0ffee:eth0" || alloc.Pod != "shop/web" {
-		t.Fatalf("IPAM allocation: %+v", alloc)
+	allocs := e.agent.IPs()
+	if len(allocs) != 1 || allocs[0].IP != ip || allocs[0].Owner != "c0ffee:eth0" || allocs[0].Pod != "shop/web" {
+		t.Fatalf("IPAM allocations: %s", mustJSON(allocs))
+	}
+	// Ready means the agent, in the same namespace, put its programs on
+	// the veth; in its default attach mode (tc) they show as filters.
+	filters, _ := exec.Command("tc", "-n", nsName(e.host), "filter", "show", "dev", att.HostVeth(), "ingress").CombinedOutput()
+	if !strings.Contains(string(filters), "bpf") {
+		t.Errorf("no BPF program on %s's ingress:\n%s", att.HostVeth(), filters)
 	}
 
 	// What the kernel has, as a user sees it.
@@ -195,24 +88,24 @@ func TestAddCheckDel(t *testing.T) {
 		t.Errorf("host veth mtu %d alias %q", host.Attrs().MTU, host.Attrs().Alias)
 	}
 	podRoutes, _ := exec.Command("ip", "-n", nsName(podNS), "route").CombinedOutput()
-	for _, want := range []string{"default via 10.99.0.1 dev eth0", "10.99.0.1 dev eth0 scope link"} {
+	for _, want := range []string{"default via " + router + " dev eth0", router + " dev eth0 scope link"} {
 		if !strings.Contains(string(podRoutes), want) {
 			t.Errorf("pod routes lack %q:\n%s", want, podRoutes)
 		}
 	}
-	neigh, _ := exec.Command("ip", "-n", nsName(podNS), "neigh", "show", "10.99.0.1").CombinedOutput()
+	neigh, _ := exec.Command("ip", "-n", nsName(podNS), "neigh", "show", router).CombinedOutput()
 	if !strings.Contains(string(neigh), host.Attrs().HardwareAddr.String()) || !strings.Contains(string(neigh), "PERMANENT") {
 		t.Errorf("router neighbour: %s", neigh)
 	}
 	hostRoutes, _ := exec.Command("ip", "-n", nsName(e.host), "route").CombinedOutput()
-	if !strings.Contains(string(hostRoutes), "10.99.0.2 dev "+att.HostVeth()+" scope link") {
+	if !strings.Contains(string(hostRoutes), ip+" dev "+att.HostVeth()+" scope link") {
 		t.Errorf("host routes lack the pod:\n%s", hostRoutes)
 	}
 	fwd, _ := exec.Command("ip", "netns", "exec", nsName(e.host), "sysctl", "-n", "net.ipv4.ip_forward").CombinedOutput()
 	if strings.TrimSpace(string(fwd)) != "1" {
 		t.Errorf("ip_forward = %s", fwd)
 	}
-	if err := ping(podNS, "10.99.0.1"); err != nil {
+	if err := ping(podNS, router); err != nil {
 		t.Error(err)
 	}
 
@@ -223,7 +116,8 @@ func TestAddCheckDel(t *testing.T) {
 	if err := e.del(args); err != nil {
 		t.Fatal(err)
 	}
-	e.requireClean(att, podNS)
+	e.requireClean(args)
+	e.requireAgentHolds(0, 0)
 	// DEL again, DEL without netns, DEL once the netns is gone: all fine.
 	if err := e.del(args); err != nil {
 		t.Errorf("second DEL: %v", err)
@@ -243,11 +137,14 @@ func TestAddCheckDel(t *testing.T) {
 	}
 }
 
+// CHECK reports what changed since ADD: the endpoint gone from the agent,
+// a route gone from the pod, the host veth down. (An endpoint that is not
+// ready is TestEndpointDrift's: the real agent cannot be held there.)
 func TestCheckNoticesDrift(t *testing.T) {
-	e := newEnv(t, 8, false)
-	podNS := newNetns(t)
-	args := e.args("drift", podNS, "K8S_POD_NAME=web")
-	att := Attachment{ContainerID: "drift", IfName: "eth0"}
+	e := newEnv(t, agentOpts{})
+	e.putPod("default", "web")
+	args := e.newPod("drift", "K8S_POD_NAME=web")
+	att := attachment(args)
 	res, err := e.add(args)
 	if err != nil {
 		t.Fatal(err)
@@ -255,13 +152,16 @@ func TestCheckNoticesDrift(t *testing.T) {
 	if err := e.check(args, res); err != nil {
 		t.Fatal(err)
 	}
-	e.agent.setState(att, models.StateRegenerating)
-	if err := e.check(args, res); err == nil || !strings.Contains(err.Error(), "regenerating, not ready") {
-		t.Errorf("CHECK with endpoint regenerating: %v", err)
+	// An operator removes the endpoint (`membrane endpoint delete`).
+	if err := e.agent.Client.DeleteEndpoint(e2eutil.Context(t), att.EndpointID()); err != nil {
+		t.Fatal(err)
 	}
-	e.agent.setState(att, models.StateReady)
-	exec.Command("ip", "-n", nsName(podNS), "route", "del", "default").Run()
-	if err := e.check(args, res); err == nil || !strings.Contains(err.Error(), "route 0.0.0.0/0 via 10.99.0.1 is missing") {
+	if err := e.check(args, res); err == nil || !strings.Contains(err.Error(), "the agent has no endpoint for this attachment") {
+		t.Errorf("CHECK with the endpoint deleted: %v", err)
+	}
+	exec.Command("ip", "-n", nsName(args.Netns), "route", "del", "default").Run()
+	want := fmt.Sprintf("route 0.0.0.0/0 via %s is missing", e.router())
+	if err := e.check(args, res); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("CHECK without default route: %v", err)
 	}
 	exec.Command("ip", "-n", nsName(e.host), "link", "set", att.HostVeth(), "down").Run()
@@ -270,79 +170,137 @@ func TestCheckNoticesDrift(t *testing.T) {
 	}
 }
 
-// Every way ADD can fail leaves nothing behind, and says why.
-func TestAddRollsBack(t *testing.T) {
+// The agent still has an endpoint for the attachment (its veth was deleted
+// behind the runtime's back): the agent answers 409, the new veth and
+// address go, the stale endpoint stays for DEL to remove.
+func TestAddStaleEndpoint(t *testing.T) {
+	e := newEnv(t, agentOpts{})
+	e.putPod("default", "web")
+	args := e.newPod("stale", "K8S_POD_NAME=web")
+	att := attachment(args)
+	if _, err := e.add(args); err != nil {
+		t.Fatal(err)
+	}
+	stale := e.endpoint(att)
+	if out, err := exec.Command("ip", "-n", nsName(e.host), "link", "del", att.HostVeth()).CombinedOutput(); err != nil {
+		t.Fatalf("deleting the host veth: %v: %s", err, out)
+	}
+
+	_, err := e.add(args)
+	requireAddFails(t, err, "default/web", "already has an endpoint for this attachment", types.ErrInternal)
+	if !strings.Contains(err.Error(), "membrane endpoint delete "+att.EndpointID()) {
+		t.Errorf("error %q does not say how to remove the stale endpoint", err)
+	}
+	e.requireNoHostVeth(att)
+	if ep := e.endpoint(att); ep == nil || ep.ID != stale.ID {
+		t.Errorf("endpoint after the failed ADD: %+v, want the stale one (%d) untouched", ep, stale.ID)
+	}
+	if ips := e.ownedIPs(att); len(ips) != 1 || ips[0] != stale.Addressing.IPv4 {
+		t.Errorf("addresses of %s: %v, want the stale endpoint's %s only", att.Owner(), ips, stale.Addressing.IPv4)
+	}
+
+	// What the error says to do works.
+	if err := e.del(args); err != nil {
+		t.Fatal(err)
+	}
+	e.requireClean(args)
+}
+
+// An ADD of a pod the agent never hears of waits for the pod's labels until
+// one of three bounds runs out; whichever it is, nothing is left behind and
+// the error says what happened.
+func TestAddPodNeverRegistered(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		status  int
-		creates bool
-		code    uint
-		want    string
+		name  string
+		flags []string
+		// addTimeout is ADD's own deadline (CmdAdd's AddTimeout if 0).
+		addTimeout time.Duration
+		want       string
+		code       uint
 	}{
-		{"duplicate", 409, false, types.ErrInternal, "already has an endpoint for this attachment"},
-		{"invalid", 400, false, types.ErrInternal, "configured to fail with 400"},
-		{"rate limited", 429, false, types.ErrTryAgainLater, "rate limiting"},
-		{"sync build timeout", 504, false, types.ErrTryAgainLater, "timed out building the endpoint"},
-		{"created then failed", 500, true, types.ErrInternal, "after creating endpoint"},
+		// --pod-metadata-timeout: the endpoint is invalid, the agent
+		// removes it and answers 400.
+		{"pod metadata timeout", []string{"--pod-metadata-timeout=200ms", "--sync-build-timeout=10m"}, 0,
+			"pod default/web is not known to the agent", types.ErrInternal},
+		// --sync-build-timeout: the agent removes its half-made endpoint
+		// and answers 504; the runtime should retry.
+		{"sync build timeout", []string{"--sync-build-timeout=1s", "--pod-metadata-timeout=1h"}, 0,
+			"timed out building the endpoint", types.ErrTryAgainLater},
+		// ADD's deadline: the plugin never hears whether the endpoint was
+		// made, so the rollback looks for it on its veth and removes it
+		// (the agent, seeing the request go, removes it too).
+		{"ADD deadline", []string{"--sync-build-timeout=1h", "--pod-metadata-timeout=1h"}, 3 * time.Second,
+			"did not answer in time", types.ErrTryAgainLater},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, 8, false)
-			podNS := newNetns(t)
-			e.agent.PutStatus, e.agent.PutCreates = tc.status, tc.creates
-			args := e.args("rb", podNS, "K8S_POD_NAME=web")
-			_, err := e.add(args)
-			if err == nil {
-				t.Fatal("ADD succeeded")
+			e := newEnv(t, agentOpts{Extra: tc.flags})
+			if tc.addTimeout == 0 {
+				tc.addTimeout = AddTimeout
 			}
-			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "default/web") {
-				t.Errorf("error %q should contain %q and name the pod", err, tc.want)
-			}
-			if CodeOf(err) != tc.code {
-				t.Errorf("CNI code %d, want %d", CodeOf(err), tc.code)
-			}
-			e.requireClean(Attachment{ContainerID: "rb", IfName: "eth0"}, podNS)
+			ctx, cancel := context.WithTimeout(context.Background(), tc.addTimeout)
+			defer cancel()
+			args := e.newPod("unknown", "K8S_POD_NAME=web")
+			_, err := e.addCtx(ctx, args)
+			requireAddFails(t, err, "default/web", tc.want, tc.code)
+			e.requireClean(args)
+			e.requireAgentHolds(0, 0)
 		})
 	}
 }
 
-func TestAddNoAddressLeft(t *testing.T) {
-	e := newEnv(t, 1, false)
-	first := e.args("first", newNetns(t), "")
-	if _, err := e.add(first); err != nil {
+// The endpoint API's rate limiter answers 429 (one request, then one per
+// 1000 s): ADD retries a few times, then rolls back and tells the runtime
+// to retry later.
+func TestAddRateLimited(t *testing.T) {
+	e := newEnv(t, agentOpts{Extra: []string{"--endpoint-api-rate=0.001", "--endpoint-api-burst=1"}})
+	e.putPod("default", "first")
+	e.putPod("default", "web")
+	if _, err := e.add(e.newPod("first", "K8S_POD_NAME=first")); err != nil {
 		t.Fatal(err)
 	}
-	podNS := newNetns(t)
-	_, err := e.add(e.args("second", podNS, "K8S_POD_NAME=late"))
-	if err == nil || !strings.Contains(err.Error(), "no free address") || !strings.Contains(err.Error(), "allocating an address") {
-		t.Fatalf("ADD with the pool exhausted: %v", err)
+	args := e.newPod("limited", "K8S_POD_NAME=web")
+	_, err := e.add(args)
+	requireAddFails(t, err, "default/web", "rate limiting", types.ErrTryAgainLater)
+	e.requireClean(args)
+	e.requireAgentHolds(1, 1) // the first pod's
+}
+
+func TestAddNoAddressLeft(t *testing.T) {
+	e := newEnv(t, agentOpts{Bits: 30}) // room for one pod
+	if _, err := e.add(e.newPod("first", "")); err != nil {
+		t.Fatal(err)
 	}
-	e.requireNoHostVeth(Attachment{ContainerID: "second", IfName: "eth0"})
-	if ips, eps := e.agent.counts(); ips != 1 || eps != 1 {
-		t.Errorf("agent holds %d addresses, %d endpoints; want the first pod's only", ips, eps)
+	args := e.newPod("second", "K8S_POD_NAME=late")
+	_, err := e.add(args)
+	requireAddFails(t, err, "default/late", "no free address", types.ErrInternal)
+	if !strings.Contains(err.Error(), "allocating an address") {
+		t.Errorf("error %q does not name the step", err)
 	}
+	e.requireClean(args)
+	e.requireAgentHolds(1, 1) // the first pod's
 }
 
 func TestAddAgentDown(t *testing.T) {
-	e := newEnv(t, 8, false)
+	e := newEnv(t, agentOpts{})
 	e.agent.Stop()
-	podNS := newNetns(t)
-	_, err := e.add(e.args("down", podNS, "K8S_POD_NAME=web"))
+	args := e.newPod("down", "K8S_POD_NAME=web")
+	_, err := e.add(args)
 	var ue *AgentUnreachableError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "membrane-agent not reachable at "+e.agent.Socket+": is it running?") {
+	if !errors.As(err, &ue) {
 		t.Fatalf("ADD with the agent down: %v", err)
 	}
-	if CodeOf(err) != types.ErrTryAgainLater {
-		t.Errorf("code %d", CodeOf(err))
-	}
-	e.requireNoHostVeth(Attachment{ContainerID: "down", IfName: "eth0"})
+	requireAddFails(t, err, "default/web", "membrane-agent not reachable at "+e.agent.Socket+": is it running?", types.ErrTryAgainLater)
+	e.requireNoHostVeth(attachment(args))
 }
 
 // The agent goes away between ADD and DEL: the veth still goes, the error
-// names the socket so the runtime retries, and the retry finishes the job.
+// names the socket so the runtime retries, and the retry, once the agent
+// is back, finishes the job. (The agent comes back without the endpoint,
+// whose veth is gone, but with the address, which the retry releases.)
 func TestDelAgentDown(t *testing.T) {
-	e := newEnv(t, 8, false)
-	podNS := newNetns(t)
-	args := e.args("deldown", podNS, "")
+	e := newEnv(t, agentOpts{})
+	args := e.newPod("deldown", "")
+	att := attachment(args)
 	if _, err := e.add(args); err != nil {
 		t.Fatal(err)
 	}
@@ -351,18 +309,24 @@ func TestDelAgentDown(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), e.agent.Socket) {
 		t.Fatalf("DEL with the agent down: %v", err)
 	}
-	e.requireNoHostVeth(Attachment{ContainerID: "deldown", IfName: "eth0"})
-	e.agent.start()
+	e.requireNoHostVeth(att)
+	e.agent.Restart()
+	if len(e.ownedIPs(att)) == 0 {
+		t.Fatal("the restarted agent holds no address of the attachment: the retried DEL has nothing left to do")
+	}
 	if err := e.del(args); err != nil {
 		t.Fatal(err)
 	}
-	e.requireClean(Attachment{ContainerID: "deldown", IfName: "eth0"}, podNS)
+	e.requireClean(args)
+	e.requireAgentHolds(0, 0)
 }
 
+// ADD of an attachment that is set up already fails on the veth, before
+// the agent is asked anything, and leaves the first one alone.
 func TestAddDuplicateAttachment(t *testing.T) {
-	e := newEnv(t, 8, false)
-	podNS := newNetns(t)
-	args := e.args("dup", podNS, "K8S_POD_NAME=web")
+	e := newEnv(t, agentOpts{})
+	e.putPod("default", "web")
+	args := e.newPod("dup", "K8S_POD_NAME=web")
 	res, err := e.add(args)
 	if err != nil {
 		t.Fatal(err)
@@ -371,37 +335,36 @@ func TestAddDuplicateAttachment(t *testing.T) {
 	if !errors.Is(err, ErrHostVethExists) || !strings.Contains(err.Error(), "DEL it before adding it again") {
 		t.Fatalf("second ADD: %v", err)
 	}
-	// The first attachment is untouched.
-	if ips, eps := e.agent.counts(); ips != 1 || eps != 1 {
-		t.Errorf("agent holds %d addresses, %d endpoints; want 1 and 1", ips, eps)
-	}
+	e.requireAgentHolds(1, 1)
 	if err := e.check(args, res); err != nil {
 		t.Errorf("first attachment damaged: %v", err)
 	}
-	if err := ping(podNS, "10.99.0.1"); err != nil {
+	if err := ping(args.Netns, e.router().String()); err != nil {
 		t.Error(err)
 	}
 }
 
 func TestAddDualStack(t *testing.T) {
-	e := newEnv(t, 4, true)
-	podNS := newNetns(t)
-	args := e.args("ds", podNS, "")
+	e := newEnv(t, agentOpts{DualStack: true})
+	args := e.newPod("ds", "")
+	att, podNS := attachment(args), args.Netns
 	res, err := e.add(args)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.IPs) != 2 || res.IPs[1].Address.String() != "fd99::2/128" || len(res.Routes) != 2 ||
-		res.Routes[1].Dst.String() != "::/0" {
-		t.Fatalf("result: %s", mustJSON(res))
+	router6 := e.agent.PodCIDRv6.Addr().Next()
+	ip6 := router6.Next().String()
+	if len(res.IPs) != 2 || res.IPs[1].Address.String() != ip6+"/128" || res.IPs[1].Gateway.String() != router6.String() ||
+		len(res.Routes) != 2 || res.Routes[1].Dst.String() != "::/0" {
+		t.Fatalf("result: %s, want %s/128 via %s", mustJSON(res), ip6, router6)
 	}
-	if req := e.agent.Requests[0]; req.Addressing.IPv6 != "fd99::2" || req.K8sPodName != "" {
-		t.Errorf("endpoint request: %s", mustJSON(req))
+	if ep := e.endpoint(att); ep == nil || ep.Addressing.IPv6 != ip6 || ep.K8sPodName != "" {
+		t.Errorf("endpoint: %s", mustJSON(ep))
 	}
-	if err := ping(podNS, "10.99.0.1"); err != nil {
+	if err := ping(podNS, e.router().String()); err != nil {
 		t.Error(err)
 	}
-	if err := ping(podNS, "fd99::1"); err != nil {
+	if err := ping(podNS, router6.String()); err != nil {
 		t.Error(err)
 	}
 	if err := e.check(args, res); err != nil {
@@ -410,15 +373,15 @@ func TestAddDualStack(t *testing.T) {
 	if err := e.del(args); err != nil {
 		t.Fatal(err)
 	}
-	e.requireClean(Attachment{ContainerID: "ds", IfName: "eth0"}, podNS)
+	e.requireClean(args)
+	e.requireAgentHolds(0, 0)
 }
 
 // IPv6 needs an MTU of at least 1280; the plugin says so instead of
 // letting the kernel silently disable IPv6 on the link.
 func TestAddIPv6SmallMTU(t *testing.T) {
-	e := newEnv(t, 4, true)
-	podNS := newNetns(t)
-	args := e.args("smallmtu", podNS, "")
+	e := newEnv(t, agentOpts{DualStack: true})
+	args := e.newPod("smallmtu", "")
 	args.StdinData = fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"mbtest","type":"membrane-cni","socket":%q,"mtu":1000}`, e.agent.Socket)
 	_, err := e.add(args)
 	if err == nil || !strings.Contains(err.Error(), `"mtu" 1000 is below IPv6's minimum of 1280`) {
@@ -427,19 +390,19 @@ func TestAddIPv6SmallMTU(t *testing.T) {
 	if CodeOf(err) != types.ErrInvalidNetworkConfig {
 		t.Errorf("code %d", CodeOf(err))
 	}
-	e.requireClean(Attachment{ContainerID: "smallmtu", IfName: "eth0"}, podNS)
+	e.requireClean(args)
+	e.requireAgentHolds(0, 0)
 }
 
 // Older configurations get results in their own version.
 func TestAddOlderVersions(t *testing.T) {
-	e := newEnv(t, 8, false)
+	e := newEnv(t, agentOpts{})
 	for i, v := range []string{"0.2.0", "0.3.1", "0.4.0", "1.0.0"} {
-		podNS := newNetns(t)
-		args := e.args(fmt.Sprintf("v%d", i), podNS, "")
+		args := e.newPod(fmt.Sprintf("v%d", i), "")
 		args.StdinData = e.conf(v)
 		var out []byte
 		err := e.inHost(func() error {
-			res, err := Add(context.Background(), args)
+			res, err := Add(e2eutil.Context(t), args)
 			if err != nil {
 				return err
 			}
@@ -453,83 +416,87 @@ func TestAddOlderVersions(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v in %s", v, err, out)
 		}
-		if res.Version() != v && !(v == "0.3.1" && res.Version() == "0.3.1") {
+		if res.Version() != v {
 			t.Errorf("result version %s, want %s", res.Version(), v)
 		}
-		if !strings.Contains(string(out), "10.99.0.") {
-			t.Errorf("%s result lacks the address: %s", v, out)
+		ip := e.endpoint(attachment(args)).Addressing.IPv4
+		if !strings.Contains(string(out), `"`+ip+`/32"`) {
+			t.Errorf("%s result lacks the address %s: %s", v, ip, out)
 		}
 		if err := e.del(args); err != nil {
 			t.Fatal(err)
 		}
 	}
+	e.requireAgentHolds(0, 0)
 }
 
 func TestGC(t *testing.T) {
-	e := newEnv(t, 8, false)
+	e := newEnv(t, agentOpts{})
 	var all []*skel.CmdArgs
 	for _, id := range []string{"keep", "drop1", "drop2"} {
-		args := e.args(id, newNetns(t), "")
+		args := e.newPod(id, "")
 		if _, err := e.add(args); err != nil {
 			t.Fatal(err)
 		}
 		all = append(all, args)
 	}
-	// An address with no endpoint: an ADD that died half-way.
-	e.agent.mu.Lock()
-	e.agent.ips["10.99.0.200"] = models.IPAMAllocation{IP: "10.99.0.200", Owner: "crashed:eth0"}
-	e.agent.ips["10.99.0.201"] = models.IPAMAllocation{IP: "10.99.0.201", Owner: "router"}
-	e.agent.mu.Unlock()
+	// An address with no endpoint, as an ADD that died half-way leaves it,
+	// and one whose owner is no attachment, which is not the plugin's.
+	for _, owner := range []string{"crashed:eth0", "operator"} {
+		if _, err := e.agent.Client.AllocateIP(e2eutil.Context(t), &models.IPAMRequest{Owner: owner}); err != nil {
+			t.Fatalf("allocating an address for %s: %v", owner, err)
+		}
+	}
 
 	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"mbtest","type":"membrane-cni","socket":%q,
 	  "cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}],
 	  "cni.dev/attachments":[{"containerID":"keep","ifname":"eth0"}]}`, e.agent.Socket)
-	err := e.inHost(func() error { return GC(context.Background(), &skel.CmdArgs{StdinData: []byte(conf)}) })
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), GCTimeout)
+	defer cancel()
+	if err := e.inHost(func() error { return GC(ctx, &skel.CmdArgs{StdinData: []byte(conf)}) }); err != nil {
 		t.Fatal(err)
 	}
-	if ep := e.agent.endpoint(Attachment{"keep", "eth0"}); ep == nil {
+	if ep := e.endpoint(Attachment{"keep", "eth0"}); ep == nil {
 		t.Error("GC removed the valid attachment's endpoint")
 	}
 	if _, err := e.hostLink(HostVethName("keep", "eth0")); err != nil {
 		t.Error("GC removed the valid attachment's veth")
 	}
 	for _, id := range []string{"drop1", "drop2"} {
-		if ep := e.agent.endpoint(Attachment{id, "eth0"}); ep != nil {
+		if ep := e.endpoint(Attachment{id, "eth0"}); ep != nil {
 			t.Errorf("endpoint of %s survived GC", id)
 		}
 		e.requireNoHostVeth(Attachment{id, "eth0"})
 	}
-	e.agent.mu.Lock()
-	owners := map[string]bool{}
-	for _, a := range e.agent.ips {
-		owners[a.Owner] = true
+	owners := map[string]int{}
+	for _, a := range e.agent.IPs() {
+		owners[a.Owner]++
 	}
-	e.agent.mu.Unlock()
-	if len(owners) != 2 || !owners["keep:eth0"] || !owners["router"] {
-		t.Errorf("addresses after GC belong to %v; want keep:eth0 and router", owners)
+	if len(owners) != 2 || owners["keep:eth0"] != 1 || owners["operator"] != 1 {
+		t.Errorf("addresses after GC belong to %v; want one of keep:eth0 and one of operator", owners)
 	}
 	if err := e.check(all[0], nil); err == nil || !strings.Contains(err.Error(), "no prevResult") {
 		t.Errorf("CHECK without prevResult: %v", err)
 	}
 }
 
+// STATUS: OK while the agent answers healthy, CNI error 50 naming the
+// socket once it is gone. (An agent that answers unhealthy is
+// TestStatusError's: the real one cannot be made to.)
 func TestStatus(t *testing.T) {
-	f := newFakeAgent(t, 1, false)
-	conf := fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"n","type":"membrane-cni","socket":%q}`, f.Socket)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := Status(ctx, &skel.CmdArgs{StdinData: conf}); err != nil {
+	e := newEnv(t, agentOpts{})
+	conf := fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"n","type":"membrane-cni","socket":%q}`, e.agent.Socket)
+	status := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), StatusTimeout)
+		defer cancel()
+		return Status(ctx, &skel.CmdArgs{StdinData: conf})
+	}
+	if err := status(); err != nil {
 		t.Fatal(err)
 	}
-	f.Unhealthy = "ipam: degraded"
-	err := Status(ctx, &skel.CmdArgs{StdinData: conf})
-	if CodeOf(err) != ErrPluginNotAvailable || !strings.Contains(err.Error(), "ipam: degraded") {
-		t.Errorf("STATUS of an unhealthy agent: code %d: %v", CodeOf(err), err)
-	}
-	f.Stop()
-	err = Status(ctx, &skel.CmdArgs{StdinData: conf})
-	if CodeOf(err) != ErrPluginNotAvailable || !strings.Contains(err.Error(), "not reachable at "+f.Socket) {
+	e.agent.Stop()
+	err := status()
+	if CodeOf(err) != ErrPluginNotAvailable || !strings.Contains(err.Error(), "not reachable at "+e.agent.Socket) {
 		t.Errorf("STATUS without agent: code %d: %v", CodeOf(err), err)
 	}
 	// What skel prints for the runtime.
@@ -537,12 +504,4 @@ func TestStatus(t *testing.T) {
 	if !errors.As(toCNI(err), &te) || te.Code != 50 {
 		t.Errorf("toCNI: %#v", toCNI(err))
 	}
-}
-
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
 }

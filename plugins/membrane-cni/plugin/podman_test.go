@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/membrane-net/membrane/api/models"
 )
 
 // What podman 4.3 (CNI backend) sends, as recorded on a real podman: a
@@ -18,8 +20,9 @@ import (
 // prevResult, possibly once the netns is gone. It never sends CHECK.
 // test/podman runs the real podman; this pins the contract down.
 func TestPodmanSequence(t *testing.T) {
-	e := newEnv(t, 8, false)
+	e := newEnv(t, agentOpts{})
 	podNS := newNetns(t)
+	e.putPod("default", "web") // podman's pods are registered as default/<name>
 	conf := fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"membrane","socket":%q,"type":"membrane-cni"}`, e.agent.Socket)
 	cid := "6966cfefb4ba5ad3e6477d4eb45b95246fe8965400c2e22c597502ead71f49e7"
 	add := &skel.CmdArgs{ContainerID: cid, Netns: podNS, IfName: "eth0", Args: "IgnoreUnknown=1;K8S_POD_NAME=web", StdinData: conf}
@@ -27,10 +30,10 @@ func TestPodmanSequence(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ADD as podman sends it: %v", err)
 	}
-	att := Attachment{ContainerID: cid, IfName: "eth0"}
-	ep := e.agent.endpoint(att)
-	if ep == nil || ep.K8sNamespace != "default" || ep.K8sPodName != "web" {
-		t.Fatalf("endpoint %+v, want one of pod default/web", ep)
+	att := attachment(add)
+	ep := e.endpoint(att)
+	if ep == nil || ep.State != models.StateReady || ep.K8sNamespace != "default" || ep.K8sPodName != "web" {
+		t.Fatalf("endpoint %+v, want a ready one of pod default/web", ep)
 	}
 
 	// The cleanup process: prevResult in the configuration, netns gone.
@@ -46,10 +49,8 @@ func TestPodmanSequence(t *testing.T) {
 	if err := e.del(&del); err != nil {
 		t.Fatalf("DEL with prevResult and the netns gone: %v", err)
 	}
-	e.requireNoHostVeth(att)
-	if ips, eps := e.agent.counts(); ips != 0 || eps != 0 {
-		t.Errorf("agent still holds %d addresses and %d endpoints", ips, eps)
-	}
+	e.requireClean(add)
+	e.requireAgentHolds(0, 0)
 	// podman may tear down twice (the command that stopped the container
 	// and the cleanup process): the second DEL finds nothing and succeeds.
 	if err := e.del(&del); err != nil {

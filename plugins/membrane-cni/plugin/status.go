@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/membrane-net/membrane/api/client"
+	"github.com/membrane-net/membrane/api/models"
 )
 
 // Status reports whether the plugin can serve ADD: the configuration is
@@ -21,8 +22,14 @@ func Status(ctx context.Context, args *skel.CmdArgs) error {
 		return withCode(types.ErrInvalidNetworkConfig, fmt.Errorf("membrane-cni STATUS: %w", err))
 	}
 	st, err := client.New(conf.Socket).Healthz(ctx)
+	return statusError(conf.Socket, st, err)
+}
+
+// statusError is STATUS's verdict on the agent's answer to /v1/healthz:
+// nil when it answered healthy, CNI error 50 otherwise.
+func statusError(socket string, st *models.Status, err error) error {
 	if err != nil {
-		return withCode(ErrPluginNotAvailable, fmt.Errorf("membrane-cni STATUS: %w", agentError(conf.Socket, err)))
+		return withCode(ErrPluginNotAvailable, fmt.Errorf("membrane-cni STATUS: %w", agentError(socket, err)))
 	}
 	if !st.Healthy {
 		msg := st.Message
@@ -30,7 +37,7 @@ func Status(ctx context.Context, args *skel.CmdArgs) error {
 			msg = "no reason given"
 		}
 		return withCode(ErrPluginNotAvailable,
-			fmt.Errorf("membrane-cni STATUS: membrane-agent at %s is not healthy: %w (see `membrane status`)", conf.Socket, errors.New(msg)))
+			fmt.Errorf("membrane-cni STATUS: membrane-agent at %s is not healthy: %w (see `membrane status`)", socket, errors.New(msg)))
 	}
 	return nil
 }
