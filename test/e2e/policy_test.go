@@ -459,13 +459,36 @@ func TestRestartKeepsPolicyTC(t *testing.T)  { testRestartKeepsPolicy(t, "tc") }
 func testRestartKeepsPolicy(t *testing.T, mode string) {
 	e := setupPolicyEnv(t, mode, false)
 	web := e.ip(e.web)
-	e.importPolicy(`[{"endpointSelector":{"matchLabels":{"app":"web"}},
-	  "ingress":[{"fromEndpoints":[{"matchLabels":{"app":"client"}}]}]}]`)
+	// A CIDR rule imported first and deleted later leaves a hole in the
+	// CIDR identity numbers: a restarted agent that numbered afresh would
+	// give the outside subnet another identity than the pinned ipcache
+	// (and the policy map) hold.
+	e.importPolicy(`[{"endpointSelector":{"matchLabels":{"app":"other"}},
+	  "egress":[{"toCIDR":["203.0.113.0/24"]}], "labels":[{"key":"name","value":"decoy"}]}]`)
+	subnet := netip.PrefixFrom(netip.MustParseAddr(e.out.ip), 24).Masked()
+	e.importPolicy(fmt.Sprintf(`[{"endpointSelector":{"matchLabels":{"app":"web"}},
+	  "ingress":[{"fromEndpoints":[{"matchLabels":{"app":"client"}}]}]},
+	 {"endpointSelector":{"matchLabels":{"app":"client"}},
+	  "egress":[{"toEndpoints":[{"matchLabels":{"app":"web"}}]},
+	            {"toCIDRSet":[{"cidr":"%s","except":["%s/32"]}]}]}]`, subnet, e.out.ip2))
+	var deleted struct {
+		Revision uint64 `json:"revision"`
+	}
+	if err := e.a.Client.Do(ctxT(t), http.MethodDelete, "/v1/policy", map[string]any{"labels": []string{"name=decoy"}}, &deleted); err != nil {
+		t.Fatalf("delete the decoy rule: %v", err)
+	}
+	e.waitRevision(deleted.Revision)
 	e.expect(
 		tcpFact("client->web:8080", e.client, web, "8080", true),
 		tcpFact("other->web:8080", e.other, web, "8080", false),
+		tcpFact("client->outside:8080 (CIDR)", e.client, e.out.ip, "8080", true),
+		tcpFact("client->outside second address (except)", e.client, e.out.ip2, "8080", false),
 	)
 	ifindex := uint32(e.a.endpoint(e.web.Attachment()).InterfaceIndex)
+	subnetID := e.a.IPCache()[subnet]
+	if subnetID == 0 {
+		t.Fatalf("no ipcache entry for %s: %v", subnet, e.a.IPCache())
+	}
 
 	// Watch web's entry in the pinned endpoints map through the restart.
 	stop := make(chan struct{})
@@ -477,6 +500,12 @@ func testRestartKeepsPolicy(t *testing.T, mode string) {
 			return
 		}
 		defer m.Close()
+		ipc, err := maps.OpenPinned(e.a.BPFRoot, maps.IPCacheMapName)
+		if err != nil {
+			lost <- err.Error()
+			return
+		}
+		defer ipc.Close()
 		for {
 			select {
 			case <-stop:
@@ -493,6 +522,11 @@ func testRestartKeepsPolicy(t *testing.T, mode string) {
 				lost <- fmt.Sprintf("ingress enforcement off (flags %#x)", v.Flags)
 				return
 			}
+			var id maps.IPCacheValue
+			if err := ipc.Lookup(maps.NewIPCacheKey(subnet), &id); err != nil || id.Identity != subnetID {
+				lost <- fmt.Sprintf("ipcache %s: identity %d (%v), was %d", subnet, id.Identity, err, subnetID)
+				return
+			}
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -501,9 +535,10 @@ func testRestartKeepsPolicy(t *testing.T, mode string) {
 	e.expect(
 		tcpFact("client->web:8080 while the agent is down", e.client, web, "8080", true),
 		tcpFact("other->web:8080 while the agent is down", e.other, web, "8080", false),
+		tcpFact("client->outside:8080 while the agent is down", e.client, e.out.ip, "8080", true),
 	)
 	e.a.Restart()
-	e.waitRevision(1)
+	e.waitRevision(deleted.Revision)
 	close(stop)
 	if msg := <-lost; msg != "" {
 		t.Errorf("during the restart: %s", msg)
@@ -511,5 +546,10 @@ func testRestartKeepsPolicy(t *testing.T, mode string) {
 	e.expect(
 		tcpFact("client->web:8080 after restart", e.client, web, "8080", true),
 		tcpFact("other->web:8080 after restart", e.other, web, "8080", false),
+		tcpFact("client->outside:8080 after restart", e.client, e.out.ip, "8080", true),
+		tcpFact("client->outside second address after restart (except)", e.client, e.out.ip2, "8080", false),
 	)
+	if id := e.a.IPCache()[subnet]; id != subnetID {
+		t.Errorf("%s has identity %d after the restart, %d before", subnet, id, subnetID)
+	}
 }
