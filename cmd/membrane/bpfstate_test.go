@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
@@ -39,97 +40,107 @@ func mustPut(t *testing.T, m *ebpf.Map, k, v any) {
 }
 
 // TestBPFPolicyGet pins an endpoints and a policy map as the loader fills
-// them and reads one endpoint's policy back, with and without the agent.
+// them and reads one endpoint's policy back, with the labels of the
+// identities of the agent's endpoints, and without the agent.
 func TestBPFPolicyGet(t *testing.T) {
-	root := testutil.BPFDir(t)
-	if err := rlimit.RemoveMemlock(); err != nil {
-		t.Fatal(err)
+	a := startAgent(t)
+	ids := map[string]uint32{"world": 2}
+	for _, app := range []string{"db", "cache"} {
+		a.putPod(models.Pod{Namespace: "default", Name: app, Labels: map[string]string{"app": app}})
+		ids[app] = a.addEndpoint(endpointSpec{container: app + "-0123456789", pod: "default/" + app}).Identity.ID
 	}
-	eps := pinMap(t, root, maps.EndpointsMapName)
-	v := maps.NewEndpointValue(17, 256, netip.MustParseAddr("10.200.0.7"), netip.Addr{}, "", "")
-	v.Flags |= maps.EndpointFlagIngressEnforced
-	mustPut(t, eps, maps.EndpointKey{IfIndex: 40}, v)
+	db, cache := ids["db"], ids["cache"]
 
-	pol := pinMap(t, root, maps.PolicyMapName)
-	allow := func(ep uint16, dir uint8, id uint32, proto uint8, port, end uint16, deny bool) {
-		var v maps.PolicyValue
-		if deny {
-			v.Flags = maps.PolicyFlagDeny
+	// The maps of another bpffs directory than the agent's.
+	t.Run("pinned maps", func(t *testing.T) {
+		root := testutil.BPFDir(t)
+		if err := rlimit.RemoveMemlock(); err != nil {
+			t.Fatal(err)
 		}
-		for _, k := range maps.PolicyKeys(ep, dir, id, proto, port, end) {
-			mustPut(t, pol, k, v)
+		eps := pinMap(t, root, maps.EndpointsMapName)
+		v := maps.NewEndpointValue(17, db, netip.MustParseAddr("10.200.0.7"), netip.Addr{}, "", "")
+		v.Flags |= maps.EndpointFlagIngressEnforced
+		mustPut(t, eps, maps.EndpointKey{IfIndex: 40}, v)
+
+		pol := pinMap(t, root, maps.PolicyMapName)
+		allow := func(ep uint16, dir uint8, id uint32, proto uint8, port, end uint16, deny bool) {
+			var v maps.PolicyValue
+			if deny {
+				v.Flags = maps.PolicyFlagDeny
+			}
+			for _, k := range maps.PolicyKeys(ep, dir, id, proto, port, end) {
+				mustPut(t, pol, k, v)
+			}
 		}
-	}
-	allow(17, 0, 257, 6, 80, 0, false)
-	allow(17, 0, 258, 6, 8000, 8080, false) // three LPM prefixes
-	allow(17, 0, 2, 0, 0, 0, true)          // deny everything from world
-	allow(17, 0, 0, 17, 0, 0, false)        // UDP, all ports, from anyone
-	allow(17, 1, 257, 1, 0, 0, false)       // egress ICMP type 0 (echo reply): a one-"port" entry
-	k0 := maps.PolicyKeys(17, 1, 257, 1, 0, 0)[0]
-	k0.PrefixLen = maps.PolicyPrefixFull
-	mustPut(t, pol, k0, maps.PolicyValue{})
-	allow(5, 0, 257, 6, 443, 0, false) // another endpoint
+		allow(17, 0, db, 6, 80, 0, false)
+		allow(17, 0, cache, 6, 8000, 8080, false) // three LPM prefixes
+		allow(17, 0, ids["world"], 0, 0, 0, true) // deny everything from world
+		allow(17, 0, 0, 17, 0, 0, false)          // UDP, all ports, from anyone
+		allow(17, 1, db, 1, 0, 0, false)          // egress ICMP type 0 (echo reply): a one-"port" entry
+		k0 := maps.PolicyKeys(17, 1, db, 1, 0, 0)[0]
+		k0.PrefixLen = maps.PolicyPrefixFull
+		mustPut(t, pol, k0, maps.PolicyValue{})
+		allow(5, 0, db, 6, 443, 0, false) // another endpoint
 
-	f := newFakeAgent(t)
-	f.canned("GET /v1/identity", 200, `[{"id": 2, "labels": ["reserved:world"]}, {"id": 257, "labels": ["k8s:io.kubernetes.pod.namespace=default", "k8s:app=db"]},
-		{"id": 258, "labels": ["k8s:app=cache"]}]`)
-	wantLines(t, ok(t, f.args("bpf", "policy", "get", "17", "--bpf-root", root)...),
-		"Endpoint 17: ingress enforced (only what an entry allows passes); egress not enforced (everything passes unless denied)",
-		"DIRECTION   IDENTITY   LABELS                                    PROTOCOL   PORT        VERDICT",
-		"ingress     any        -                                         UDP        any         allow",
-		"ingress     2          reserved:world                            any        any         deny",
-		"ingress     257        k8s:app=db                                TCP        80          allow",
-		"                       k8s:io.kubernetes.pod.namespace=default",
-		"ingress     258        k8s:app=cache                             TCP        8000-8080   allow",
-		"egress      257        k8s:app=db                                ICMP       0           allow",
-		"                       k8s:io.kubernetes.pod.namespace=default",
-		"egress      257        k8s:app=db                                ICMP       any         allow",
-		"                       k8s:io.kubernetes.pod.namespace=default",
-	)
+		id := func(n uint32) string { return padRight(strconv.Itoa(int(n)), 11) }
+		const ns = "k8s:io.kubernetes.pod.namespace=default"
+		wantLines(t, ok(t, a.args("bpf", "policy", "get", "17", "--bpf-root", root)...),
+			"Endpoint 17: ingress enforced (only what an entry allows passes); egress not enforced (everything passes unless denied)",
+			"DIRECTION   IDENTITY   LABELS                                    PROTOCOL   PORT        VERDICT",
+			"ingress     any        -                                         UDP        any         allow",
+			"ingress     2          reserved:world                            any        any         deny",
+			"ingress     "+id(db)+"k8s:app=db                                TCP        80          allow",
+			"                       "+ns,
+			"ingress     "+id(cache)+"k8s:app=cache                             TCP        8000-8080   allow",
+			"                       "+ns,
+			"egress      "+id(db)+"k8s:app=db                                ICMP       0           allow",
+			"                       "+ns,
+			"egress      "+id(db)+"k8s:app=db                                ICMP       any         allow",
+			"                       "+ns,
+		)
 
-	// --raw: one line per LPM entry.
-	out := ok(t, f.args("bpf", "policy", "get", "17", "--bpf-root", root, "--raw")...)
-	for _, want := range []string{"TCP        8000-8063   allow", "TCP        8064-8079   allow", "TCP        8080        allow"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("--raw lacks %q:\n%s", want, out)
+		// --raw: one line per LPM entry.
+		out := ok(t, a.args("bpf", "policy", "get", "17", "--bpf-root", root, "--raw")...)
+		for _, want := range []string{"TCP        8000-8063   allow", "TCP        8064-8079   allow", "TCP        8080        allow"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("--raw lacks %q:\n%s", want, out)
+			}
 		}
-	}
 
-	var got endpointPolicy
-	mustJSON(t, ok(t, f.args("bpf", "policy", "get", "17", "--bpf-root", root, "-o", "json")...), &got)
-	if !got.InEndpointsMap || !got.IngressEnforced || got.EgressEnforced || len(got.Entries) != 6 {
-		t.Fatalf("JSON %+v", got)
-	}
-	if e := got.Entries[3]; e.Identity != 258 || e.Protocol != "TCP" || e.ProtocolNumber != 6 || e.Port != 8000 || e.EndPort != 8080 ||
-		e.Verdict != "allow" || e.Direction != "ingress" || len(e.Labels) != 1 {
-		t.Fatalf("entry %+v", e)
-	}
-	if e := got.Entries[0]; e.Identity != 0 || e.Port != 0 || e.EndPort != 65535 {
-		t.Fatalf("all ports entry %+v", e)
-	}
-
-	// Without the agent: numbers only, and a note saying why.
-	noAgent := tempSocket(t)
-	r := run(t, "", "--socket", noAgent, "bpf", "policy", "get", "17", "--bpf-root", root)
-	if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "\ningress     257        -        TCP        80          allow\n") ||
-		!strings.Contains(r.stdout, "(identity labels not shown: cannot reach membrane-agent at "+noAgent) {
-		t.Fatalf("without agent: %+v", r)
-	}
-
-	// An endpoint the endpoints map does not know, with and without entries.
-	out = ok(t, "--socket", noAgent, "bpf", "policy", "get", "5", "--bpf-root", root)
-	if !strings.HasPrefix(out, "Endpoint 5: not in mb_endpoints") || !strings.Contains(out, "TCP        443") {
-		t.Fatalf("endpoint 5:\n%s", out)
-	}
-	wantLines(t, ok(t, f.args("bpf", "policy", "get", "99", "--bpf-root", root)...),
-		"Endpoint 99: not in mb_endpoints (no interface attached with it: its programs would drop every packet)",
-		"No entries in mb_policy for endpoint 99.")
-
-	for _, bad := range []string{"web", "0", "70000"} {
-		if e := fails(t, "bpf", "policy", "get", bad, "--bpf-root", root); !strings.Contains(e, "invalid endpoint ID") {
-			t.Errorf("%s: %q", bad, e)
+		var got endpointPolicy
+		mustJSON(t, ok(t, a.args("bpf", "policy", "get", "17", "--bpf-root", root, "-o", "json")...), &got)
+		if !got.InEndpointsMap || !got.IngressEnforced || got.EgressEnforced || len(got.Entries) != 6 {
+			t.Fatalf("JSON %+v", got)
 		}
-	}
+		if e := got.Entries[3]; e.Identity != cache || e.Protocol != "TCP" || e.ProtocolNumber != 6 || e.Port != 8000 || e.EndPort != 8080 ||
+			e.Verdict != "allow" || e.Direction != "ingress" || len(e.Labels) != 2 {
+			t.Fatalf("entry %+v", e)
+		}
+		if e := got.Entries[0]; e.Identity != 0 || e.Port != 0 || e.EndPort != 65535 {
+			t.Fatalf("all ports entry %+v", e)
+		}
+		wantLines(t, ok(t, a.args("bpf", "policy", "get", "99", "--bpf-root", root)...),
+			"Endpoint 99: not in mb_endpoints (no interface attached with it: its programs would drop every packet)",
+			"No entries in mb_policy for endpoint 99.")
+
+		// Without the agent: numbers only, and a note saying why.
+		a.stop()
+		r := run(t, "", a.args("bpf", "policy", "get", "17", "--bpf-root", root)...)
+		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "\ningress     "+id(db)+"-        TCP        80          allow\n") ||
+			!strings.Contains(r.stdout, "(identity labels not shown: cannot reach membrane-agent at "+a.sock) {
+			t.Fatalf("without agent: %+v", r)
+		}
+		// An endpoint the endpoints map does not know, with entries.
+		out = ok(t, a.args("bpf", "policy", "get", "5", "--bpf-root", root)...)
+		if !strings.HasPrefix(out, "Endpoint 5: not in mb_endpoints") || !strings.Contains(out, "TCP        443") {
+			t.Fatalf("endpoint 5:\n%s", out)
+		}
+		for _, bad := range []string{"web", "0", "70000"} {
+			if e := fails(t, "bpf", "policy", "get", bad, "--bpf-root", root); !strings.Contains(e, "invalid endpoint ID") {
+				t.Errorf("%s: %q", bad, e)
+			}
+		}
+	})
 }
 
 // TestBPFConntrackAndMetrics reads conntrack entries and per-CPU counters

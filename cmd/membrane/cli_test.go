@@ -3,21 +3,29 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"net"
-	"net/http"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 )
 
-// These tests run the CLI in-process against an HTTP server on a temporary
-// unix socket. The server (fakeAgent) answers with canned documents: it
-// checks what the CLI sends and how it renders answers, not the agent's
-// behaviour (the end-to-end suite runs the CLI against the real agent).
+// The CLI's tests run it in-process (execute) against membrane-agent's
+// cells started in this process on temporary paths (startAgent: the stock
+// cells, or a custom agent's). They make state as users and membrane-cni
+// do (pods and policies through the CLI or the API; endpoints from an IPAM
+// address, a veth pair and PUT /v1/endpoint) and check what operators
+// see: tables, -o json and -o yaml, exit codes and error lines. What the
+// agent cannot be made to answer (an unhealthy status, a loss report,
+// another version's answers) is tested on the pure function that renders
+// it, and an agent that hangs is a socket nobody answers (silentSocket).
+// The bpf commands read maps the tests pin, the statedb commands a statedb
+// database served as the agent serves it. As root the tests run in a
+// network namespace of their own (TestMain); without root those that need
+// it skip (testutil.RequirePrivileged).
 
 type result struct {
 	stdout, stderr string
@@ -84,74 +92,6 @@ func tempSocket(t *testing.T) string {
 	return filepath.Join(tempDirShort(t), "agent.sock")
 }
 
-// serve serves h on a new unix socket until the test ends.
-func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	sock := tempSocket(t)
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return sock
-}
-
-type request struct {
-	Method, Path, Body string
-}
-
-// fakeAgent serves canned answers on the agent's routes and records every
-// request it gets.
-type fakeAgent struct {
-	socket string
-	mux    *http.ServeMux
-
-	mu       sync.Mutex
-	requests []request
-}
-
-func newFakeAgent(t *testing.T) *fakeAgent {
-	f := &fakeAgent{mux: http.NewServeMux()}
-	f.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		answer(w, http.StatusNotFound, `{"code":404,"message":"no route for `+r.Method+` `+r.URL.Path+`"}`)
-	})
-	f.socket = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		f.mu.Lock()
-		f.requests = append(f.requests, request{r.Method, r.URL.EscapedPath(), string(body)})
-		f.mu.Unlock()
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		f.mux.ServeHTTP(w, r)
-	}))
-	return f
-}
-
-// canned answers pattern (ServeMux syntax) with a fixed status and body.
-func (f *fakeAgent) canned(pattern string, code int, body string) {
-	f.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { answer(w, code, body) })
-}
-
-func (f *fakeAgent) handle(pattern string, h http.HandlerFunc) { f.mux.HandleFunc(pattern, h) }
-
-func (f *fakeAgent) sent() []request {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]request(nil), f.requests...)
-}
-
-// args prefixes a command line with this agent's socket.
-func (f *fakeAgent) args(args ...string) []string {
-	return append([]string{"--socket", f.socket}, args...)
-}
-
-func answer(w http.ResponseWriter, code int, body string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	io.WriteString(w, body)
-}
-
 // wantLines compares output line by line, so a failure shows the table.
 func wantLines(t *testing.T, got string, want ...string) {
 	t.Helper()
@@ -168,35 +108,57 @@ func mustJSON(t *testing.T, s string, v any) {
 	}
 }
 
+// netnsEnv marks the child process TestMain runs the tests in.
+const netnsEnv = "MEMBRANE_CLI_TEST_NETNS"
+
 // TestMain lets a test run the real binary's main (see TestProcessExit).
+// Otherwise, as root, it runs the tests in a child process in a network
+// namespace of their own: the agents they start attach to the veths the
+// tests make and to lo, and nothing of it reaches the machine's network,
+// or outlives the child, whatever becomes of the tests.
 func TestMain(m *testing.M) {
 	if os.Getenv("MEMBRANE_CLI_TEST_RUN_MAIN") == "1" {
 		os.Args = append([]string{"membrane"}, strings.Fields(os.Getenv("MEMBRANE_CLI_TEST_ARGS"))...)
 		main()
 		return
 	}
+	if os.Geteuid() == 0 && os.Getenv(netnsEnv) != "1" {
+		os.Exit(runInOwnNetns())
+	}
 	os.Exit(m.Run())
+}
+
+// runInOwnNetns runs this test binary again, with the same arguments, in a
+// new network namespace, and returns its exit code. The child is killed
+// if this process dies.
+func runInOwnNetns() int {
+	cmd := exec.Command(os.Args[0], os.Args[1:]...)
+	cmd.Env = append(os.Environ(), netnsEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
+		return ee.ExitCode()
+	}
+	fmt.Fprintf(os.Stderr, "running the tests in a network namespace of their own: %v\n", err)
+	return 1
 }
 
 // TestProcessExit runs main in a child process: a failing command exits 1
 // with one line on stderr and nothing on stdout.
 func TestProcessExit(t *testing.T) {
 	sock := tempSocket(t)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "MEMBRANE_CLI_TEST_RUN_MAIN=1", "MEMBRANE_CLI_TEST_ARGS=endpoint list", "MEMBRANE_SOCKET="+sock)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	ee, isExit := err.(*exec.ExitError)
-	if !isExit || ee.ExitCode() != 1 {
-		t.Fatalf("want exit status 1, got %v (stderr %q)", err, errb.String())
+	p := startCLI(t, sock, "endpoint", "list")
+	if rest, code := p.wait(); code != 1 || rest != "" {
+		t.Fatalf("exit %d, stdout %q (stderr %q), want exit 1 and no output", code, rest, p.stderr.String())
 	}
-	if out.Len() != 0 {
-		t.Fatalf("stdout should be empty, got %q", out.String())
-	}
-	checkErrorLine(t, errb.String())
+	checkErrorLine(t, p.stderr.String())
 	want := "Error: cannot reach membrane-agent at " + sock + ": no such socket; is the agent running?"
-	if !strings.HasPrefix(errb.String(), want) {
-		t.Fatalf("stderr %q, want prefix %q", errb.String(), want)
+	if !strings.HasPrefix(p.stderr.String(), want) {
+		t.Fatalf("stderr %q, want prefix %q", p.stderr.String(), want)
 	}
 }

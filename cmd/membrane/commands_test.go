@@ -1,482 +1,544 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
 	"net"
-	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/cells/ipam"
 )
 
-// Two endpoints in the agent's wire format, deliberately out of ID order.
-const endpointsJSON = `[
- {"id": 3012, "state": "waiting-for-identity", "container-id": "c0ffee00112233445566", "container-interface-name": "eth0",
-  "interface-name": "mb1f2e3d4c5b", "interface-index": 41, "k8s-namespace": "shop", "k8s-pod-name": "cart",
-  "labels": null, "addressing": {"ipv4": "10.200.0.9"}, "policy-revision": 0, "created": "2025-01-02T03:04:05Z"},
- {"id": 17, "state": "ready", "container-id": "abcdef0123456789abcdef", "container-interface-name": "eth0",
-  "interface-name": "mb0a1b2c3d4e", "interface-index": 40, "mac": "02:00:00:00:00:11", "host-mac": "02:00:00:00:00:12",
-  "k8s-namespace": "default", "k8s-pod-name": "web", "k8s-uid": "uid-1",
-  "labels": ["k8s:io.kubernetes.pod.namespace=default", "k8s:app=web"],
-  "identity": {"id": 256, "labels": ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"]},
-  "addressing": {"ipv4": "10.200.0.7", "ipv6": "fd00::7"}, "policy-revision": 3, "created": "2025-01-02T03:04:00Z",
-  "status": [
-   {"timestamp": "2025-01-02T03:04:01Z", "state": "waiting-to-regenerate", "code": "ok", "message": "identity 256 resolved"},
-   {"timestamp": "2025-01-02T03:04:00Z", "state": "waiting-for-identity", "code": "ok", "message": "endpoint created"},
-   {"timestamp": "2025-01-02T03:04:02Z", "state": "ready", "code": "ok", "message": "regenerated\nipcache and endpoint map"}
-  ]}
-]`
-
-func TestEndpointList(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/endpoint", 200, endpointsJSON)
-
-	header := "ID     STATE                  IDENTITY   POD           CONTAINER           INTERFACE      IPV4         IPV6      LABELS"
-	wantLines(t, ok(t, f.args("endpoint", "list")...),
-		header,
-		"17     ready                  256        default/web   abcdef012345:eth0   mb0a1b2c3d4e   10.200.0.7   fd00::7   k8s:app=web",
-		strings.Repeat(" ", strings.Index(header, "LABELS"))+"k8s:io.kubernetes.pod.namespace=default",
-		"3012   waiting-for-identity   -          shop/cart     c0ffee001122:eth0   mb1f2e3d4c5b   10.200.0.9   -         -",
-	)
+// endpointsAgent is the stock agent (dual-stack, waiting for the labels
+// of pods it does not know) with three endpoints made as membrane-cni
+// makes them, each on a veth of its own:
+//
+//	web:  pod default/web (uid-1, app=web), IPv4 and IPv6, ready
+//	web2: pod default/web-2 (app=web: the same identity), IPv4, ready
+//	cart: pod shop/cart, which the agent does not know: waiting for its labels
+type endpointsAgent struct {
+	*testAgent
+	web, web2, cart *models.Endpoint
 }
 
-func TestEndpointListJSON(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/endpoint", 200, endpointsJSON)
-
-	out := ok(t, f.args("endpoint", "list", "-o", "json")...)
-	var generic []map[string]any
-	mustJSON(t, out, &generic)
-	if len(generic) != 2 {
-		t.Fatalf("want 2 endpoints, got %d", len(generic))
+func startEndpointsAgent(t *testing.T) *endpointsAgent {
+	t.Helper()
+	a := startAgent(t, dualStack, podsWaitedFor)
+	a.putPod(models.Pod{Namespace: "default", Name: "web", UID: "uid-1", Labels: map[string]string{"app": "web"}})
+	a.putPod(models.Pod{Namespace: "default", Name: "web-2", Labels: map[string]string{"app": "web"}})
+	return &endpointsAgent{
+		testAgent: a,
+		web:       a.addEndpoint(endpointSpec{container: "abcdef0123456789abcdef", pod: "default/web"}),
+		web2:      a.addEndpoint(endpointSpec{container: "0a1b2c3d4e5f60718293", pod: "default/web-2", family: "ipv4"}),
+		cart:      a.addEndpoint(endpointSpec{container: "c0ffee00112233445566", pod: "shop/cart", family: "ipv4", noWait: true}),
 	}
-	// The keys scripts rely on, for a ready endpoint with a pod.
-	for _, k := range []string{"id", "state", "container-id", "interface-name", "k8s-namespace", "k8s-pod-name", "labels", "identity", "addressing"} {
-		if _, ok := generic[0][k]; !ok {
-			t.Errorf("endpoint %v has no key %q", generic[0]["id"], k)
+}
+
+// idOf is an endpoint's ID as the CLI takes it.
+func idOf(ep *models.Endpoint) string { return strconv.Itoa(int(ep.ID)) }
+
+// byID is a table as the CLI prints it whose first column is an endpoint
+// ID: rows sorted by ID, the column as wide as the widest ID (the agent
+// picks IDs at random). rows holds, for each endpoint, its line after the
+// ID column, then its continuation lines.
+func byID(header string, rows map[*models.Endpoint][]string) []string {
+	eps := slices.SortedFunc(maps.Keys(rows), func(x, y *models.Endpoint) int { return int(x.ID) - int(y.ID) })
+	w := len("ID")
+	for _, ep := range eps {
+		w = max(w, len(idOf(ep)))
+	}
+	w += 3 // the tables' padding
+	out := []string{padRight("ID", w) + header}
+	for _, ep := range eps {
+		for i, l := range rows[ep] {
+			id := ""
+			if i == 0 {
+				id = idOf(ep)
+			}
+			out = append(out, strings.TrimRight(padRight(id, w)+l, " "))
 		}
 	}
-	if id := generic[0]["identity"].(map[string]any); id["id"] != 256.0 || len(id["labels"].([]any)) != 2 {
-		t.Errorf("identity = %v", id)
-	}
-	if a := generic[0]["addressing"].(map[string]any); a["ipv4"] != "10.200.0.7" || a["ipv6"] != "fd00::7" {
-		t.Errorf("addressing = %v", a)
-	}
-	// Sorted by ID; labels never null.
-	if generic[0]["id"] != 17.0 || generic[1]["id"] != 3012.0 {
-		t.Errorf("not sorted by id: %v, %v", generic[0]["id"], generic[1]["id"])
-	}
-	if l, ok := generic[1]["labels"].([]any); !ok || len(l) != 0 {
-		t.Errorf("labels of endpoint 3012 = %#v, want []", generic[1]["labels"])
-	}
-
-	var eps []models.Endpoint
-	mustJSON(t, out, &eps)
-	if eps[0].K8sPodName != "web" || len(eps[0].Status) != 3 || eps[1].Identity != nil {
-		t.Errorf("decoded %+v", eps)
-	}
+	return out
 }
 
-func TestEndpointListYAML(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/endpoint", 200, endpointsJSON)
-
-	out := ok(t, f.args("endpoint", "list", "-o", "yaml")...)
-	if !strings.Contains(out, "container-id: abcdef0123456789abcdef") || !strings.Contains(out, "k8s-pod-name: web") {
-		t.Fatalf("YAML lacks the kebab-case keys:\n%s", out)
+// logLines is an endpoint's status log as the CLI prints it (a log with
+// a waiting-to-regenerate entry, the longest state).
+func logLines(log []models.StatusEntry) []string {
+	out := []string{"TIMESTAMP              STATE                   CODE   MESSAGE"}
+	for _, e := range log {
+		out = append(out, fmt.Sprintf("%-23s%-24s%-7s%s", e.Timestamp.Format(time.RFC3339), e.State, e.Code, e.Message))
 	}
-	var eps []models.Endpoint
-	if err := yaml.Unmarshal([]byte(out), &eps); err != nil || len(eps) != 2 || eps[0].ID != 17 {
-		t.Fatalf("YAML does not read back (%v): %+v", err, eps)
-	}
+	return out
 }
 
-func TestEndpointListEmpty(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/endpoint", 200, `[]`)
-	wantLines(t, ok(t, f.args("endpoint", "list")...),
-		"ID   STATE   IDENTITY   POD   CONTAINER   INTERFACE   IPV4   IPV6   LABELS")
-	wantLines(t, ok(t, f.args("endpoint", "list", "-o", "json")...), "[]")
-}
+// TestEndpointCommands reads endpoints, the agent's status and identities:
+// the commands that change nothing.
+func TestEndpointCommands(t *testing.T) {
+	a := startEndpointsAgent(t)
 
-func TestEndpointGet(t *testing.T) {
-	f := newFakeAgent(t)
-	var ep17 json.RawMessage
-	var all []json.RawMessage
-	mustJSON(t, endpointsJSON, &all)
-	ep17 = all[1]
-	f.handle("GET /v1/endpoint/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if r.PathValue("id") != "pod-name:default/web" {
-			answer(w, 404, `{"code":404,"message":"no endpoint `+r.PathValue("id")+`"}`)
-			return
-		}
-		answer(w, 200, string(ep17))
+	t.Run("list", func(t *testing.T) {
+		const header = "STATE                  IDENTITY   POD             CONTAINER           INTERFACE      IPV4         IPV6          LABELS"
+		labels := strings.Repeat(" ", strings.Index(header, "LABELS")) // a continuation line up to the labels
+		wantLines(t, ok(t, a.args("endpoint", "list")...), byID(header, map[*models.Endpoint][]string{
+			a.web: {
+				"ready                  256        default/web     abcdef012345:eth0   mbabcdef0123   10.200.0.2   fd00:200::2   k8s:app=web",
+				labels + "k8s:io.kubernetes.pod.namespace=default",
+			},
+			a.web2: {
+				"ready                  256        default/web-2   0a1b2c3d4e5f:eth0   mb0a1b2c3d4e   10.200.0.3   -             k8s:app=web",
+				labels + "k8s:io.kubernetes.pod.namespace=default",
+			},
+			a.cart: {"waiting-for-identity   -          shop/cart       c0ffee001122:eth0   mbc0ffee0011   10.200.0.4   -             -"},
+		})...)
 	})
 
-	wantLines(t, ok(t, f.args("endpoint", "get", "pod-name:default/web")...),
-		"ID:                    17",
-		"State:                 ready",
-		"Container ID:          abcdef0123456789abcdef",
-		"Container interface:   eth0",
-		"Host interface:        mb0a1b2c3d4e (ifindex 40)",
-		"MAC:                   02:00:00:00:00:11",
-		"Host MAC:              02:00:00:00:00:12",
-		"Pod:                   default/web",
-		"Pod UID:               uid-1",
-		"IPv4:                  10.200.0.7",
-		"IPv6:                  fd00::7",
-		"Labels:                k8s:app=web",
-		"                       k8s:io.kubernetes.pod.namespace=default",
-		"Identity:              256",
-		"Identity labels:       k8s:app=web",
-		"                       k8s:io.kubernetes.pod.namespace=default",
-		"Policy revision:       3",
-		"Created:               2025-01-02T03:04:00Z",
-		"",
-		"Status:",
-		"TIMESTAMP              STATE                   CODE   MESSAGE",
-		"2025-01-02T03:04:00Z   waiting-for-identity    ok     endpoint created",
-		"2025-01-02T03:04:01Z   waiting-to-regenerate   ok     identity 256 resolved",
-		"2025-01-02T03:04:02Z   ready                   ok     regenerated ipcache and endpoint map",
-	)
-	// The id travels escaped, as one path segment.
-	if got := f.sent()[0].Path; got != "/v1/endpoint/pod-name:default%2Fweb" {
-		t.Errorf("request path %q", got)
-	}
-
-	errLine := fails(t, f.args("endpoint", "get", "42")...)
-	if want := "Error: get endpoint 42: agent: no endpoint 42 (HTTP 404)\n"; errLine != want {
-		t.Errorf("stderr %q, want %q", errLine, want)
-	}
-}
-
-func TestEndpointLog(t *testing.T) {
-	f := newFakeAgent(t)
-	var all []models.Endpoint
-	mustJSON(t, endpointsJSON, &all)
-	logJSON, _ := json.Marshal(all[1].Status)
-	f.canned("GET /v1/endpoint/17/log", 200, string(logJSON))
-
-	wantLines(t, ok(t, f.args("endpoint", "log", "17")...),
-		"TIMESTAMP              STATE                   CODE   MESSAGE",
-		"2025-01-02T03:04:00Z   waiting-for-identity    ok     endpoint created",
-		"2025-01-02T03:04:01Z   waiting-to-regenerate   ok     identity 256 resolved",
-		"2025-01-02T03:04:02Z   ready                   ok     regenerated ipcache and endpoint map",
-	)
-	var log []models.StatusEntry
-	mustJSON(t, ok(t, f.args("endpoint", "log", "17", "-o", "json")...), &log)
-	if len(log) != 3 || log[0].Message != "endpoint created" {
-		t.Fatalf("log %+v", log)
-	}
-}
-
-func TestEndpointDelete(t *testing.T) {
-	f := newFakeAgent(t)
-	f.handle("DELETE /v1/endpoint/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if r.PathValue("id") == "99" {
-			answer(w, 404, `{"code":404,"message":"endpoint 99 not found"}`)
-			return
+	t.Run("list -o json", func(t *testing.T) {
+		out := ok(t, a.args("endpoint", "list", "-o", "json")...)
+		var eps []models.Endpoint
+		mustJSON(t, out, &eps)
+		if len(eps) != 3 || !slices.IsSortedFunc(eps, func(x, y models.Endpoint) int { return int(x.ID) - int(y.ID) }) {
+			t.Fatalf("want 3 endpoints sorted by ID, got %+v", eps)
 		}
-		w.WriteHeader(http.StatusNoContent)
+		var generic []map[string]any
+		mustJSON(t, out, &generic)
+		byID := map[float64]map[string]any{}
+		for _, g := range generic {
+			byID[g["id"].(float64)] = g
+		}
+		web, cart := byID[float64(a.web.ID)], byID[float64(a.cart.ID)]
+		// The keys scripts rely on, for a ready endpoint with a pod.
+		for _, k := range []string{"id", "state", "container-id", "interface-name", "k8s-namespace", "k8s-pod-name", "labels", "identity", "addressing"} {
+			if _, ok := web[k]; !ok {
+				t.Errorf("endpoint %v has no key %q", web["id"], k)
+			}
+		}
+		if id := web["identity"].(map[string]any); id["id"] != 256.0 || len(id["labels"].([]any)) != 2 {
+			t.Errorf("identity = %v", id)
+		}
+		if ad := web["addressing"].(map[string]any); ad["ipv4"] != "10.200.0.2" || ad["ipv6"] != "fd00:200::2" {
+			t.Errorf("addressing = %v", ad)
+		}
+		if l, ok := cart["labels"].([]any); !ok || len(l) != 0 || cart["identity"] != nil || cart["state"] != "waiting-for-identity" {
+			t.Errorf("endpoint waiting for its pod's labels: %v", cart)
+		}
 	})
-	wantLines(t, ok(t, f.args("endpoint", "delete", "17", "container-id:abc")...),
-		"endpoint 17 deleted", "endpoint container-id:abc deleted")
 
-	r := run(t, "", f.args("endpoint", "delete", "18", "99", "20")...)
-	if r.code != 1 || r.stdout != "endpoint 18 deleted\n" {
-		t.Fatalf("exit %d, stdout %q", r.code, r.stdout)
-	}
-	checkErrorLine(t, r.stderr)
-	if !strings.Contains(r.stderr, "delete endpoint 99: agent: endpoint 99 not found (HTTP 404)") {
-		t.Errorf("stderr %q", r.stderr)
-	}
-	var paths []string
-	for _, req := range f.sent() {
-		paths = append(paths, req.Method+" "+req.Path)
-	}
-	want := []string{"DELETE /v1/endpoint/17", "DELETE /v1/endpoint/container-id:abc", "DELETE /v1/endpoint/18", "DELETE /v1/endpoint/99"}
-	if !slices.Equal(paths, want) {
-		t.Errorf("requests %v, want %v (stop at the first failure)", paths, want)
-	}
+	t.Run("list -o yaml", func(t *testing.T) {
+		out := ok(t, a.args("endpoint", "list", "-o", "yaml")...)
+		if !strings.Contains(out, "container-id: abcdef0123456789abcdef") || !strings.Contains(out, "k8s-pod-name: web") {
+			t.Fatalf("YAML lacks the kebab-case keys:\n%s", out)
+		}
+		var eps []models.Endpoint
+		if err := yaml.Unmarshal([]byte(out), &eps); err != nil || len(eps) != 3 || eps[0].ID != min(a.web.ID, a.web2.ID, a.cart.ID) {
+			t.Fatalf("YAML does not read back (%v): %+v", err, eps)
+		}
+	})
+
+	t.Run("get", func(t *testing.T) {
+		ep, err := a.client.GetEndpoint(a.ctx(), idOf(a.web))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ep.Mac == "" || ep.HostMac == "" || ep.InterfaceIndex <= 1 || ep.Status[0].Message != "endpoint created" ||
+			ep.Status[len(ep.Status)-1].State != models.StateReady {
+			t.Fatalf("the agent's endpoint %+v", ep)
+		}
+		// The ID travels escaped, as one path segment.
+		wantLines(t, ok(t, a.args("endpoint", "get", "pod-name:default/web")...), slices.Concat([]string{
+			"ID:                    " + idOf(a.web),
+			"State:                 ready",
+			"Container ID:          abcdef0123456789abcdef",
+			"Container interface:   eth0",
+			"Host interface:        mbabcdef0123 (ifindex " + strconv.Itoa(ep.InterfaceIndex) + ")",
+			"MAC:                   " + ep.Mac,
+			"Host MAC:              " + ep.HostMac,
+			"Pod:                   default/web",
+			"Pod UID:               uid-1",
+			"IPv4:                  10.200.0.2",
+			"IPv6:                  fd00:200::2",
+			"Labels:                k8s:app=web",
+			"                       k8s:io.kubernetes.pod.namespace=default",
+			"Identity:              256",
+			"Identity labels:       k8s:app=web",
+			"                       k8s:io.kubernetes.pod.namespace=default",
+			"Policy revision:       0",
+			"Created:               " + ep.Created.Format(time.RFC3339),
+			"",
+			"Status:",
+		}, logLines(ep.Status))...)
+
+		out := ok(t, a.args("endpoint", "get", idOf(a.cart))...)
+		for _, want := range []string{"\nState:                 waiting-for-identity\n", "\nPod:                   shop/cart\n",
+			"\nLabels:                -\nIdentity:              -\nPolicy revision:       0\n"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("endpoint waiting for its pod's labels lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
+	t.Run("log", func(t *testing.T) {
+		ep, err := a.client.GetEndpoint(a.ctx(), idOf(a.web2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLines(t, ok(t, a.args("endpoint", "log", "container-id:0a1b2c3d4e5f60718293")...), logLines(ep.Status)...)
+		var log []models.StatusEntry
+		mustJSON(t, ok(t, a.args("endpoint", "log", idOf(a.web2), "-o", "json")...), &log)
+		if len(log) != len(ep.Status) || log[0].Message != "endpoint created" {
+			t.Fatalf("log %+v", log)
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		out := ok(t, a.args("status")...)
+		if !regexp.MustCompile(`^Agent:     healthy\nVersion:   \S+\nUptime:    \S+\n\nCELL +HEALTH\n`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^ipam +OK: allocating from 10\.200\.0\.0/24 and fd00:200::/64`).MatchString(out) {
+			t.Fatalf("status:\n%s", out)
+		}
+		cellTable := strings.Split(strings.Split(out, "\n\n")[1], "\n")[1:]
+		if !slices.IsSorted(cellTable) {
+			t.Errorf("cells not sorted:\n%s", out)
+		}
+		if want := "\n\nENDPOINT STATE         COUNT\nwaiting-for-identity   1\nready                  2\ntotal                  3\n"; !strings.HasSuffix(out, want) {
+			t.Errorf("status:\n%s\nwant it to end with the endpoints by state in lifecycle order:%s", out, want)
+		}
+		var s models.Status
+		mustJSON(t, ok(t, a.args("status", "-o", "json")...), &s)
+		if !s.Healthy || !maps.Equal(s.Endpoints, map[string]int{"ready": 2, "waiting-for-identity": 1}) || !strings.HasPrefix(s.Modules["ipam"], "OK") {
+			t.Errorf("status JSON %+v", s)
+		}
+	})
+
+	t.Run("identity", func(t *testing.T) {
+		wantLines(t, ok(t, a.args("identity", "list")...),
+			"ID    ENDPOINTS   LABELS",
+			"1     0           reserved:host",
+			"2     0           reserved:world",
+			"3     0           reserved:unmanaged",
+			"4     0           reserved:health",
+			"5     0           reserved:init",
+			"6     0           reserved:remote-node",
+			"7     0           reserved:kube-apiserver",
+			"8     0           reserved:ingress",
+			"9     0           reserved:world-ipv4",
+			"10    0           reserved:world-ipv6",
+			"256   2           k8s:app=web",
+			"                  k8s:io.kubernetes.pod.namespace=default",
+		)
+		wantLines(t, ok(t, a.args("identity", "get", "256")...),
+			"ID:          256",
+			"Labels:      k8s:app=web",
+			"             k8s:io.kubernetes.pod.namespace=default",
+			"Endpoints:   2",
+		)
+		var ids []models.Identity
+		mustJSON(t, ok(t, a.args("identity", "list", "-o", "json")...), &ids)
+		if len(ids) != 11 || ids[0].ID != 1 || ids[10].ID != 256 || ids[10].Endpoints != 2 {
+			t.Errorf("identities JSON %+v", ids)
+		}
+		if e := fails(t, a.args("identity", "get", "web")...); !strings.Contains(e, `invalid identity "web": want a number`) || strings.Contains(e, "HTTP") {
+			t.Errorf("stderr %q", e)
+		}
+		if e := fails(t, a.args("identity", "get", "300")...); !strings.HasPrefix(e, "Error: get identity 300: agent: identity 300 not found") ||
+			!strings.HasSuffix(e, "(HTTP 404)\n") {
+			t.Errorf("stderr %q", e)
+		}
+	})
 }
 
 func TestEndpointLabels(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/endpoint/17/labels", 200,
-		`{"requested": ["container:tier=gold"], "pod": ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"], "security": ["k8s:app=web"]}`)
-	f.handle("PATCH /v1/endpoint/17/labels", func(w http.ResponseWriter, r *http.Request) {
-		var p models.LabelsPatch
-		json.NewDecoder(r.Body).Decode(&p)
-		answer(w, 200, `{"requested": ["container:tier=silver"], "pod": [], "security": null}`)
-	})
-
-	wantLines(t, ok(t, f.args("endpoint", "labels", "17")...),
+	a := startEndpointsAgent(t)
+	wantLines(t, ok(t, a.args("endpoint", "labels", idOf(a.web))...),
 		"ORIGIN      LABEL",
-		"requested   container:tier=gold",
+		"requested   -",
 		"pod         k8s:app=web",
 		"pod         k8s:io.kubernetes.pod.namespace=default",
 		"security    k8s:app=web",
+		"security    k8s:io.kubernetes.pod.namespace=default",
 	)
-	wantLines(t, ok(t, f.args("endpoint", "labels", "17", "--add", "tier=silver,zone=a", "--add", "k8s:x=y", "--delete", "container:tier=gold")...),
+
+	// The endpoint waiting for its pod: no pod labels, no identity yet.
+	cart := idOf(a.cart)
+	wantLines(t, ok(t, a.args("endpoint", "labels", cart, "--add", "tier=silver,zone=a", "--add", "k8s:x=y")...),
 		"ORIGIN      LABEL",
 		"requested   container:tier=silver",
+		"requested   container:zone=a",
+		"requested   k8s:x=y",
 		"pod         -",
 		"security    -",
 	)
-	reqs := f.sent()
-	last := reqs[len(reqs)-1]
-	var p models.LabelsPatch
-	mustJSON(t, last.Body, &p)
-	if last.Method != http.MethodPatch || !slices.Equal(p.Add, []string{"tier=silver", "zone=a", "k8s:x=y"}) ||
-		!slices.Equal(p.Delete, []string{"container:tier=gold"}) {
-		t.Fatalf("sent %s %s", last.Method, last.Body)
-	}
-
 	var ls models.EndpointLabels
-	mustJSON(t, ok(t, f.args("endpoint", "labels", "17", "--add", "a=b", "-o", "json")...), &ls)
-	if ls.Security == nil || len(ls.Requested) != 1 {
+	mustJSON(t, ok(t, a.args("endpoint", "labels", cart, "--delete", "container:tier=silver", "-o", "json")...), &ls)
+	if !slices.Equal(ls.Requested, []string{"container:zone=a", "k8s:x=y"}) || ls.Pod == nil || ls.Security == nil {
 		t.Fatalf("labels JSON %+v", ls)
 	}
 
 	// A malformed label is refused before anything is sent.
-	n := len(f.sent())
-	errLine := fails(t, f.args("endpoint", "labels", "17", "--add", "app=we b")...)
-	if !strings.Contains(errLine, `invalid value "we b"`) || len(f.sent()) != n {
-		t.Fatalf("stderr %q, %d requests sent", errLine, len(f.sent())-n)
+	errLine := fails(t, a.args("endpoint", "labels", cart, "--add", "app=we b")...)
+	if !strings.Contains(errLine, `invalid value "we b"`) || strings.Contains(errLine, "HTTP") {
+		t.Fatalf("stderr %q", errLine)
+	}
+	if got, err := a.client.EndpointLabels(a.ctx(), cart); err != nil || len(got.Requested) != 2 {
+		t.Fatalf("labels after a refused change: %+v, %v", got, err)
+	}
+
+	// A ready endpoint's new labels give it a new identity.
+	web := idOf(a.web)
+	if out := ok(t, a.args("endpoint", "labels", "pod-name:default/web", "--add", "tier=gold")...); !strings.Contains(out, "\nrequested   container:tier=gold\n") {
+		t.Fatalf("endpoint labels --add:\n%s", out)
+	}
+	ep := a.waitForEndpoint(web, func(ep *models.Endpoint) bool { return ep.State == models.StateReady && ep.Identity.ID != 256 })
+	wantLines(t, ok(t, a.args("endpoint", "labels", web)...),
+		"ORIGIN      LABEL",
+		"requested   container:tier=gold",
+		"pod         k8s:app=web",
+		"pod         k8s:io.kubernetes.pod.namespace=default",
+		"security    container:tier=gold",
+		"security    k8s:app=web",
+		"security    k8s:io.kubernetes.pod.namespace=default",
+	)
+	// Its status log is longer than endpoint get shows.
+	out := ok(t, a.args("endpoint", "get", web)...)
+	want := fmt.Sprintf("\n\nLatest status (5 of %d; all of it: membrane endpoint log %s):\n%s\n", len(ep.Status), web,
+		strings.Join(logLines(ep.Status[len(ep.Status)-5:]), "\n"))
+	if len(ep.Status) <= 5 || !strings.HasSuffix(out, want) {
+		t.Fatalf("endpoint get:\n%s\nwant it to end with%s", out, want)
 	}
 }
 
-func TestStatus(t *testing.T) {
-	f := newFakeAgent(t)
-	healthy := true
-	f.handle("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
-		s := models.Status{
-			Version: "0.1.0", Uptime: "1m30s", Healthy: healthy,
-			Endpoints: map[string]int{"ready": 3, "waiting-for-identity": 1, "mystery": 2},
-			Modules:   map[string]string{"identity": "OK", "api-server": "OK: listening", "ipam": "Degraded: pool\nexhausted"},
+// waitForEndpoint waits, boundedly, until the endpoint is as cond wants.
+func (a *testAgent) waitForEndpoint(id string, cond func(*models.Endpoint) bool) *models.Endpoint {
+	a.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ep, err := a.client.GetEndpoint(a.ctx(), id)
+		if err != nil {
+			a.t.Fatal(err)
 		}
-		if !healthy {
-			s.Message = "ipam degraded"
+		if cond(ep) {
+			return ep
 		}
-		b, _ := json.Marshal(s)
-		answer(w, 200, string(b))
-	})
-	want := []string{
-		"Agent:     healthy",
-		"Version:   0.1.0",
-		"Uptime:    1m30s",
-		"",
-		"CELL         HEALTH",
-		"api-server   OK: listening",
-		"identity     OK",
-		"ipam         Degraded: pool exhausted",
-		"",
-		"ENDPOINT STATE         COUNT",
-		"waiting-for-identity   1",
-		"ready                  3",
-		"mystery                2",
-		"total                  6",
+		if time.Now().After(deadline) {
+			a.t.Fatalf("endpoint %s never got as expected: %+v", id, ep)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	wantLines(t, ok(t, f.args("status")...), want...)
+}
 
-	healthy = false
-	r := run(t, "", f.args("status")...)
-	if r.code != 1 || !strings.HasPrefix(r.stdout, "Agent:     UNHEALTHY\nMessage:   ipam degraded\n") {
-		t.Fatalf("unhealthy agent: exit %d, stdout:\n%s", r.code, r.stdout)
+func TestEndpointDelete(t *testing.T) {
+	a := startEndpointsAgent(t)
+	web, web2, unused := idOf(a.web), idOf(a.web2), unusedEndpointID(a.web, a.web2, a.cart)
+
+	// It stops at the first endpoint it cannot delete.
+	r := run(t, "", a.args("endpoint", "delete", web, unused, web2)...)
+	if r.code != 1 || r.stdout != "endpoint "+web+" deleted\n" {
+		t.Fatalf("exit %d, stdout %q", r.code, r.stdout)
 	}
 	checkErrorLine(t, r.stderr)
-	if r.stderr != "Error: membrane-agent reports itself unhealthy: ipam degraded\n" {
+	if !strings.HasPrefix(r.stderr, "Error: delete endpoint "+unused+": agent: ") || !strings.HasSuffix(r.stderr, " (HTTP 404)\n") {
 		t.Errorf("stderr %q", r.stderr)
 	}
+	ok(t, a.args("endpoint", "get", web2)...)
 
-	var s models.Status
-	r = run(t, "", f.args("status", "-o", "json")...)
-	mustJSON(t, r.stdout, &s)
-	if s.Endpoints["ready"] != 3 || s.Healthy {
-		t.Errorf("status JSON %+v", s)
-	}
-}
+	wantLines(t, ok(t, a.args("endpoint", "delete", web2, "container-id:c0ffee00112233445566")...),
+		"endpoint "+web2+" deleted", "endpoint container-id:c0ffee00112233445566 deleted")
+	wantLines(t, ok(t, a.args("endpoint", "list")...),
+		"ID   STATE   IDENTITY   POD   CONTAINER   INTERFACE   IPV4   IPV6   LABELS")
+	wantLines(t, ok(t, a.args("endpoint", "list", "-o", "json")...), "[]")
 
-const identitiesJSON = `[
- {"id": 257, "labels": ["k8s:io.kubernetes.pod.namespace=shop", "k8s:app=cart"], "endpoints": 1},
- {"id": 1, "labels": ["reserved:host"]},
- {"id": 256, "labels": ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"], "endpoints": 2}
-]`
-
-func TestIdentity(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/identity", 200, identitiesJSON)
-	f.handle("GET /v1/identity/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if r.PathValue("id") != "256" {
-			answer(w, 404, `{"code":404,"message":"identity `+r.PathValue("id")+` not found"}`)
-			return
-		}
-		answer(w, 200, `{"id": 256, "labels": ["k8s:io.kubernetes.pod.namespace=default", "k8s:app=web"], "endpoints": 2}`)
-	})
-
-	wantLines(t, ok(t, f.args("identity", "list")...),
-		"ID    ENDPOINTS   LABELS",
-		"1     0           reserved:host",
-		"256   2           k8s:app=web",
-		"                  k8s:io.kubernetes.pod.namespace=default",
-		"257   1           k8s:app=cart",
-		"                  k8s:io.kubernetes.pod.namespace=shop",
-	)
-	wantLines(t, ok(t, f.args("identity", "get", "256")...),
-		"ID:          256",
-		"Labels:      k8s:app=web",
-		"             k8s:io.kubernetes.pod.namespace=default",
-		"Endpoints:   2",
-	)
-	var ids []models.Identity
-	mustJSON(t, ok(t, f.args("identity", "list", "-o", "json")...), &ids)
-	if len(ids) != 3 || ids[0].ID != 1 || ids[2].ID != 257 {
-		t.Errorf("identities JSON %+v", ids)
-	}
-	if e := fails(t, f.args("identity", "get", "web")...); !strings.Contains(e, `invalid identity "web": want a number`) {
+	e := fails(t, a.args("endpoint", "get", web)...)
+	if !strings.HasPrefix(e, "Error: get endpoint "+web+": agent: ") || !strings.Contains(e, web) || !strings.HasSuffix(e, " (HTTP 404)\n") {
 		t.Errorf("stderr %q", e)
 	}
-	if e := fails(t, f.args("identity", "get", "300")...); !strings.Contains(e, "identity 300 not found (HTTP 404)") {
+	// Not an endpoint ID at all.
+	if e := fails(t, a.args("endpoint", "get", "5000")...); !strings.Contains(e, `invalid endpoint ID "5000"`) || !strings.HasSuffix(e, " (HTTP 400)\n") {
 		t.Errorf("stderr %q", e)
 	}
 }
 
 func TestIPAMList(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/ipam", 200, `[
-	 {"ip": "fd00::2", "owner": "c2:eth0", "created": "2025-01-02T03:04:05Z"},
-	 {"ip": "10.200.0.10", "owner": "c3:eth0", "pod": "default/db", "created": "2025-01-02T03:04:05Z"},
-	 {"ip": "10.200.0.9", "owner": "c1:eth0", "pod": "default/web", "created": "2025-01-02T03:04:05Z"}
-	]`)
-	wantLines(t, ok(t, f.args("ipam", "list")...),
-		"IP            OWNER     POD           CREATED",
-		"10.200.0.9    c1:eth0   default/web   2025-01-02T03:04:05Z",
-		"10.200.0.10   c3:eth0   default/db    2025-01-02T03:04:05Z",
-		"fd00::2       c2:eth0   -             2025-01-02T03:04:05Z",
+	// A pod CIDR whose addresses cross from two to three digits: .98, .99,
+	// .100 (.97 is the router), so numeric order is not text order.
+	a := startAgent(t, withConfig(func(c *ipam.Config) { c.PodCIDR, c.PodCIDRV6 = "10.200.0.96/27", "fd00:200::/64" }))
+	for _, r := range []models.IPAMRequest{
+		{Owner: "c1:eth0", Pod: "default/web"},
+		{Owner: "c2:eth0", Family: "ipv6"},
+		{Owner: "c3:eth0", Pod: "default/db", Family: "ipv4"},
+		{Owner: "c4:eth0", Pod: "default/cache", Family: "ipv4"},
+	} {
+		if _, err := a.client.AllocateIP(a.ctx(), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ips, err := a.client.ListIPs(a.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := map[string]string{}
+	for _, ip := range ips {
+		created[ip.IP] = ip.Created.Format(time.RFC3339)
+	}
+	wantLines(t, ok(t, a.args("ipam", "list")...),
+		"IP             OWNER     POD             CREATED",
+		"10.200.0.98    c1:eth0   default/web     "+created["10.200.0.98"],
+		"10.200.0.99    c3:eth0   default/db      "+created["10.200.0.99"],
+		"10.200.0.100   c4:eth0   default/cache   "+created["10.200.0.100"],
+		"fd00:200::2    c1:eth0   default/web     "+created["fd00:200::2"],
+		"fd00:200::3    c2:eth0   -               "+created["fd00:200::3"],
 	)
-	var ips []models.IPAMAllocation
-	mustJSON(t, ok(t, f.args("ipam", "list", "-o", "json")...), &ips)
-	if len(ips) != 3 || ips[0].IP != "10.200.0.9" {
-		t.Errorf("ipam JSON %+v", ips)
+	var listed []models.IPAMAllocation
+	mustJSON(t, ok(t, a.args("ipam", "list", "-o", "json")...), &listed)
+	if len(listed) != 5 || listed[0].IP != "10.200.0.98" || listed[2].IP != "10.200.0.100" || listed[4].Pod != "" {
+		t.Errorf("ipam JSON %+v", listed)
 	}
 }
 
-func TestPodListAndDelete(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/pod", 200, `[
-	 {"namespace": "shop", "name": "cart", "labels": {"app": "cart"}, "source": "api"},
-	 {"namespace": "default", "name": "web", "uid": "u1", "labels": {"tier": "front", "app": "web"}, "source": "manifest:/etc/pods/web.yaml"}
-	]`)
-	f.handle("DELETE /v1/pod/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+// manifestDir writes Pod manifests for --pod-manifest-dir, dated in the
+// past so the agent loads them at its first scan.
+func manifestDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	long := time.Now().Add(-time.Hour)
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
 
-	wantLines(t, ok(t, f.args("pod", "list")...),
+func TestPodListAndDelete(t *testing.T) {
+	a := startAgent(t, withManifests(manifestDir(t, map[string]string{
+		"web.yaml": "kind: Pod\nmetadata:\n  name: web\n  uid: u1\n  labels: {tier: front, app: web}\n",
+	})))
+	a.waitForPod("default/web")
+	a.putPod(models.Pod{Namespace: "shop", Name: "cart", Labels: map[string]string{"app": "cart"}})
+
+	wantLines(t, ok(t, a.args("pod", "list")...),
 		"NAMESPACE   NAME   UID   LABELS       SOURCE",
-		"default     web    u1    app=web      manifest:/etc/pods/web.yaml",
+		"default     web    u1    app=web      manifest:web.yaml",
 		"                         tier=front",
 		"shop        cart   -     app=cart     api",
 	)
-	wantLines(t, ok(t, f.args("pod", "delete", "default/web", "shop/cart")...), "pod default/web deleted", "pod shop/cart deleted")
-	if r := f.sent(); r[1].Method != http.MethodDelete || r[1].Path != "/v1/pod/default/web" || r[2].Path != "/v1/pod/shop/cart" {
-		t.Errorf("requests %+v", r)
+	wantLines(t, ok(t, a.args("pod", "delete", "shop/cart", "default/web")...), "pod shop/cart deleted", "pod default/web deleted")
+	wantLines(t, ok(t, a.args("pod", "list", "-o", "json")...), "[]")
+	if e := fails(t, a.args("pod", "delete", "shop/cart")...); e != "Error: delete pod shop/cart: agent: pod shop/cart not found (HTTP 404)\n" {
+		t.Errorf("stderr %q", e)
 	}
 	for _, bad := range []string{"web", "default/", "/web", "a/b/c"} {
-		if e := fails(t, f.args("pod", "delete", bad)...); !strings.Contains(e, "want NAMESPACE/NAME") {
+		if e := fails(t, a.args("pod", "delete", bad)...); !strings.Contains(e, "want NAMESPACE/NAME") {
 			t.Errorf("pod delete %s: %q", bad, e)
 		}
 	}
 }
 
-func TestPodApply(t *testing.T) {
-	f := newFakeAgent(t)
-	f.handle("PUT /v1/pod/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		var p models.Pod
-		if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.Namespace != r.PathValue("ns") || p.Name != r.PathValue("name") {
-			answer(w, 400, `{"code":400,"message":"body does not match the path"}`)
-			return
-		}
-		if p.Name == "refused" {
-			answer(w, 400, `{"code":400,"message":"label \"k8s:x\" refused"}`)
-			return
-		}
-		p.Source = "api"
-		b, _ := json.Marshal(p)
-		answer(w, 200, string(b))
-	})
+// pods is what the agent holds, by NAMESPACE/NAME.
+func (a *testAgent) pods() map[string]models.Pod {
+	a.t.Helper()
+	list, err := a.client.ListPods(a.ctx())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	out := map[string]models.Pod{}
+	for _, p := range list {
+		out[p.Namespace+"/"+p.Name] = p
+	}
+	return out
+}
 
-	wantLines(t, ok(t, f.args("pod", "apply", "-f", "testdata/pods.yaml")...),
+func TestPodApply(t *testing.T) {
+	a := startAgent(t)
+	wantLines(t, ok(t, a.args("pod", "apply", "-f", "testdata/pods.yaml")...),
 		"pod default/web applied",
 		"pod storage/db applied",
 		"pod default/cache applied",
 	)
-	var sent []models.Pod
-	for _, r := range f.sent() {
-		if r.Method != http.MethodPut {
-			t.Fatalf("unexpected %s %s", r.Method, r.Path)
-		}
-		var p models.Pod
-		mustJSON(t, r.Body, &p)
-		sent = append(sent, p)
-	}
-	if len(sent) != 3 || sent[1].Namespace != "storage" || sent[1].Labels["app"] != "db" || sent[1].UID != "6f1c2a4e-0000-4000-8000-000000000001" ||
-		sent[1].Annotations["team"] != "storage" || sent[0].Namespace != "default" {
-		t.Fatalf("sent %+v", sent)
+	pods := a.pods()
+	if db := pods["storage/db"]; len(pods) != 3 || db.Labels["app"] != "db" || db.UID != "6f1c2a4e-0000-4000-8000-000000000001" ||
+		db.Annotations["team"] != "storage" || db.Source != "api" || pods["default/web"].Name != "web" {
+		t.Fatalf("the agent holds %+v", pods)
 	}
 
 	// stdin, -n for pods without a namespace, JSON output of what the agent stored.
 	r := run(t, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"api","labels":{"app":"api"}}}`,
-		f.args("pod", "apply", "-f", "-", "-n", "staging", "-o", "json")...)
+		a.args("pod", "apply", "-f", "-", "-n", "staging", "-o", "json")...)
 	if r.code != 0 {
 		t.Fatalf("apply from stdin: %s", r.stderr)
 	}
 	var applied []models.Pod
 	mustJSON(t, r.stdout, &applied)
-	if len(applied) != 1 || applied[0].Namespace != "staging" || applied[0].Source != "api" {
+	if len(applied) != 1 || applied[0].Namespace != "staging" || applied[0].Source != "api" || applied[0].Labels["app"] != "api" {
 		t.Fatalf("applied %+v", applied)
 	}
 
 	// A bad manifest anywhere: nothing is sent.
-	n := len(f.sent())
-	e := fails(t, f.args("pod", "apply", "-f", "testdata/pods.yaml", "-f", "testdata/bad-name.yaml")...)
-	if !strings.Contains(e, "testdata/bad-name.yaml: document 2 (line 7): invalid pod name \"Web_1\"") || len(f.sent()) != n {
-		t.Fatalf("stderr %q, %d requests sent", e, len(f.sent())-n)
+	fresh := filepath.Join(t.TempDir(), "fresh.yaml")
+	os.WriteFile(fresh, []byte("kind: Pod\nmetadata: {name: fresh}\n"), 0o644)
+	e := fails(t, a.args("pod", "apply", "-f", fresh, "-f", "testdata/bad-name.yaml")...)
+	if !strings.Contains(e, "testdata/bad-name.yaml: document 2 (line 7): invalid pod name \"Web_1\"") {
+		t.Fatalf("stderr %q", e)
+	}
+	if _, sent := a.pods()["default/fresh"]; sent {
+		t.Fatal("a pod of an invalid apply reached the agent")
 	}
 	// The same pod twice across files.
-	e = fails(t, f.args("pod", "apply", "-f", "testdata/pods.yaml", "-f", "testdata/pods.yaml")...)
+	e = fails(t, a.args("pod", "apply", "-f", "testdata/pods.yaml", "-f", "testdata/pods.yaml")...)
 	if !strings.Contains(e, "pod default/web is already defined at testdata/pods.yaml: document 1") {
 		t.Fatalf("stderr %q", e)
 	}
-	// The agent refuses one: stop there, name it.
-	r = run(t, "kind: Pod\nmetadata: {name: ok1}\n---\nkind: Pod\nmetadata: {name: refused}\n---\nkind: Pod\nmetadata: {name: ok2}\n",
-		f.args("pod", "apply", "-f", "-")...)
+
+	// The agent refuses one (its requests are at most 1 MiB): stop there, name it.
+	big := strings.Repeat("x", 1<<20)
+	r = run(t, "kind: Pod\nmetadata: {name: ok1}\n---\nkind: Pod\nmetadata:\n  name: big\n  annotations: {blob: "+big+"}\n---\nkind: Pod\nmetadata: {name: ok2}\n",
+		a.args("pod", "apply", "-f", "-")...)
 	if r.code != 1 || r.stdout != "pod default/ok1 applied\n" {
 		t.Fatalf("exit %d stdout %q", r.code, r.stdout)
 	}
 	checkErrorLine(t, r.stderr)
-	if !strings.Contains(r.stderr, `apply pod default/refused (<stdin>: document 2 (line 4)): agent: label "k8s:x" refused (HTTP 400)`) {
+	if !strings.HasPrefix(r.stderr, "Error: apply pod default/big (<stdin>: document 2 (line 4)): agent: ") || !strings.HasSuffix(r.stderr, " (HTTP 413)\n") {
 		t.Fatalf("stderr %q", r.stderr)
 	}
-	if e := fails(t, f.args("pod", "apply")...); !strings.Contains(e, "give at least one -f FILE") {
+	if _, sent := a.pods()["default/ok2"]; sent {
+		t.Fatal("apply went on after the agent refused a pod")
+	}
+
+	if e := fails(t, a.args("pod", "apply")...); !strings.Contains(e, "give at least one -f FILE") {
 		t.Errorf("stderr %q", e)
 	}
-	if e := fails(t, f.args("pod", "apply", "-f", "testdata/nope.yaml")...); !strings.Contains(e, "no such file") {
+	if e := fails(t, a.args("pod", "apply", "-f", "testdata/nope.yaml")...); !strings.Contains(e, "no such file") {
 		t.Errorf("stderr %q", e)
 	}
 }
 
 func TestPodApplyDirectory(t *testing.T) {
-	f := newFakeAgent(t)
-	f.handle("PUT /v1/pod/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	a := startAgent(t)
 	dir := t.TempDir()
 	os.WriteFile(dir+"/a.yaml", []byte("kind: Pod\nmetadata: {name: a}\n"), 0o644)
 	os.WriteFile(dir+"/b.json", []byte(`{"kind":"Pod","metadata":{"name":"b"}}`), 0o644)
 	os.WriteFile(dir+"/README.md", []byte("not a manifest"), 0o644)
-	wantLines(t, ok(t, f.args("pod", "apply", "-f", dir)...), "pod default/a applied", "pod default/b applied")
+	wantLines(t, ok(t, a.args("pod", "apply", "-f", dir)...), "pod default/a applied", "pod default/b applied")
+	if pods := a.pods(); len(pods) != 2 || pods["default/b"].Source != "api" {
+		t.Fatalf("the agent holds %+v", pods)
+	}
 }
 
 func TestUnreachableAgent(t *testing.T) {
@@ -505,12 +567,27 @@ func TestUnreachableAgent(t *testing.T) {
 	}
 }
 
+// TestAgentWithoutRoute runs a custom agent without the identity and
+// policy cells (TestMonitorErrors: without the monitor's).
 func TestAgentWithoutRoute(t *testing.T) {
-	f := newFakeAgent(t)
-	e := fails(t, f.args("identity", "list")...)
+	a := startAgent(t, apiOnly)
+	e := fails(t, a.args("identity", "list")...)
 	if !strings.Contains(e, "no route for GET /v1/identity (HTTP 404)") || !strings.Contains(e, "does not serve the route") {
 		t.Errorf("stderr %q", e)
 	}
+	// Before the policy engine serves traces, the operator learns why.
+	if e := fails(t, a.args("policy", "trace", "--src-labels", "a", "--dst-labels", "b")...); !strings.Contains(e, "no route for POST /v1/policy/trace") {
+		t.Errorf("stderr %q", e)
+	}
+	// What it serves works.
+	out := ok(t, a.args("status")...)
+	wantLines(t, out[strings.Index(out, "\n\n")+2:],
+		"CELL              HEALTH",
+		"(none reported)",
+		"",
+		"ENDPOINT STATE   COUNT",
+		"total            0",
+	)
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -561,18 +638,120 @@ func TestHelp(t *testing.T) {
 	walk(a.rootCommand())
 }
 
+// TestTimeout: an agent that takes the connection and never answers.
 func TestTimeout(t *testing.T) {
-	f := newFakeAgent(t)
-	release := make(chan struct{})
-	defer close(release)
-	f.handle("GET /v1/endpoint", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
-	e := fails(t, f.args("endpoint", "list", "--timeout", "100ms")...)
-	if !strings.Contains(e, "context deadline exceeded") || !strings.Contains(e, "did not answer within --timeout=100ms") {
+	sock := silentSocket(t)
+	e := fails(t, "--socket", sock, "endpoint", "list", "--timeout", "100ms")
+	if !strings.Contains(e, "context deadline exceeded") || !strings.Contains(e, "the agent at "+sock+" did not answer within --timeout=100ms") {
 		t.Errorf("stderr %q", e)
 	}
+}
+
+// TestDescribe turns errors the agent cannot be made to return into the
+// line an operator reads.
+func TestDescribe(t *testing.T) {
+	a := &app{socket: tempSocket(t), timeout: 3 * time.Second}
+	malformed := json.Unmarshal([]byte("<html>"), new(any))
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("list endpoints: %w", &client.APIError{Code: 500, Message: "statedb: table is locked"}),
+			"list endpoints: agent: statedb: table is locked (HTTP 500)"},
+		{fmt.Errorf("monitor: %w", &client.APIError{Code: 400, Message: `invalid type "x": want drop, verdict or all`}),
+			`monitor: agent: invalid type "x": want drop, verdict or all (HTTP 400)`},
+		{fmt.Errorf("get endpoint 7: %w", &client.APIError{Code: 502, Message: "<html>\n  <body>Bad gateway</body>\n</html>"}),
+			"get endpoint 7: agent: <html> <body>Bad gateway</body> </html> (HTTP 502)"},
+		{fmt.Errorf("list pods: GET /v1/pod: decoding answer: %w", malformed),
+			"list pods: GET /v1/pod: decoding answer: invalid character '<' looking for beginning of value"},
+		{fmt.Errorf("list identities: %w", &client.APIError{Code: 404, Message: "no route for GET /v1/identity"}),
+			"list identities: agent: no route for GET /v1/identity (HTTP 404) (this membrane-agent does not serve the route: " +
+				"is it an older version, or a custom agent without that cell?)"},
+		{fmt.Errorf("list endpoints: %w", context.DeadlineExceeded),
+			"list endpoints: context deadline exceeded (the agent at " + a.socket + " did not answer within --timeout=3s)"},
+		{fmt.Errorf("list endpoints: %w", context.Canceled), "interrupted"},
+		{fmt.Errorf("%w at %s: dial unix: connect", client.ErrAgentUnreachable, a.socket),
+			"cannot reach membrane-agent at " + a.socket + ": no such socket; is the agent running? (--socket or $MEMBRANE_SOCKET select another socket)"},
+		{errors.New("two\nlines\n"), "two lines"},
+	} {
+		if got := a.describe(c.err); got != c.want {
+			t.Errorf("describe(%v):\n got %s\nwant %s", c.err, got, c.want)
+		}
+	}
+}
+
+// TestStatusUnhealthy renders health the agent reports only when a cell
+// fails: an unhealthy agent, a multi-line health message, an endpoint
+// state this CLI does not know.
+func TestStatusUnhealthy(t *testing.T) {
+	s := &models.Status{
+		Version: "0.1.0", Uptime: "1m30s", Message: "ipam degraded",
+		Endpoints: map[string]int{"ready": 3, "waiting-for-identity": 1, "mystery": 2},
+		Modules:   map[string]string{"identity": "OK", "api-server": "OK: listening", "ipam": "Degraded: pool\nexhausted"},
+	}
+	var out strings.Builder
+	if err := printStatus(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out.String(),
+		"Agent:     UNHEALTHY",
+		"Message:   ipam degraded",
+		"Version:   0.1.0",
+		"Uptime:    1m30s",
+		"",
+		"CELL         HEALTH",
+		"api-server   OK: listening",
+		"identity     OK",
+		"ipam         Degraded: pool exhausted",
+		"",
+		"ENDPOINT STATE         COUNT",
+		"waiting-for-identity   1",
+		"ready                  3",
+		"mystery                2",
+		"total                  6",
+	)
+	for _, c := range []struct {
+		healthy bool
+		message string
+		want    string
+	}{
+		{false, "ipam degraded", "membrane-agent reports itself unhealthy: ipam degraded"},
+		{false, "", "membrane-agent reports itself unhealthy"},
+		{true, "", ""},
+	} {
+		err := healthError(&models.Status{Healthy: c.healthy, Message: c.message})
+		if got := fmt.Sprint(err); c.want == "" && err != nil || c.want != "" && (got != c.want || !errors.Is(err, errUnhealthy)) {
+			t.Errorf("healthError(healthy %v, %q) = %v, want %q", c.healthy, c.message, err, c.want)
+		}
+	}
+}
+
+// TestNormalize checks the CLI's own ordering of answers, which the agent
+// already sends in order: scripts get sorted lists with labels never null
+// from any agent.
+func TestNormalize(t *testing.T) {
+	eps := normalizeEndpoints([]models.Endpoint{{ID: 3012}, {ID: 17, Labels: []string{"k8s:app=web"}, Identity: &models.Identity{ID: 256}}})
+	if eps[0].ID != 17 || eps[1].ID != 3012 || eps[1].Labels == nil || eps[0].Identity.Labels == nil {
+		t.Errorf("endpoints %+v", eps)
+	}
+	if eps := normalizeEndpoints(nil); eps == nil {
+		t.Error("no endpoints: want [], got null")
+	}
+	ips := []string{"fd00::2", "x", "10.200.0.10", "10.200.0.9"}
+	slices.SortFunc(ips, compareIPs)
+	if !slices.Equal(ips, []string{"10.200.0.9", "10.200.0.10", "fd00::2", "x"}) {
+		t.Errorf("addresses in order %v", ips)
+	}
+	at := time.Date(2025, 1, 2, 3, 4, 0, 0, time.UTC)
+	log := sortedLog([]models.StatusEntry{
+		{Timestamp: at.Add(2 * time.Second), State: models.StateReady, Code: "ok", Message: "regenerated\nipcache and endpoint map"},
+		{Timestamp: at, State: models.StateWaitingForIdentity, Code: "ok", Message: "endpoint created"},
+	})
+	var out strings.Builder
+	printLog(&out, log)
+	wantLines(t, out.String(),
+		"TIMESTAMP              STATE                  CODE   MESSAGE",
+		"2025-01-02T03:04:00Z   waiting-for-identity   ok     endpoint created",
+		"2025-01-02T03:04:02Z   ready                  ok     regenerated ipcache and endpoint map",
+	)
 }

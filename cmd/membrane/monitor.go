@@ -128,7 +128,21 @@ func (a *app) monitor(parent context.Context, f events.Filter, count int) error 
 	}
 	defer body.Close()
 
-	sc := bufio.NewScanner(body)
+	complete, err := a.printEvents(body, count)
+	switch {
+	case complete, parent.Err() != nil: // --count reached, or Ctrl-C
+		return nil
+	case err != nil:
+		return err
+	}
+	return errors.New("monitor: the agent ended the event stream (is it stopping?)")
+}
+
+// printEvents prints the records of an event stream. It returns complete
+// once it printed count events (loss reports do not count; 0: no limit),
+// otherwise when the stream ends (err nil) or fails.
+func (a *app) printEvents(stream io.Reader, count int) (complete bool, err error) {
+	sc := bufio.NewScanner(stream)
 	sc.Buffer(make([]byte, 64*1024), 4<<20)
 	seen := 0
 	for sc.Scan() {
@@ -138,25 +152,22 @@ func (a *app) monitor(parent context.Context, f events.Filter, count int) error 
 		}
 		var ev events.Event
 		if err := json.Unmarshal(line, &ev); err != nil {
-			return fmt.Errorf("monitor: undecodable event from the agent: %w", err)
+			return false, fmt.Errorf("monitor: undecodable event from the agent: %w", err)
 		}
 		if err := a.printEvent(line, ev); err != nil {
-			return err
+			return false, err
 		}
 		if ev.Type == events.TypeLost {
 			continue
 		}
 		if seen++; count > 0 && seen >= count {
-			return nil
+			return true, nil
 		}
 	}
-	if parent.Err() != nil {
-		return nil // Ctrl-C
-	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("monitor: reading the event stream: %w", err)
+		return false, fmt.Errorf("monitor: reading the event stream: %w", err)
 	}
-	return errors.New("monitor: the agent ended the event stream (is it stopping?)")
+	return false, nil
 }
 
 // printEvent prints one record in the -o format: the agent's JSON line as

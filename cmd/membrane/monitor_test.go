@@ -5,11 +5,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,13 +16,125 @@ import (
 	"github.com/membrane-net/membrane/cells/monitor/events"
 )
 
+// TestMonitorOutput reads the events of packets run through the stock
+// agent's programs in each output format and with each filter.
+func TestMonitorOutput(t *testing.T) {
+	d := startDatapathAgent(t)
+	drop := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} DROP \(spoofed-source\) egress ep ` + d.id + ` \(default/web\) ` +
+		`192\.0\.2\.66:\d+ -> 192\.0\.2\.1:443 TCP identity \d+ \[reserved:world[^\]]*\] -> \d+( \[[^\]]*\])?$`)
+
+	// --type all (the default) shows both kinds; every packet alternates
+	// between them, so two events in a row are one of each.
+	r := d.sendUntil(d.background("monitor", "--type", "all", "--count", "2"), d.both)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if r.code != 0 || r.stderr != "" || len(lines) != 2 {
+		t.Fatalf("monitor --count 2: %+v", r)
+	}
+	if !(d.forwardLine().MatchString(lines[0]) && drop.MatchString(lines[1]) || drop.MatchString(lines[0]) && d.forwardLine().MatchString(lines[1])) {
+		t.Fatalf("monitor printed\n%s\nwant a line matching %s and one matching %s", r.stdout, d.forwardLine(), drop)
+	}
+
+	r = d.sendUntil(d.background("monitor", "--type", "drop", "--count", "1"), d.both)
+	if r.code != 0 || !drop.MatchString(strings.TrimSuffix(r.stdout, "\n")) {
+		t.Fatalf("monitor --type drop: %+v", r)
+	}
+
+	// -o json prints the agent's records, one per line.
+	r = d.sendUntil(d.background("monitor", "--type", "verdict", "--count", "1", "-o", "json"), d.both)
+	var ev events.Event
+	if mustJSON(t, r.stdout, &ev); strings.Count(r.stdout, "\n") != 1 || ev.Type != events.TypeVerdict ||
+		ev.Reason != "policy-not-enforced" || ev.Endpoint.ID != d.ep.ID || ev.Destination.IP != d.podIP.String() {
+		t.Fatalf("monitor -o json: %+v", r)
+	}
+	r = d.sendUntil(d.background("monitor", "--count", "1", "-o", "yaml"), d.toPod)
+	if !strings.HasPrefix(r.stdout, "---\n") || !strings.Contains(r.stdout, "\nreason: policy-not-enforced\n") {
+		t.Fatalf("monitor -o yaml:\n%s", r.stdout)
+	}
+
+	// Policy selects the pod: traffic from outside is denied.
+	if r := run(t, policyYAML, d.args("policy", "import", "-f", "-")...); r.code != 0 {
+		t.Fatalf("policy import: %+v", r)
+	}
+	denied := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} DROP \(policy-denied\) ingress ep ` + d.id + ` \(default/web\) ` +
+		`192\.0\.2\.1:\d+ -> ` + regexp.QuoteMeta(d.podIP.String()) + `:80 TCP identity \d+ \[reserved:world[^\]]*\] -> ` +
+		regexp.QuoteMeta(identityLabels(events.Identity{ID: d.ep.Identity.ID, Labels: d.ep.Identity.Labels})) + `$`)
+	r = d.sendUntil(d.background("monitor", "--type", "drop", "--endpoint", d.id, "--count", "1"), d.toPod)
+	if r.code != 0 || !denied.MatchString(strings.TrimSuffix(r.stdout, "\n")) {
+		t.Fatalf("monitor printed %q, want a line matching %s", r.stdout, denied)
+	}
+}
+
+// TestMonitorTimeout: --timeout bounds subscribing, not the stream, whose
+// events may come long after.
+func TestMonitorTimeout(t *testing.T) {
+	d := startDatapathAgent(t)
+	const timeout = time.Second
+	started := time.Now()
+	cmd := d.background("monitor", "--timeout", timeout.String(), "--count", "1")
+	d.waitForSubscribers(1)
+	time.Sleep(time.Until(started.Add(timeout + 200*time.Millisecond)))
+	r := d.sendUntil(cmd, d.toPod)
+	if r.code != 0 || r.stderr != "" || !d.forwardLine().MatchString(strings.TrimSuffix(r.stdout, "\n")) {
+		t.Fatalf("monitor with events after --timeout: %+v", r)
+	}
+
+	// An agent that takes the connection and never answers.
+	e := fails(t, "--socket", silentSocket(t), "monitor", "--timeout", "100ms")
+	if !strings.Contains(e, "subscribing to the event stream timed out") || strings.Count(e, "did not answer within --timeout=100ms") != 1 {
+		t.Errorf("stderr %q", e)
+	}
+}
+
+// TestMonitorInterrupt runs the CLI in a child process, as an operator
+// runs it, and interrupts it like Ctrl-C does: it ends cleanly, exit 0.
+func TestMonitorInterrupt(t *testing.T) {
+	d := startDatapathAgent(t)
+	p := startCLI(t, d.sock, "monitor")
+	if r := d.sendUntil(p.nextLine(), d.toPod); !d.forwardLine().MatchString(strings.TrimSuffix(r.stdout, "\n")) {
+		t.Fatalf("first line %q", r.stdout)
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if rest, code := p.wait(); code != 0 || rest != "" || p.stderr.Len() != 0 {
+		t.Fatalf("after Ctrl-C: exit %d, stdout %q, stderr %q", code, rest, p.stderr.String())
+	}
+}
+
+func TestMonitorErrors(t *testing.T) {
+	a := startAgent(t, apiOnly)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"monitor", "--type", "drops"}, `invalid --type "drops": want drop, verdict or all`},
+		{[]string{"monitor", "--count", "-1"}, "invalid --count -1"},
+		{[]string{"monitor", "--endpoint", "x"}, `invalid argument "x" for "--endpoint"`},
+		{[]string{"monitor", "extra"}, `unknown command "extra"`},
+		{[]string{"monitor", "--stats", "--count", "1"}, "[count stats] were all set"},
+	} {
+		if e := fails(t, a.args(c.args...)...); !strings.Contains(e, c.want) {
+			t.Errorf("%v: stderr %q, want %q", c.args, e, c.want)
+		}
+	}
+
+	// An agent without the monitor cell.
+	if e := fails(t, a.args("monitor")...); !strings.Contains(e, "no route for GET /v1/monitor (HTTP 404)") ||
+		!strings.Contains(e, "does not serve the route") {
+		t.Errorf("stderr %q", e)
+	}
+	if e := fails(t, "--socket", tempSocket(t), "monitor"); !strings.Contains(e, "cannot reach membrane-agent") {
+		t.Errorf("stderr %q", e)
+	}
+}
+
 // at is 12:00:01.123 today in the local zone, so the expected lines do
 // not depend on the machine's time zone.
 var at = time.Date(2025, 3, 4, 12, 0, 1, 123_000_000, time.Local)
 
 func u8(v uint8) *uint8 { return &v }
 
-// streamEvents are the records a fake agent streams, in the agent's format.
+// streamEvents are records in the agent's format, among them what the
+// agent's datapath cannot be made to send in a test: a loss report, ICMPv6,
+// IPv6 addresses, identities without labels.
 var streamEvents = []events.Event{
 	{Time: at, Type: events.TypeDrop, Verdict: events.VerdictDropped, Reason: "policy-denied",
 		Endpoint: events.Endpoint{ID: 1234, Pod: "default/web", InterfaceIndex: 41}, Direction: "ingress", Protocol: "TCP",
@@ -47,186 +158,112 @@ var streamLines = []string{
 	"12:00:04.123 DROP (spoofed-source) egress ep 7 [fd00::99]:53 -> [fd00::1]:5353 UDP identity 2 -> 0",
 }
 
-// streamHandler streams evs as the agent does, then keeps the stream open
-// until the client goes away (or ends it if end is set).
-func streamHandler(t *testing.T, evs []events.Event, end bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(200)
-		w.(http.Flusher).Flush()
-		enc := json.NewEncoder(w)
-		for _, ev := range evs {
-			if err := enc.Encode(ev); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-		}
-		if !end {
-			<-r.Context().Done()
+func TestFormatEvent(t *testing.T) {
+	for i, ev := range streamEvents {
+		if got := formatEvent(ev); got != streamLines[i] {
+			t.Errorf("event %d:\n got %s\nwant %s", i, got, streamLines[i])
 		}
 	}
 }
 
-// lastQuery records the query of every request h serves.
-func lastQuery(h http.HandlerFunc) (http.HandlerFunc, func() string) {
-	var (
-		mu   sync.Mutex
-		last string
-	)
-	return func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			last = r.URL.RawQuery
-			mu.Unlock()
-			h(w, r)
-		}, func() string {
-			mu.Lock()
-			defer mu.Unlock()
-			return last
+// TestPrintEvents reads streams the agent cannot be made to send: loss
+// reports, which --count does not count, and a record that is not JSON.
+func TestPrintEvents(t *testing.T) {
+	var records []string
+	for _, ev := range streamEvents {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
 		}
-}
-
-func TestMonitorHumanFormat(t *testing.T) {
-	f := newFakeAgent(t)
-	h, query := lastQuery(streamHandler(t, streamEvents, false))
-	f.handle("GET /v1/monitor", h)
-
-	// --count counts events, not loss reports.
-	wantLines(t, ok(t, f.args("monitor", "--count", "3")...), streamLines...)
-	wantLines(t, ok(t, f.args("monitor", "--count", "1")...), streamLines[0])
-
-	wantLines(t, ok(t, f.args("monitor", "--type", "drop", "--endpoint", "1234", "--count", "1")...), streamLines[0])
-	sent := f.sent()
-	if got := sent[len(sent)-1]; got.Method != "GET" || got.Path != "/v1/monitor" {
-		t.Fatalf("request %+v", got)
+		records = append(records, string(b))
 	}
-	if q := query(); q != "endpoint=1234&type=drop" {
-		t.Fatalf("query %q, want endpoint=1234&type=drop", q)
-	}
-	ok(t, f.args("monitor", "--type", "all", "--count", "1")...)
-	if q := query(); q != "" {
-		t.Fatalf("--type all sent query %q, want none", q)
-	}
-}
-
-func TestMonitorJSON(t *testing.T) {
-	f := newFakeAgent(t)
-	f.handle("GET /v1/monitor", streamHandler(t, streamEvents, false))
-	out := ok(t, f.args("monitor", "--count", "2", "-o", "json")...)
-	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 3 { // two events and the loss report between them
-		t.Fatalf("want 3 lines of JSON, got:\n%s", out)
-	}
-	var ev events.Event
-	mustJSON(t, lines[0], &ev)
-	if ev.Reason != "policy-denied" || ev.Source.Identity.Labels[0] != "k8s:app=db" || !ev.Time.Equal(at) {
-		t.Fatalf("first event %+v", ev)
-	}
-	var generic map[string]any
-	mustJSON(t, lines[2], &generic)
-	if generic["icmp-type"] != 128.0 || generic["direction"] != "egress" {
-		t.Fatalf("third line %s", lines[2])
-	}
-
-	out = ok(t, f.args("monitor", "--count", "1", "-o", "yaml")...)
-	if !strings.HasPrefix(out, "---\n") || !strings.Contains(out, "reason: policy-denied\n") {
-		t.Fatalf("yaml:\n%s", out)
-	}
-}
-
-func TestMonitorErrors(t *testing.T) {
-	f := newFakeAgent(t)
-	f.handle("GET /v1/monitor", streamHandler(t, streamEvents[:1], true))
-
-	// The agent ends the stream before --count events: that is an error.
-	r := run(t, "", f.args("monitor", "--count", "5")...)
-	if r.code != 1 || r.stdout != streamLines[0]+"\n" || !strings.Contains(r.stderr, "the agent ended the event stream") {
-		t.Fatalf("stream ended: %+v", r)
-	}
-	checkErrorLine(t, r.stderr)
-
+	all := strings.Join(records, "\n") + "\n"
 	for _, c := range []struct {
-		args []string
-		want string
+		name     string
+		stream   string
+		count    int
+		complete bool
+		err      string
+		want     []string
 	}{
-		{[]string{"monitor", "--type", "drops"}, `invalid --type "drops": want drop, verdict or all`},
-		{[]string{"monitor", "--count", "-1"}, "invalid --count -1"},
-		{[]string{"monitor", "--endpoint", "x"}, `invalid argument "x" for "--endpoint"`},
-		{[]string{"monitor", "extra"}, `unknown command "extra"`},
+		{"count stops at the third event, after the loss report", all, 3, true, "", streamLines},
+		{"count 1", all, 1, true, "", streamLines[:1]},
+		{"the stream ends first", all, 0, false, "", streamLines},
+		{"blank lines", "\n" + records[0] + "\n\n  \n" + records[2] + "\n", 2, true, "", []string{streamLines[0], streamLines[2]}},
+		{"not JSON", records[0] + "\n{oops\n" + records[2] + "\n", 0, false, "monitor: undecodable event from the agent: ", streamLines[:1]},
 	} {
-		if e := fails(t, f.args(c.args...)...); !strings.Contains(e, c.want) {
-			t.Errorf("%v: stderr %q, want %q", c.args, e, c.want)
+		var out bytes.Buffer
+		a := &app{output: outputTable, stdout: &out}
+		complete, err := a.printEvents(strings.NewReader(c.stream), c.count)
+		if complete != c.complete || (err == nil) != (c.err == "") || err != nil && !strings.HasPrefix(err.Error(), c.err) {
+			t.Errorf("%s: complete %v, error %v", c.name, complete, err)
 		}
-	}
-
-	// An agent without the monitor cell.
-	g := newFakeAgent(t)
-	if e := fails(t, g.args("monitor")...); !strings.Contains(e, "no route for GET /v1/monitor (HTTP 404)") ||
-		!strings.Contains(e, "does not serve the route") {
-		t.Errorf("stderr %q", e)
-	}
-	// An agent that refuses the filter.
-	g.canned("GET /v1/monitor", 400, `{"code":400,"message":"invalid type \"x\""}`)
-	if e := fails(t, g.args("monitor")...); !strings.Contains(e, `monitor: agent: invalid type "x" (HTTP 400)`) {
-		t.Errorf("stderr %q", e)
-	}
-
-	// --timeout bounds subscribing...
-	h := newFakeAgent(t)
-	h.handle("GET /v1/monitor", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	e := fails(t, h.args("monitor", "--timeout", "100ms")...)
-	if !strings.Contains(e, "subscribing to the event stream timed out") || strings.Count(e, "did not answer within --timeout=100ms") != 1 {
-		t.Errorf("stderr %q", e)
-	}
-	// ... not the stream: events may come long after.
-	slow := newFakeAgent(t)
-	slow.handle("GET /v1/monitor", func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(200)
-		w.(http.Flusher).Flush()
-		time.Sleep(300 * time.Millisecond)
-		json.NewEncoder(w).Encode(streamEvents[0])
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})
-	wantLines(t, ok(t, slow.args("monitor", "--timeout", "100ms", "--count", "1")...), streamLines[0])
-
-	if e := fails(t, "--socket", tempSocket(t), "monitor"); !strings.Contains(e, "cannot reach membrane-agent") {
-		t.Errorf("stderr %q", e)
+		if got, want := out.String(), strings.Join(c.want, "\n")+"\n"; got != want {
+			t.Errorf("%s: printed\n%s\nwant\n%s", c.name, got, want)
+		}
 	}
 }
 
-// TestMonitorInterrupt runs the CLI in a child process, as an operator
-// runs it, and interrupts it like Ctrl-C does: it ends cleanly, exit 0.
-func TestMonitorInterrupt(t *testing.T) {
-	f := newFakeAgent(t)
-	f.handle("GET /v1/monitor", streamHandler(t, streamEvents[:1], false))
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "MEMBRANE_CLI_TEST_RUN_MAIN=1", "MEMBRANE_CLI_TEST_ARGS=monitor", "MEMBRANE_SOCKET="+f.socket)
-	stdout, err := cmd.StdoutPipe()
+// cliProcess is the CLI's main in a child process, as an operator runs it.
+type cliProcess struct {
+	t      *testing.T
+	args   string
+	cmd    *exec.Cmd
+	stdout *bufio.Reader
+	stderr bytes.Buffer // read it once the process exited
+}
+
+// startCLI runs membrane with args against the agent at socket (as
+// $MEMBRANE_SOCKET); a process still running when the test ends is killed.
+func startCLI(t *testing.T, socket string, args ...string) *cliProcess {
+	t.Helper()
+	p := &cliProcess{t: t, args: strings.Join(args, " "), cmd: exec.Command(os.Args[0])}
+	p.cmd.Env = append(os.Environ(), "MEMBRANE_CLI_TEST_RUN_MAIN=1", "MEMBRANE_CLI_TEST_ARGS="+p.args, "MEMBRANE_SOCKET="+socket)
+	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
+	p.stdout = bufio.NewReader(out)
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	rd := bufio.NewReader(stdout)
-	line, err := rd.ReadString('\n')
-	if err != nil || line != streamLines[0]+"\n" {
-		cmd.Process.Kill()
-		t.Fatalf("first line %q, %v (stderr %q)", line, err, errb.String())
-	}
-	cmd.Process.Signal(syscall.SIGINT)
-	rest, _ := io.ReadAll(rd)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil || len(rest) != 0 || errb.Len() != 0 {
-			t.Fatalf("after Ctrl-C: %v, stdout %q, stderr %q", err, rest, errb.String())
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
 		}
+	})
+	return p
+}
+
+// nextLine reads the next line the process prints, in the background.
+func (p *cliProcess) nextLine() chan result {
+	ch := make(chan result, 1)
+	go func() {
+		line, _ := p.stdout.ReadString('\n')
+		ch <- result{stdout: line}
+	}()
+	return ch
+}
+
+// wait returns what the process printed until it exited and its exit
+// code; a process still running after 10 s fails the test.
+func (p *cliProcess) wait() (rest string, code int) {
+	p.t.Helper()
+	done := make(chan []byte, 1)
+	go func() {
+		rest, _ := io.ReadAll(p.stdout)
+		p.cmd.Wait()
+		done <- rest
+	}()
+	select {
+	case rest := <-done:
+		return string(rest), p.cmd.ProcessState.ExitCode()
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("membrane monitor did not end on SIGINT")
+		p.cmd.Process.Kill()
+		<-done
+		p.t.Fatalf("membrane %s did not exit", p.args)
+		return "", 0
 	}
 }

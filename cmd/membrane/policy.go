@@ -407,23 +407,27 @@ func printTrace(w io.Writer, out any) error {
 // ({"revision": 4, "rules": 2}) in table mode as "imported 2 rules, policy
 // revision 4"; other formats print the document.
 func (a *app) renderPolicyAnswer(out any, verb, countKey string) error {
-	return a.render(out, func(w io.Writer) error {
-		m, _ := out.(map[string]any)
-		rev, hasRev := m["revision"]
-		n, hasCount := m[countKey].(float64)
-		var err error
-		switch {
-		case out == nil:
-			_, err = fmt.Fprintf(w, "policy %s\n", verb)
-		case hasRev && hasCount:
-			_, err = fmt.Fprintf(w, "%s %s, policy revision %s\n", verb, plural(int(n), "rule"), scalarString(rev))
-		case hasRev:
-			_, err = fmt.Fprintf(w, "policy %s, revision %s\n", verb, scalarString(rev))
-		default:
-			err = writeYAML(w, out)
-		}
-		return err
-	})
+	return a.render(out, func(w io.Writer) error { return printPolicyAnswer(w, out, verb, countKey) })
+}
+
+// printPolicyAnswer is the table form of an import or delete answer; an
+// answer of another shape is shown as YAML, no answer as "policy VERB".
+func printPolicyAnswer(w io.Writer, out any, verb, countKey string) error {
+	m, _ := out.(map[string]any)
+	rev, hasRev := m["revision"]
+	n, hasCount := m[countKey].(float64)
+	var err error
+	switch {
+	case out == nil:
+		_, err = fmt.Fprintf(w, "policy %s\n", verb)
+	case hasRev && hasCount:
+		_, err = fmt.Fprintf(w, "%s %s, policy revision %s\n", verb, plural(int(n), "rule"), scalarString(rev))
+	case hasRev:
+		_, err = fmt.Fprintf(w, "policy %s, revision %s\n", verb, scalarString(rev))
+	default:
+		err = writeYAML(w, out)
+	}
+	return err
 }
 
 func plural(n int, what string) string {

@@ -1,20 +1,22 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/membrane-net/membrane/api/models"
 )
 
+// policyYAML lets pods labelled app=frontend reach app=web on TCP port 80.
 const policyYAML = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata:
   name: web-allow
 spec:
+  description: web from frontend
   endpointSelector:
     matchLabels:
       app: web
@@ -30,78 +32,55 @@ spec:
 
 const policyJSON = `[{"endpointSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}], "labels": [{"key": "policy", "value": "web", "source": "k8s"}]}]`
 
-// recordPut answers PUT /v1/policy with answer and records what it got.
-type recorded struct {
-	mu                sync.Mutex
-	body, contentType string
-}
-
-func (rc *recorded) handler(answerBody string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		rc.mu.Lock()
-		rc.body, rc.contentType = string(b), r.Header.Get("Content-Type")
-		rc.mu.Unlock()
-		answer(w, 200, answerBody)
+// policyFiles writes policyYAML and policyJSON (after blank space) to files.
+func policyFiles(t *testing.T) (yamlFile, jsonFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	yamlFile, jsonFile = filepath.Join(dir, "web.yaml"), filepath.Join(dir, "web.json")
+	if err := os.WriteFile(yamlFile, []byte(policyYAML), 0o644); err != nil {
+		t.Fatal(err)
 	}
+	if err := os.WriteFile(jsonFile, []byte("\n  "+policyJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return yamlFile, jsonFile
 }
 
-func (rc *recorded) get() (string, string) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return rc.body, rc.contentType
+// policyRevision is the agent's policy revision.
+func (a *testAgent) policyRevision() float64 {
+	a.t.Helper()
+	var p map[string]any
+	mustJSON(a.t, ok(a.t, a.args("policy", "get", "-o", "json")...), &p)
+	return p["revision"].(float64)
 }
 
 func TestPolicyImport(t *testing.T) {
-	f := newFakeAgent(t)
-	var rc recorded
-	f.handle("PUT /v1/policy", rc.handler(`{"revision": 4, "rules": 1}`))
-	dir := t.TempDir()
-	yamlFile := filepath.Join(dir, "web.yaml")
-	jsonFile := filepath.Join(dir, "web.json")
-	os.WriteFile(yamlFile, []byte(policyYAML), 0o644)
-	os.WriteFile(jsonFile, []byte("\n  "+policyJSON), 0o644)
+	a := startAgent(t)
+	yamlFile, jsonFile := policyFiles(t)
 
-	// The file goes to the agent unchanged: the agent parses it.
-	wantLines(t, ok(t, f.args("policy", "import", "-f", yamlFile)...), "imported 1 rule, policy revision 4")
-	if body, ct := rc.get(); body != policyYAML || ct != "application/yaml" {
-		t.Fatalf("sent %q as %q", body, ct)
-	}
-	wantLines(t, ok(t, f.args("policy", "import", "-f", jsonFile)...), "imported 1 rule, policy revision 4")
-	if body, ct := rc.get(); body != "\n  "+policyJSON || ct != "application/json" {
-		t.Fatalf("sent %q as %q", body, ct)
-	}
+	// The file goes to the agent as it is written: the agent reads both.
+	wantLines(t, ok(t, a.args("policy", "import", "-f", yamlFile)...), "imported 1 rule, policy revision 1")
+	wantLines(t, ok(t, a.args("policy", "import", "-f", jsonFile)...), "imported 1 rule, policy revision 2")
 	var out map[string]any
-	mustJSON(t, ok(t, f.args("policy", "import", "-f", yamlFile, "-o", "json")...), &out)
-	if out["revision"] != 4.0 {
+	mustJSON(t, ok(t, a.args("policy", "import", "-f", yamlFile, "-o", "json")...), &out)
+	if out["revision"] != 3.0 || out["rules"] != 1.0 {
 		t.Fatalf("-o json: %v", out)
 	}
-
 	// From stdin.
-	r := run(t, policyYAML, f.args("policy", "import", "-f", "-")...)
-	if r.code != 0 || r.stdout != "imported 1 rule, policy revision 4\n" {
+	if r := run(t, policyYAML, a.args("policy", "import", "-f", "-")...); r.code != 0 || r.stdout != "imported 1 rule, policy revision 4\n" {
 		t.Fatalf("stdin: %+v", r)
 	}
-	if body, _ := rc.get(); body != policyYAML {
-		t.Fatalf("stdin sent %q", body)
-	}
 
-	// An answer of another shape is shown as it is.
-	g := newFakeAgent(t)
-	g.canned("PUT /v1/policy", 200, `{"imported": 2, "policy-revision": 9}`)
-	wantLines(t, ok(t, g.args("policy", "import", "-f", yamlFile)...), "imported: 2", "policy-revision: 9")
-	g = newFakeAgent(t)
-	g.canned("PUT /v1/policy", 200, `{"revision": 9}`)
-	wantLines(t, ok(t, g.args("policy", "import", "-f", yamlFile)...), "policy imported, revision 9")
-
-	// The agent's refusal reaches the operator as it is.
-	g = newFakeAgent(t)
-	g.canned("PUT /v1/policy", 400, `{"code":400,"message":"rule 0: ingress[0].toPorts[0].rules: L7 rules are not supported"}`)
-	if e := fails(t, g.args("policy", "import", "-f", yamlFile)...); !strings.Contains(e,
-		"import policy from "+yamlFile+": agent: rule 0: ingress[0].toPorts[0].rules: L7 rules are not supported (HTTP 400)") {
+	// The agent's refusal reaches the operator as it is; nothing is imported.
+	l7 := filepath.Join(t.TempDir(), "l7.yaml")
+	os.WriteFile(l7, []byte(policyYAML+"      rules:\n        http:\n        - method: GET\n"), 0o644)
+	e := fails(t, a.args("policy", "import", "-f", l7)...)
+	if !strings.HasPrefix(e, "Error: import policy from "+l7+": agent: ") || !strings.Contains(e, "spec.ingress[0].toPorts[0].rules: L7 rules") ||
+		!strings.HasSuffix(e, " (HTTP 400)\n") {
 		t.Errorf("stderr %q", e)
 	}
 
+	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.yaml")
 	os.WriteFile(empty, []byte("\n \n"), 0o644)
 	for _, c := range []struct {
@@ -112,26 +91,29 @@ func TestPolicyImport(t *testing.T) {
 		{[]string{"policy", "import", "-f", filepath.Join(dir, "missing.yaml")}, "read policy file: open " + dir + "/missing.yaml: no such file or directory"},
 		{[]string{"policy", "import", "-f", empty}, "policy file " + empty + " is empty"},
 	} {
-		if e := fails(t, f.args(c.args...)...); !strings.Contains(e, c.want) {
+		if e := fails(t, a.args(c.args...)...); !strings.Contains(e, c.want) || strings.Contains(e, "HTTP") {
 			t.Errorf("%v: stderr %q, want %q", c.args, e, c.want)
 		}
 	}
+	if rev := a.policyRevision(); rev != 4 {
+		t.Errorf("policy revision %v after refused imports, want 4", rev)
+	}
 }
 
-// rulesJSON is an answer of GET /v1/policy (cells/policyrepo).
-const rulesJSON = `{"revision": 3, "rules": [
- {"key": "2/0", "revision": 2, "namespace": "default",
-  "labels": ["k8s:io.cilium.k8s.policy.name=web-allow", "k8s:io.cilium.k8s.policy.namespace=default"],
-  "rule": {"endpointSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "frontend"}}]}]}},
- {"key": "3/0", "revision": 3, "rule": {"endpointSelector": {}, "description": "all pods"}}]}`
-
 func TestPolicyGet(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("GET /v1/policy", 200, rulesJSON)
-	wantLines(t, ok(t, f.args("policy", "get")...),
-		"# policy revision 3: 2 rules",
+	a := startAgent(t)
+	wantLines(t, ok(t, a.args("policy", "get")...), "# policy revision 0: 0 rules")
+
+	yamlFile, jsonFile := policyFiles(t)
+	ok(t, a.args("policy", "import", "-f", yamlFile)...)
+	ok(t, a.args("policy", "import", "-f", jsonFile)...)
+	cnpLabels := []string{"k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy", "k8s:io.cilium.k8s.policy.name=web-allow",
+		"k8s:io.cilium.k8s.policy.namespace=default"}
+	wantLines(t, ok(t, a.args("policy", "get")...),
+		"# policy revision 2: 2 rules",
 		"---",
-		"# rule 2/0, imported at revision 2, namespace default, labels k8s:io.cilium.k8s.policy.name=web-allow,k8s:io.cilium.k8s.policy.namespace=default",
+		"# rule 1/0, imported at revision 1, namespace default, labels "+strings.Join(cnpLabels, ","),
+		"description: web from frontend",
 		"endpointSelector:",
 		"  matchLabels:",
 		"    app: web",
@@ -139,98 +121,120 @@ func TestPolicyGet(t *testing.T) {
 		"- fromEndpoints:",
 		"  - matchLabels:",
 		"      app: frontend",
+		"  toPorts:",
+		"  - ports:",
+		"    - port: \"80\"",
+		"      protocol: TCP",
+		"labels:",
+		"- key: io.cilium.k8s.policy.derived-from",
+		"  source: k8s",
+		"  value: CiliumNetworkPolicy",
+		"- key: io.cilium.k8s.policy.name",
+		"  source: k8s",
+		"  value: web-allow",
+		"- key: io.cilium.k8s.policy.namespace",
+		"  source: k8s",
+		"  value: default",
 		"---",
-		"# rule 3/0, imported at revision 3",
-		"description: all pods",
-		"endpointSelector: {}",
+		"# rule 2/0, imported at revision 2, labels k8s:policy=web",
+		"endpointSelector:",
+		"  matchLabels:",
+		"    app: web",
+		"ingress:",
+		"- {}",
+		"labels:",
+		"- key: policy",
+		"  source: k8s",
+		"  value: web",
 	)
 	var out map[string]any
-	mustJSON(t, ok(t, f.args("policy", "get", "-o", "json")...), &out)
-	if out["revision"] != 3.0 || len(out["rules"].([]any)) != 2 {
+	mustJSON(t, ok(t, a.args("policy", "get", "-o", "json")...), &out)
+	if out["revision"] != 2.0 || len(out["rules"].([]any)) != 2 {
 		t.Fatalf("-o json: %v", out)
 	}
-
-	g := newFakeAgent(t)
-	g.canned("GET /v1/policy", 200, `{"revision": 0, "rules": []}`)
-	wantLines(t, ok(t, g.args("policy", "get")...), "# policy revision 0: 0 rules")
 }
 
 func TestPolicyDelete(t *testing.T) {
-	f := newFakeAgent(t)
-	f.canned("DELETE /v1/policy", 200, `{"revision": 5, "deleted": 2}`)
-	wantLines(t, ok(t, f.args("policy", "delete", "k8s:policy=web", "k8s:io.kubernetes.pod.namespace=default")...), "deleted 2 rules, policy revision 5")
-	wantLines(t, ok(t, f.args("policy", "delete", "--all")...), "deleted 2 rules, policy revision 5")
-	sent := f.sent()
-	if len(sent) != 2 || sent[0].Method != "DELETE" || sent[0].Path != "/v1/policy" ||
-		sent[0].Body != `{"labels":["k8s:policy=web","k8s:io.kubernetes.pod.namespace=default"]}` || sent[1].Body != `{"labels":[]}` {
-		t.Fatalf("sent %+v", sent)
-	}
-	if e := fails(t, f.args("policy", "delete")...); !strings.Contains(e, "no labels: give the labels of the rules to delete, or --all") {
-		t.Errorf("stderr %q", e)
-	}
-	if e := fails(t, f.args("policy", "delete", "--all", "k8s:a=b")...); !strings.Contains(e, "either --all or labels, not both") {
-		t.Errorf("stderr %q", e)
-	}
-	if len(f.sent()) != 2 {
-		t.Fatal("an invalid delete reached the agent")
-	}
-	// No body in the answer: the command still says what it did.
-	g := newFakeAgent(t)
-	g.canned("DELETE /v1/policy", 200, ``)
-	wantLines(t, ok(t, g.args("policy", "delete", "--all")...), "policy deleted")
+	a := startAgent(t)
+	yamlFile, jsonFile := policyFiles(t)
+	ok(t, a.args("policy", "import", "-f", yamlFile)...)
+	ok(t, a.args("policy", "import", "-f", jsonFile)...)
 
-	// Deleting nothing is the agent's 404.
-	h := newFakeAgent(t)
-	h.canned("DELETE /v1/policy", 404, `{"code":404,"message":"no policy rule carries all of the labels k8s:a=b"}`)
-	if e := fails(t, h.args("policy", "delete", "k8s:a=b")...); !strings.Contains(e, "delete policy: agent: no policy rule carries all of the labels k8s:a=b (HTTP 404)") {
+	// A rule goes only if it carries every label given.
+	if e := fails(t, a.args("policy", "delete", "k8s:policy=web", "k8s:io.kubernetes.pod.namespace=default")...); e !=
+		"Error: delete policy: agent: no policy rule carries all of the labels k8s:policy=web, k8s:io.kubernetes.pod.namespace=default (HTTP 404)\n" {
 		t.Errorf("stderr %q", e)
+	}
+	wantLines(t, ok(t, a.args("policy", "delete", "k8s:policy=web")...), "deleted 1 rule, policy revision 3")
+	ok(t, a.args("policy", "import", "-f", jsonFile)...)
+	var out map[string]any
+	mustJSON(t, ok(t, a.args("policy", "delete", "--all", "-o", "json")...), &out)
+	if out["revision"] != 5.0 || out["deleted"] != 2.0 {
+		t.Fatalf("-o json: %v", out)
+	}
+	// Deleting nothing is the agent's 404.
+	if e := fails(t, a.args("policy", "delete", "--all")...); e != "Error: delete policy: agent: no policy rules to delete (HTTP 404)\n" {
+		t.Errorf("stderr %q", e)
+	}
+
+	if e := fails(t, a.args("policy", "delete")...); !strings.Contains(e, "no labels: give the labels of the rules to delete, or --all") {
+		t.Errorf("stderr %q", e)
+	}
+	if e := fails(t, a.args("policy", "delete", "--all", "k8s:a=b")...); !strings.Contains(e, "either --all or labels, not both") {
+		t.Errorf("stderr %q", e)
+	}
+	if rev := a.policyRevision(); rev != 5 {
+		t.Errorf("policy revision %v after invalid deletes, want 5", rev)
 	}
 }
 
+// TestPolicyTrace traces traffic between pods with endpoints (so their
+// labels have identities) under web-allow, and reads what reached the
+// kernel for the destination.
 func TestPolicyTrace(t *testing.T) {
-	f := newFakeAgent(t)
-	// An answer of cells/policy's trace.
-	f.canned("POST /v1/policy/trace", 200, `{"verdict": "denied", "reason": "the destination's ingress is default deny and no rule allows identity 300",
-		"rules": [{"key": "2/0", "namespace": "default", "description": "web from frontend", "labels": ["k8s:io.cilium.k8s.policy.name=web-allow"]}],
-		"ingress-enforced": true, "egress-enforced": false,
-		"source": {"identity": 300, "labels": ["k8s:app=a", "k8s:io.kubernetes.pod.namespace=default"]},
-		"destination": {"identity": 0, "labels": ["k8s:app=web", "k8s:tier=front"]},
-		"egress": {"enforced": false, "verdict": "allowed", "reason": "not enforced", "entries": [], "rules": []},
-		"ingress": {"enforced": true, "verdict": "denied", "reason": "no entry matches", "entries": [], "rules": ["2/0"]},
-		"explanation": ["source: identity 300", "destination: no identity has these labels"]}`)
-	wantLines(t, ok(t, f.args("policy", "trace", "--src-labels", "k8s:app=a,k8s:io.kubernetes.pod.namespace=default",
-		"--dst-labels", "k8s:app=web", "--dst-labels", "k8s:tier=front", "--dport", "80/tcp")...),
-		"Verdict:               denied",
-		"Reason:                the destination's ingress is default deny and no rule allows identity 300",
-		"Source:                identity 300 [k8s:app=a,k8s:io.kubernetes.pod.namespace=default]",
-		"Destination:           no identity has these labels [k8s:app=web,k8s:tier=front]",
-		"Source egress:         allowed, not enforced",
-		"Destination ingress:   denied, enforced: no entry matches",
-		"Rules:                 2/0 (namespace default): web from frontend [k8s:io.cilium.k8s.policy.name=web-allow]",
-		"Explanation:           source: identity 300",
-		"                       destination: no identity has these labels",
-	)
-	if got := f.sent()[0]; got.Method != "POST" || got.Body !=
-		`{"src-labels":["k8s:app=a","k8s:io.kubernetes.pod.namespace=default"],"dst-labels":["k8s:app=web","k8s:tier=front"],"dport":80,"protocol":"TCP"}` {
-		t.Fatalf("sent %+v", got)
+	a := startAgent(t)
+	eps := map[string]*models.Endpoint{}
+	for _, app := range []string{"web", "a", "frontend"} {
+		a.putPod(models.Pod{Namespace: "default", Name: app, Labels: map[string]string{"app": app}})
+		eps[app] = a.addEndpoint(endpointSpec{container: app + "-0123456789", pod: "default/" + app})
 	}
-	ok(t, f.args("policy", "trace", "--src-labels", "k8s:app=a", "--dst-labels", "k8s:app=b", "--dport", "8/icmpv6")...)
-	ok(t, f.args("policy", "trace", "--src-labels", "k8s:app=a", "--dst-labels", "k8s:app=b", "--dport", "53")...)
-	ok(t, f.args("policy", "trace", "--src-labels", "k8s:app=a", "--dst-labels", "k8s:app=b")...)
-	sent := f.sent()
-	for i, want := range []string{
-		`{"src-labels":["k8s:app=a"],"dst-labels":["k8s:app=b"],"dport":8,"protocol":"ICMPv6"}`,
-		`{"src-labels":["k8s:app=a"],"dst-labels":["k8s:app=b"],"dport":53,"protocol":"TCP"}`,
-		`{"src-labels":["k8s:app=a"],"dst-labels":["k8s:app=b"]}`,
-	} {
-		if sent[i+1].Body != want {
-			t.Errorf("request %d: %s, want %s", i+1, sent[i+1].Body, want)
+	identity := func(app string) string { return strconv.Itoa(int(eps[app].Identity.ID)) }
+	if r := run(t, policyYAML, a.args("policy", "import", "-f", "-")...); r.code != 0 {
+		t.Fatalf("policy import: %+v", r)
+	}
+	trace := func(src, dst string, more ...string) []string {
+		return a.args(append([]string{"policy", "trace", "--src-labels", src, "--dst-labels", dst}, more...)...)
+	}
+	const ns = "k8s:io.kubernetes.pod.namespace=default"
+
+	out := ok(t, trace("k8s:app=a,"+ns, "k8s:app=web", "--dst-labels", ns, "--dport", "80/tcp")...)
+	lines := strings.Split(out, "\n")
+	wantLines(t, strings.Join(lines[:7], "\n")+"\n",
+		"Verdict:               denied",
+		"Reason:                ingress of the destination: default deny: no entry allows the flow",
+		"Source:                identity "+identity("a")+" [k8s:app=a,"+ns+"]",
+		"Destination:           identity "+identity("web")+" [k8s:app=web,"+ns+"]",
+		"Source egress:         allowed, not enforced",
+		"Destination ingress:   denied, enforced: default deny: no entry allows the flow",
+		"Rules:                 1/0 (namespace default): web from frontend [k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy,"+
+			"k8s:io.cilium.k8s.policy.name=web-allow,k8s:io.cilium.k8s.policy.namespace=default]",
+	)
+	if !strings.HasPrefix(lines[7], "Explanation:           source: identity "+identity("a")) || !strings.HasPrefix(lines[8], strings.Repeat(" ", 23)) {
+		t.Errorf("trace:\n%s", out)
+	}
+
+	// Port and protocol reach the policy engine: only TCP port 80 is allowed.
+	for dport, verdict := range map[string]string{"80/TCP": "allowed", "80": "allowed", "80/udp": "denied", "81": "denied",
+		"8/icmpv6": "denied", "4789/17": "denied"} {
+		var got map[string]any
+		mustJSON(t, ok(t, trace("k8s:app=frontend,"+ns, "k8s:app=web,"+ns, "--dport", dport, "-o", "json")...), &got)
+		if got["verdict"] != verdict || got["source"].(map[string]any)["identity"] != float64(eps["frontend"].Identity.ID) {
+			t.Errorf("--dport %s: %v, want %s", dport, got, verdict)
 		}
 	}
-	var out map[string]any
-	mustJSON(t, ok(t, f.args("policy", "trace", "--src-labels", "a", "--dst-labels", "b", "-o", "json")...), &out)
-	if out["verdict"] != "denied" {
-		t.Fatalf("-o json: %v", out)
+	out = ok(t, trace("k8s:app=frontend,"+ns, "k8s:app=nobody,"+ns)...)
+	if !strings.Contains(out, "\nDestination:           no identity has these labels [k8s:app=nobody,"+ns+"]\n") {
+		t.Errorf("trace to labels no endpoint has:\n%s", out)
 	}
 
 	for _, c := range []struct {
@@ -242,23 +246,58 @@ func TestPolicyTrace(t *testing.T) {
 		{[]string{"--src-labels", "a", "--dst-labels", "b", "--dport", "70000/TCP"}, `invalid --dport "70000/TCP"`},
 		{[]string{"--src-labels", "a", "--dst-labels", "b", "--dport", "80/ANY"}, `protocol "ANY" is not one of TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number`},
 	} {
-		if e := fails(t, f.args(append([]string{"policy", "trace"}, c.args...)...)...); !strings.Contains(e, c.want) {
+		if e := fails(t, a.args(append([]string{"policy", "trace"}, c.args...)...)...); !strings.Contains(e, c.want) {
 			t.Errorf("%v: stderr %q, want %q", c.args, e, c.want)
 		}
 	}
 
-	// A number is a protocol too; an answer of another shape is shown as is.
-	h := newFakeAgent(t)
-	h.canned("POST /v1/policy/trace", 200, `{"verdict": "allowed", "why": "because"}`)
-	wantLines(t, ok(t, h.args("policy", "trace", "--src-labels", "a", "--dst-labels", "b", "--dport", "4789/17")...),
-		"Verdict: allowed", "why: because")
-	if got := h.sent()[0].Body; got != `{"src-labels":["a"],"dst-labels":["b"],"dport":4789,"protocol":"17"}` {
-		t.Errorf("sent %s", got)
+	// What the datapath enforces for web: the entry for frontend.
+	out = ok(t, a.args("bpf", "policy", "get", idOf(eps["web"]), "--bpf-root", a.bpfRoot)...)
+	if !strings.HasPrefix(out, "Endpoint "+idOf(eps["web"])+": ingress enforced (only what an entry allows passes)") ||
+		!strings.Contains(out, "\ningress     "+padRight(identity("frontend"), 11)+"k8s:app=frontend") {
+		t.Errorf("bpf policy get:\n%s", out)
 	}
 
-	// Before the policy engine serves traces, the operator learns why.
-	g := newFakeAgent(t)
-	if e := fails(t, g.args("policy", "trace", "--src-labels", "a", "--dst-labels", "b")...); !strings.Contains(e, "no route for POST /v1/policy/trace") {
-		t.Errorf("stderr %q", e)
+}
+
+// TestPolicyAnswers renders answers of shapes the agent does not send
+// (another version's), and reads what the CLI sends.
+func TestPolicyAnswers(t *testing.T) {
+	for _, c := range []struct {
+		answer         any
+		verb, countKey string
+		want           string
+	}{
+		{map[string]any{"revision": 4.0, "rules": 1.0}, "imported", "rules", "imported 1 rule, policy revision 4\n"},
+		{map[string]any{"revision": 5.0, "deleted": 2.0}, "deleted", "deleted", "deleted 2 rules, policy revision 5\n"},
+		{map[string]any{"imported": 2.0, "policy-revision": 9.0}, "imported", "rules", "imported: 2\npolicy-revision: 9\n"},
+		{map[string]any{"revision": 9.0}, "imported", "rules", "policy imported, revision 9\n"},
+		{nil, "deleted", "deleted", "policy deleted\n"}, // no body
+	} {
+		var out strings.Builder
+		if err := printPolicyAnswer(&out, c.answer, c.verb, c.countKey); err != nil || out.String() != c.want {
+			t.Errorf("%v: %q, %v; want %q", c.answer, out.String(), err, c.want)
+		}
+	}
+
+	var out strings.Builder
+	printTrace(&out, map[string]any{"verdict": "allowed", "why": "because"})
+	wantLines(t, out.String(), "Verdict: allowed", "why: because")
+
+	for data, want := range map[string]string{policyYAML: "application/yaml", "\n  " + policyJSON: "application/json", `{"kind": "x"}`: "application/json"} {
+		if got := policyContentType([]byte(data)); got != want {
+			t.Errorf("content type of %.20q: %s, want %s", data, got, want)
+		}
+	}
+	for in, want := range map[string]string{"80/tcp": "80 TCP", "8/icmpv6": "8 ICMPv6", "53": "53 TCP", "4789/17": "4789 17", "0/sctp": "0 SCTP"} {
+		port, proto, err := parseDPort(in)
+		if got := strconv.Itoa(int(port)) + " " + proto; err != nil || got != want {
+			t.Errorf("parseDPort(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"http", "70000/TCP", "80/ANY", "80/0", "-1"} {
+		if _, _, err := parseDPort(in); err == nil {
+			t.Errorf("parseDPort(%q): no error", in)
+		}
 	}
 }

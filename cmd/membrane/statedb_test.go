@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -18,6 +19,20 @@ import (
 	"github.com/membrane-net/membrane/labels"
 	tables "github.com/membrane-net/membrane/statedb"
 )
+
+// serve serves h on a new unix socket until the test ends.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	sock := tempSocket(t)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
 
 // statedbAgent serves a real statedb database holding Membrane's tables
 // through the library's HTTP handler, mounted under /statedb/ as the

@@ -41,15 +41,21 @@ also serves as a health check.`,
 			if err := a.render(s, func(w io.Writer) error { return printStatus(w, s) }); err != nil {
 				return err
 			}
-			if !s.Healthy {
-				if s.Message != "" {
-					return fmt.Errorf("%w: %s", errUnhealthy, s.Message)
-				}
-				return errUnhealthy
-			}
-			return nil
+			return healthError(s)
 		},
 	}
+}
+
+// healthError is the error status exits with: nil for a healthy agent,
+// errUnhealthy with the agent's message otherwise.
+func healthError(s *models.Status) error {
+	switch {
+	case s.Healthy:
+		return nil
+	case s.Message != "":
+		return fmt.Errorf("%w: %s", errUnhealthy, s.Message)
+	}
+	return errUnhealthy
 }
 
 func printStatus(w io.Writer, s *models.Status) error {
