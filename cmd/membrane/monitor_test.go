@@ -68,7 +68,9 @@ func TestMonitorOutput(t *testing.T) {
 // events may come long after.
 func TestMonitorTimeout(t *testing.T) {
 	d := startDatapathAgent(t)
-	const timeout = time.Second
+	// Generous, so that subscribing (which --timeout does bound) fits in
+	// it even on a loaded machine; the events come after it has passed.
+	const timeout = 3 * time.Second
 	started := time.Now()
 	cmd := d.background("monitor", "--timeout", timeout.String(), "--count", "1")
 	d.waitForSubscribers(1)
