@@ -71,6 +71,47 @@ func (e *policyEnv) deleteAllPolicy() {
 	}
 }
 
+// tcpLoop is the tcp-loop tool running in a pod: one new connection after
+// another to one address, until stopped.
+type tcpLoop struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	out    *strings.Builder
+	cancel context.CancelFunc
+}
+
+func startTCPLoop(t *testing.T, from *pod, ip, port string) *tcpLoop {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctxT(t), 60*time.Second)
+	l := &tcpLoop{t: t, cmd: from.netns().Tool(ctx, "tcp-loop", net.JoinHostPort(ip, port)), out: &strings.Builder{}, cancel: cancel}
+	l.cmd.Stdout, l.cmd.Stderr = l.out, l.out
+	if err := l.cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); l.cmd.Wait() })
+	return l
+}
+
+// expectNoFailure stops the loop and fails the test unless it made
+// connections and every one of them succeeded.
+func (l *tcpLoop) expectNoFailure(during string) {
+	l.t.Helper()
+	l.cmd.Process.Signal(os.Interrupt)
+	if err := l.cmd.Wait(); err != nil {
+		l.t.Fatalf("tcp-loop: %v: %s", err, l.out.String())
+	}
+	summary := strings.TrimSpace(l.out.String())
+	m := regexp.MustCompile(`attempts=(\d+) failed=(\d+)`).FindStringSubmatch(summary)
+	if m == nil {
+		l.t.Fatalf("no tcp-loop summary: %s", summary)
+	}
+	if m[2] != "0" || m[1] == "0" {
+		l.t.Errorf("connections failed %s: %s", during, summary)
+	}
+	l.t.Logf("tcp-loop %s: %s", during, summary)
+}
+
 // waitRelabelled waits until p's endpoint is ready with an identity that
 // carries the label k=v.
 func (e *policyEnv) waitRelabelled(p *pod, k, v string) {
@@ -360,14 +401,7 @@ func runPolicySuite(t *testing.T, mode string, v6 bool) {
 		// address carries, and not one connection may be judged by an
 		// identity web's map lacks. (Each is a new flow: an established one
 		// would pass on conntrack whatever the identity.)
-		ctx, cancel := context.WithTimeout(ctxT(t), 30*time.Second)
-		defer cancel()
-		loop := e.other.netns().Tool(ctx, "tcp-loop", net.JoinHostPort(web, "8080"))
-		var out strings.Builder
-		loop.Stdout, loop.Stderr = &out, &out
-		if err := loop.Start(); err != nil {
-			t.Fatal(err)
-		}
+		loop := startTCPLoop(t, e.other, web, "8080")
 		time.Sleep(200 * time.Millisecond)
 		for i := 1; i <= 4; i++ {
 			rev := strconv.Itoa(i)
@@ -375,18 +409,7 @@ func runPolicySuite(t *testing.T, mode string, v6 bool) {
 			e.waitRelabelled(e.other, "rev", rev)
 			time.Sleep(100 * time.Millisecond)
 		}
-		loop.Process.Signal(os.Interrupt)
-		if err := loop.Wait(); err != nil {
-			t.Fatalf("tcp-loop: %v: %s", err, out.String())
-		}
-		m := regexp.MustCompile(`attempts=(\d+) failed=(\d+)`).FindStringSubmatch(out.String())
-		if m == nil {
-			t.Fatalf("no tcp-loop summary: %s", out.String())
-		}
-		if m[2] != "0" || m[1] == "0" {
-			t.Errorf("connections failed while relabelling: %s", strings.TrimSpace(out.String()))
-		}
-		t.Logf("tcp-loop: %s", strings.TrimSpace(out.String()))
+		loop.expectNoFailure("while relabelling")
 		e.a.putPod("default", "other", map[string]string{"app": "other"})
 		e.waitRelabelled(e.other, "app", "other")
 		e.deleteAllPolicy()
@@ -531,6 +554,9 @@ func testRestartKeepsPolicy(t *testing.T, mode string) {
 		}
 	}()
 
+	// Connections opened one after another throughout the stop, the
+	// time the agent is down and its restart: not one may fail.
+	loop := startTCPLoop(t, e.client, web, "8080")
 	e.a.Stop()
 	e.expect(
 		tcpFact("client->web:8080 while the agent is down", e.client, web, "8080", true),
@@ -540,6 +566,7 @@ func testRestartKeepsPolicy(t *testing.T, mode string) {
 	e.a.Restart()
 	e.waitRevision(deleted.Revision)
 	close(stop)
+	loop.expectNoFailure("through the agent's stop and restart")
 	if msg := <-lost; msg != "" {
 		t.Errorf("during the restart: %s", msg)
 	}
