@@ -162,8 +162,20 @@ var EndpointPolicyIndex = statedb.Index[*EndpointPolicy, uint16]{
 	Unique:     true,
 }
 
+// EndpointPolicyPendingIndex finds the rows the reconciler has not
+// written into the datapath yet (status Pending): regeneration waits for
+// the older ones before it reports an endpoint ready.
+var EndpointPolicyPendingIndex = statedb.Index[*EndpointPolicy, bool]{
+	Name: "pending",
+	FromObject: func(p *EndpointPolicy) index.KeySet {
+		return index.NewKeySet(index.Bool(p.Status.Kind == reconciler.StatusKindPending))
+	},
+	FromKey:    index.Bool,
+	FromString: index.BoolString,
+}
+
 func NewEndpointPolicyTable(db *statedb.DB) (statedb.RWTable[*EndpointPolicy], error) {
-	return statedb.NewTable(db, "endpoint-policy", EndpointPolicyIndex)
+	return statedb.NewTable(db, "endpoint-policy", EndpointPolicyIndex, EndpointPolicyPendingIndex)
 }
 
 // PolicyComputed is provided by a cell that computes endpoint-policy rows

@@ -342,8 +342,8 @@ func (c *controller) peersPending(txn statedb.ReadTxn, ep *tables.Endpoint) bool
 	if !ok {
 		return false
 	}
-	for row, rev := range c.policy.All(txn) {
-		if rev < own && row.EndpointID != ep.ID && row.Status.Kind == reconciler.StatusKindPending {
+	for row, rev := range c.policy.List(txn, tables.EndpointPolicyPendingIndex.Query(true)) {
+		if rev < own && row.EndpointID != ep.ID {
 			return true
 		}
 	}
