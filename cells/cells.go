@@ -67,20 +67,7 @@ var DefaultCells = cell.Group(
 	cniconfig.Cell,
 )
 
-// HiveOptions give each module its own health scope and job group, so
-// `membrane status` reports health per cell.
-func HiveOptions() hive.Options {
-	opts := hive.DefaultOptions()
-	opts.ModuleDecorators = cell.ModuleDecorators{
-		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
-	}
-	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
-		func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) },
-	}
-	return opts
-}
-
 // NewAgentHive builds a hive of the infrastructure and the given cells.
 func NewAgentHive(cs ...cell.Cell) *hive.Hive {
-	return hive.NewWithOptions(HiveOptions(), append([]cell.Cell{Infrastructure}, cs...)...)
+	return hive.NewWithOptions(health.HiveOptions(), append([]cell.Cell{Infrastructure}, cs...)...)
 }

@@ -1,5 +1,5 @@
 // Package health is the agent's cell.Health implementation: every module
-// reports into its own scope (see cells.HiveOptions) and the Registry
+// reports into its own scope (HiveOptions) and the Registry
 // holds the latest report of each, for `membrane status` (GET /v1/healthz)
 // and the hive shell's `health` command.
 package health
@@ -14,8 +14,23 @@ import (
 
 	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
 	"github.com/cilium/hive/script"
 )
+
+// HiveOptions give each module its own health scope and job group, so
+// `membrane status` reports health per cell. Every hive of Membrane cells
+// uses them: the agent's and the cells' test harnesses.
+func HiveOptions() hive.Options {
+	opts := hive.DefaultOptions()
+	opts.ModuleDecorators = cell.ModuleDecorators{
+		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
+	}
+	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
+		func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) },
+	}
+	return opts
+}
 
 // Report is one scope's latest health.
 type Report struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/statedir"
 	tables "github.com/membrane-net/membrane/statedb"
@@ -34,13 +35,7 @@ type testAgent struct {
 
 func newTestAgent(stateDir string, extra ...cell.Cell) *testAgent {
 	a := &testAgent{}
-	opts := hive.DefaultOptions()
-	opts.ModuleDecorators = cell.ModuleDecorators{
-		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
-	}
-	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
-		func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) },
-	}
+	opts := health.HiveOptions()
 	cells := []cell.Cell{
 		statedb.Cell,
 		job.Cell,

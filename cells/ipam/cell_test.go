@@ -20,6 +20,7 @@ import (
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/cells/statedir"
 	tables "github.com/membrane-net/membrane/statedb"
 )
@@ -38,11 +39,7 @@ type agent struct {
 func startAgent(t *testing.T, stateDir, socket string, cfg Config) *agent {
 	t.Helper()
 	a := &agent{}
-	opts := hive.DefaultOptions()
-	opts.ModuleDecorators = cell.ModuleDecorators{
-		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
-	}
-	a.h = hive.NewWithOptions(opts,
+	a.h = hive.NewWithOptions(health.HiveOptions(),
 		statedb.Cell,
 		job.Cell,
 		cell.Provide(cell.NewSimpleHealth),

@@ -21,6 +21,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	tables "github.com/membrane-net/membrane/statedb"
@@ -44,17 +45,6 @@ type testEngine struct {
 	// rulesRestored completes the policy-rules table's initialization
 	// (set when the engine was built with a pending repository restore).
 	rulesRestored func(statedb.WriteTxn)
-}
-
-func testHiveOptions() hive.Options {
-	opts := hive.DefaultOptions()
-	opts.ModuleDecorators = cell.ModuleDecorators{
-		func(h cell.Health, id cell.ModuleID) cell.Health { return h.NewScope(string(id)) },
-	}
-	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
-		func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) },
-	}
-	return opts
 }
 
 // newTestEngine builds (does not start) the engine. With holdRules the
@@ -94,7 +84,7 @@ func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell)
 			e.api = mux
 		}),
 	}
-	e.h = hive.NewWithOptions(testHiveOptions(), append(cells, extra...)...)
+	e.h = hive.NewWithOptions(health.HiveOptions(), append(cells, extra...)...)
 	if cfg != (Config{}) { // zero: the flags decide
 		hive.AddConfigOverride(e.h, func(c *Config) { *c = cfg })
 	}

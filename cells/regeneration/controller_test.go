@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/statedb/reconciler"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/internal/e2eutil"
 	tables "github.com/membrane-net/membrane/statedb"
 )
@@ -32,11 +33,7 @@ type testRegen struct {
 
 func startTestRegen(t *testing.T) *testRegen {
 	r := &testRegen{}
-	opts := hive.DefaultOptions()
-	opts.ModulePrivateProviders = cell.ModulePrivateProviders{
-		func(reg job.Registry, h cell.Health) job.Group { return reg.NewGroup(h) },
-	}
-	h := hive.NewWithOptions(opts,
+	h := hive.NewWithOptions(health.HiveOptions(),
 		statedb.Cell,
 		job.Cell,
 		cell.Provide(func() cell.Health { h, _ := cell.NewSimpleHealth(); return h }),
