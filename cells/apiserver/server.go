@@ -87,6 +87,23 @@ func NewMux(routes []Route) (*http.ServeMux, error) {
 	return mux, nil
 }
 
+// RoutesHandler is a cell that hands every route of the hive, on one
+// handler as the API server would serve them, to set: for serving a
+// hive's API without the socket (tests of a cell's routes).
+func RoutesHandler(set func(http.Handler)) cell.Cell {
+	return cell.Invoke(func(in struct {
+		cell.In
+		Routes []Route `group:"api-routes"`
+	}) error {
+		mux, err := NewMux(in.Routes)
+		if err != nil {
+			return err
+		}
+		set(mux)
+		return nil
+	})
+}
+
 func newServer(p params) (*Server, error) {
 	mux, err := NewMux(p.Routes)
 	if err != nil {

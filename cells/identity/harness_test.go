@@ -55,16 +55,7 @@ func newTestAgent(stateDir string, extra ...cell.Cell) *testAgent {
 			a.restored = eps.RegisterInitializer(wtxn, "test-endpoint-restore")
 			wtxn.Commit()
 		}),
-		cell.Invoke(func(in struct {
-			cell.In
-			Routes []apiserver.Route `group:"api-routes"`
-		}) {
-			mux, err := apiserver.NewMux(in.Routes)
-			if err != nil {
-				panic(err)
-			}
-			a.api = mux
-		}),
+		apiserver.RoutesHandler(func(h http.Handler) { a.api = h }),
 		cell.Provide(func() hive.ScriptCmdsOut { return hive.NewScriptCmds(a.scriptCmds()) }),
 	}
 	a.h = hive.NewWithOptions(opts, append(cells, extra...)...)

@@ -73,16 +73,7 @@ func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell)
 				wtxn.Commit()
 			}
 		}),
-		cell.Invoke(func(in struct {
-			cell.In
-			Routes []apiserver.Route `group:"api-routes"`
-		}) {
-			mux, err := apiserver.NewMux(in.Routes)
-			if err != nil {
-				panic(err)
-			}
-			e.api = mux
-		}),
+		apiserver.RoutesHandler(func(h http.Handler) { e.api = h }),
 	}
 	e.h = hive.NewWithOptions(health.HiveOptions(), append(cells, extra...)...)
 	if cfg != (Config{}) { // zero: the flags decide

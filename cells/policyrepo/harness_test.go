@@ -45,16 +45,7 @@ func newTestAgent(t *testing.T, stateDir string) *testAgent {
 		cell.Invoke(func(db *statedb.DB, rules statedb.Table[*tables.PolicyRule], repo *policyrepo.Repository) {
 			a.db, a.rules, a.repo = db, rules, repo
 		}),
-		cell.Invoke(func(in struct {
-			cell.In
-			Routes []apiserver.Route `group:"api-routes"`
-		}) {
-			mux, err := apiserver.NewMux(in.Routes)
-			if err != nil {
-				panic(err)
-			}
-			a.srv = httptest.NewServer(mux)
-		}),
+		apiserver.RoutesHandler(func(h http.Handler) { a.srv = httptest.NewServer(h) }),
 	)
 	hive.AddConfigOverride(a.h, func(c *statedir.Config) { c.StateDir = stateDir })
 	return a
