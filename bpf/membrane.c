@@ -226,19 +226,25 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u16 ep, __u
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* ct_key_of fills k with the flow as seen in direction dir. */
+static __always_inline void ct_key_of(struct ct_key *k, struct flow *f, __u8 dir)
+{
+	__builtin_memcpy(k->saddr, f->saddr, 16);
+	__builtin_memcpy(k->daddr, f->daddr, 16);
+	k->sport = f->sport;
+	k->dport = f->dport;
+	k->protocol = f->protocol;
+	k->family = f->family;
+	k->dir = dir;
+}
+
 static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u64 now)
 {
 	struct ct_key k = {};
 	__u64 lifetime = f->protocol == IPPROTO_TCP ? CT_LIFETIME_TCP_NS : CT_LIFETIME_OTHER_NS;
 
 	/* The same flow seen before at this point. */
-	__builtin_memcpy(k.saddr, f->saddr, 16);
-	__builtin_memcpy(k.daddr, f->daddr, 16);
-	k.sport = f->sport;
-	k.dport = f->dport;
-	k.protocol = f->protocol;
-	k.family = f->family;
-	k.dir = dir;
+	ct_key_of(&k, f, dir);
 	struct ct_value *v = bpf_map_lookup_elem(&mb_conntrack, &k);
 	if (v && now - v->last_seen < lifetime) {
 		v->last_seen = now;
@@ -262,13 +268,7 @@ static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u64 now)
 static __always_inline void ct_create(struct flow *f, __u8 dir, __u16 ep, __u64 now)
 {
 	struct ct_key k = {};
-	__builtin_memcpy(k.saddr, f->saddr, 16);
-	__builtin_memcpy(k.daddr, f->daddr, 16);
-	k.sport = f->sport;
-	k.dport = f->dport;
-	k.protocol = f->protocol;
-	k.family = f->family;
-	k.dir = dir;
+	ct_key_of(&k, f, dir);
 	struct ct_value v = { .last_seen = now, .endpoint_id = ep };
 	bpf_map_update_elem(&mb_conntrack, &k, &v, BPF_ANY);
 }
