@@ -25,7 +25,7 @@ import (
 	"github.com/membrane-net/membrane/cells"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // The parts of an OpenAPI 3 document the tests look at.
@@ -336,8 +336,14 @@ func TestOpenAPIEndpointStates(t *testing.T) {
 		}
 	}
 	for _, s := range enum {
-		if !tables.ValidState(models.EndpointState(s)) {
+		if !tables.ValidState(tables.EndpointState(s)) {
 			t.Errorf("EndpointState enum has %q, which is not a lifecycle state", s)
+		}
+	}
+	// The schema owns the lifecycle; the wire names must be exactly its states.
+	for _, s := range tables.States() {
+		if !slices.Contains(states, models.EndpointState(s)) {
+			t.Errorf("lifecycle state %q has no models.EndpointState constant", s)
 		}
 	}
 	if len(enum) != len(states) {

@@ -27,7 +27,7 @@ import (
 	"github.com/membrane-net/membrane/cells/regeneration"
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/cells/status"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Infrastructure every agent needs: the database, job registry, health and

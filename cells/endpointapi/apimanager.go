@@ -15,7 +15,7 @@ import (
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // EndpointAPIManager is what the handlers hand requests to: it builds the
@@ -86,8 +86,8 @@ func (m *EndpointAPIManager) CreateEndpoint(ctx context.Context, pathID string, 
 func (m *EndpointAPIManager) waitReady(ctx context.Context, ep *tables.Endpoint) (*tables.Endpoint, error) {
 	wctx, cancel := context.WithTimeout(ctx, m.cfg.SyncBuildTimeout)
 	defer cancel()
-	last, err := m.manager.WaitForState(wctx, ep.ID, models.StateReady, models.StateInvalid)
-	if err == nil && last.State == models.StateReady {
+	last, err := m.manager.WaitForState(wctx, ep.ID, tables.StateReady, tables.StateInvalid)
+	if err == nil && last.State == tables.StateReady {
 		return last, nil
 	}
 	why := "deleted while building"
@@ -173,13 +173,13 @@ func (m *EndpointAPIManager) PatchLabels(id string, patch *models.LabelsPatch) (
 		}
 		ep.RequestLabels = next
 		switch ep.State {
-		case models.StateDisconnecting, models.StateDisconnected, models.StateInvalid:
+		case tables.StateDisconnecting, tables.StateDisconnected, tables.StateInvalid:
 			return apiserver.Errorf(http.StatusConflict, "endpoint %d is %s", ep.ID, ep.State)
-		case models.StateWaitingForIdentity, models.StateRestoring:
+		case tables.StateWaitingForIdentity, tables.StateRestoring:
 			ep.AddLog("ok", "labels changed: "+next.String())
 			return nil
 		}
-		return ep.SetState(models.StateWaitingForIdentity, "labels changed: "+next.String())
+		return ep.SetState(tables.StateWaitingForIdentity, "labels changed: "+next.String())
 	})
 }
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 var (
@@ -42,7 +42,7 @@ func NewEndpointFromChangeModel(req *models.EndpointChangeRequest) (*tables.Endp
 		K8sNamespace:    req.K8sNamespace,
 		K8sPodName:      req.K8sPodName,
 		K8sUID:          req.K8sUID,
-		State:           models.StateWaitingForIdentity,
+		State:           tables.StateWaitingForIdentity,
 		Created:         time.Now(),
 	}
 	if ep.ContainerIfName == "" {
@@ -104,12 +104,12 @@ func NewEndpointFromChangeModel(req *models.EndpointChangeRequest) (*tables.Endp
 	}
 
 	switch req.State {
-	case "", models.StateWaitingForIdentity:
+	case "", models.EndpointState(tables.StateWaitingForIdentity):
 	default:
-		if !tables.ValidState(req.State) {
+		if !tables.ValidState(tables.EndpointState(req.State)) {
 			return nil, fmt.Errorf("state %q is not an endpoint state", req.State)
 		}
-		return nil, fmt.Errorf("state %q: a new endpoint starts in %s", req.State, models.StateWaitingForIdentity)
+		return nil, fmt.Errorf("state %q: a new endpoint starts in %s", req.State, tables.StateWaitingForIdentity)
 	}
 	return ep, nil
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func validRequest() *models.EndpointChangeRequest {
@@ -21,7 +22,7 @@ func TestCreatorValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep.ID != 0 || ep.State != models.StateWaitingForIdentity || ep.LabelsResolved {
+	if ep.ID != 0 || ep.State != tables.StateWaitingForIdentity || ep.LabelsResolved {
 		t.Fatalf("new endpoint: %+v", ep)
 	}
 	if ep.IPv4.String() != "10.200.0.5" || ep.IPv6.String() != "fd00::5" || ep.PodName() != "prod/web-0" {

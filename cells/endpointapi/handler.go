@@ -9,7 +9,7 @@ import (
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // handlers are the HTTP side of the endpoint API: rate limit, decode,
@@ -127,7 +127,7 @@ func (h *handlers) log(w http.ResponseWriter, r *http.Request) (any, int, error)
 	if err != nil {
 		return nil, 0, err
 	}
-	return append([]models.StatusEntry{}, ep.Log...), http.StatusOK, nil
+	return statusLogModel(ep.Log), http.StatusOK, nil
 }
 
 // labelsOf reports an endpoint's labels; the security labels are those of
@@ -169,14 +169,14 @@ func (h *handlers) healthz(w http.ResponseWriter, r *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	return &models.EndpointHealth{State: ep.State, Healthy: ep.State == models.StateReady, Message: lastMessage(ep)}, http.StatusOK, nil
+	return &models.EndpointHealth{State: models.EndpointState(ep.State), Healthy: ep.State == tables.StateReady, Message: lastMessage(ep)}, http.StatusOK, nil
 }
 
 // toModel renders a row as the API's Endpoint, with its identity's labels.
 func (h *handlers) toModel(txn statedb.ReadTxn, ep *tables.Endpoint) *models.Endpoint {
 	out := &models.Endpoint{
 		ID:                     ep.ID,
-		State:                  ep.State,
+		State:                  models.EndpointState(ep.State),
 		ContainerID:            ep.ContainerID,
 		ContainerInterfaceName: ep.ContainerIfName,
 		InterfaceName:          ep.HostIfName,
@@ -191,7 +191,7 @@ func (h *handlers) toModel(txn statedb.ReadTxn, ep *tables.Endpoint) *models.End
 		Labels:                 append([]string{}, ep.Labels().Strings()...),
 		PolicyRevision:         ep.PolicyRevision,
 		Created:                ep.Created,
-		Status:                 ep.Log,
+		Status:                 statusLogModel(ep.Log),
 	}
 	if ep.IPv4.IsValid() {
 		out.Addressing.IPv4 = ep.IPv4.String()
@@ -205,6 +205,16 @@ func (h *handlers) toModel(txn statedb.ReadTxn, ep *tables.Endpoint) *models.End
 			id.Labels = row.Labels.Strings()
 		}
 		out.Identity = id
+	}
+	return out
+}
+
+// statusLogModel renders an endpoint's status log for the API (never nil,
+// so an empty log is [] on the wire).
+func statusLogModel(log []tables.StatusEntry) []models.StatusEntry {
+	out := make([]models.StatusEntry, 0, len(log))
+	for _, e := range log {
+		out = append(out, models.StatusEntry{Timestamp: e.Timestamp, State: models.EndpointState(e.State), Code: e.Code, Message: e.Message})
 	}
 	return out
 }

@@ -13,8 +13,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/api/models"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Errors callers tell apart with errors.Is / errors.As.
@@ -102,7 +101,7 @@ func (m *EndpointManager) AddEndpoint(ep *tables.Endpoint) (*tables.Endpoint, er
 		ep.Created = time.Now()
 	}
 	if ep.State == "" {
-		ep.State = models.StateWaitingForIdentity
+		ep.State = tables.StateWaitingForIdentity
 	}
 	ep.AddLog("ok", "endpoint created")
 	if err := m.insertNew(ep); err != nil {
@@ -121,7 +120,7 @@ func (m *EndpointManager) RestoreEndpoint(ep *tables.Endpoint) (*tables.Endpoint
 		return nil, fmt.Errorf("restore endpoint %d: ID out of range or already in use", ep.ID)
 	}
 	ep = ep.Clone()
-	ep.State = models.StateRestoring
+	ep.State = tables.StateRestoring
 	ep.AddLog("ok", "endpoint restored after agent restart")
 	if err := m.insertNew(ep); err != nil {
 		m.ids.release(ep.ID)
@@ -178,8 +177,8 @@ func (m *EndpointManager) RemoveEndpoint(id uint16, why string) (*tables.Endpoin
 		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
 	}
 	ep = ep.Clone()
-	_ = ep.SetState(models.StateDisconnecting, why)
-	_ = ep.SetState(models.StateDisconnected, why)
+	_ = ep.SetState(tables.StateDisconnecting, why)
+	_ = ep.SetState(tables.StateDisconnected, why)
 	if _, _, err := m.endpoints.Delete(wtxn, ep); err != nil {
 		return nil, err
 	}
@@ -265,7 +264,7 @@ func ParseEndpointID(id string) (statedb.Query[*tables.Endpoint], error) {
 
 // WaitForState blocks until endpoint id reaches one of the states, is
 // deleted, or ctx ends. It returns the row as last seen.
-func (m *EndpointManager) WaitForState(ctx context.Context, id uint16, states ...models.EndpointState) (*tables.Endpoint, error) {
+func (m *EndpointManager) WaitForState(ctx context.Context, id uint16, states ...tables.EndpointState) (*tables.Endpoint, error) {
 	var last *tables.Endpoint
 	for {
 		ep, _, watch, ok := m.endpoints.GetWatch(m.db.ReadTxn(), tables.EndpointIDIndex.Query(id))

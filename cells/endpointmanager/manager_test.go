@@ -8,7 +8,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 type recorder struct{ created, deleted []uint16 }

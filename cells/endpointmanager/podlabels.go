@@ -8,9 +8,8 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // PodLabels returns the labels an endpoint of pod p carries: the pod's
@@ -68,7 +67,7 @@ func (c *podLabelsController) run(ctx context.Context, health cell.Health) error
 		}
 		// Endpoints still waiting get another look when their bound expires.
 		next := time.Duration(-1)
-		for ep := range m.endpoints.List(txn, tables.EndpointStateIndex.Query(models.StateWaitingForIdentity)) {
+		for ep := range m.endpoints.List(txn, tables.EndpointStateIndex.Query(tables.StateWaitingForIdentity)) {
 			if ep.LabelsResolved {
 				continue
 			}
@@ -107,7 +106,7 @@ func (c *podLabelsController) sync(id uint16) error {
 		return nil
 	}
 	switch ep.State {
-	case models.StateDisconnecting, models.StateDisconnected, models.StateInvalid:
+	case tables.StateDisconnecting, tables.StateDisconnected, tables.StateInvalid:
 		return nil
 	}
 	pod, _, found := c.pods.Get(wtxn, tables.PodKeyIndex.Query(ep.PodName()))
@@ -127,16 +126,16 @@ func (c *podLabelsController) sync(id uint16) error {
 		if first {
 			msg = "pod labels known: " + want.String()
 		}
-		if ep.State == models.StateRestoring || ep.State == models.StateWaitingForIdentity {
+		if ep.State == tables.StateRestoring || ep.State == tables.StateWaitingForIdentity {
 			ep.AddLog("ok", msg)
-		} else if err := ep.SetState(models.StateWaitingForIdentity, msg); err != nil {
+		} else if err := ep.SetState(tables.StateWaitingForIdentity, msg); err != nil {
 			return err
 		}
 	case !ep.LabelsResolved && time.Since(ep.Created) >= c.timeout:
 		msg := fmt.Sprintf("pod %s is not known to the agent after %s: register its labels before it starts, "+
 			"e.g. `membrane pod label %s KEY=VALUE...` (or membrane pod apply -f, PUT /v1/pod, --pod-manifest-dir)",
 			ep.PodName(), c.timeout, ep.PodName())
-		if err := ep.SetState(models.StateInvalid, msg); err != nil {
+		if err := ep.SetState(tables.StateInvalid, msg); err != nil {
 			return err
 		}
 		ep.Log[len(ep.Log)-1].Code = "failure"

@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // ErrExhausted is returned (wrapped) by Allocate when every cluster identity

@@ -8,7 +8,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func lbls(t *testing.T, ss ...string) labels.Labels {

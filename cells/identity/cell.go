@@ -11,7 +11,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Cell is the identity allocator: it gives every endpoint whose labels are

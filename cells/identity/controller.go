@@ -11,9 +11,8 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // retryInterval is how long the controller waits before retrying what
@@ -154,9 +153,9 @@ func (c *controller) anyFailure() error {
 
 // wantsIdentity reports whether an endpoint in state s should have an
 // identity resolved: not once it is being deleted or was found invalid.
-func wantsIdentity(s models.EndpointState) bool {
+func wantsIdentity(s tables.EndpointState) bool {
 	switch s {
-	case models.StateDisconnecting, models.StateDisconnected, models.StateInvalid:
+	case tables.StateDisconnecting, tables.StateDisconnected, tables.StateInvalid:
 		return false
 	}
 	return true
@@ -174,7 +173,7 @@ func (c *controller) resolve(ep *tables.Endpoint) {
 		isNew bool
 		err   error
 	)
-	if ep.State == models.StateRestoring && ep.Identity != tables.IdentityUnknown {
+	if ep.State == tables.StateRestoring && ep.Identity != tables.IdentityUnknown {
 		// Honour the identity the endpoint had before the restart.
 		ident, isNew, err = c.alloc.Restore(sec, ep.Identity)
 	} else {
@@ -228,7 +227,7 @@ func (c *controller) resolve(ep *tables.Endpoint) {
 // waiting-to-regenerate, or nil if it has that identity and is past
 // waiting for it.
 func assign(ep *tables.Endpoint, ident *tables.Identity, sec labels.Labels) (*tables.Endpoint, error) {
-	waiting := ep.State == models.StateWaitingForIdentity || ep.State == models.StateRestoring
+	waiting := ep.State == tables.StateWaitingForIdentity || ep.State == tables.StateRestoring
 	if ep.Identity == ident.ID && !waiting {
 		return nil, nil
 	}
@@ -242,11 +241,11 @@ func assign(ep *tables.Endpoint, ident *tables.Identity, sec labels.Labels) (*ta
 	}
 	upd := ep.Clone()
 	upd.Identity = ident.ID
-	if upd.State == models.StateWaitingToRegenerate {
+	if upd.State == tables.StateWaitingToRegenerate {
 		upd.AddLog("ok", why)
 		return upd, nil
 	}
-	if err := upd.SetState(models.StateWaitingToRegenerate, why); err != nil {
+	if err := upd.SetState(tables.StateWaitingToRegenerate, why); err != nil {
 		return nil, err
 	}
 	return upd, nil

@@ -3,7 +3,7 @@ package identity
 import (
 	"github.com/cilium/hive/cell"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // WithRange narrows the cluster identity range of the cell, so tests can

@@ -17,7 +17,7 @@ import (
 	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // testAgent is the identity cell with just the infrastructure it needs,

@@ -17,7 +17,7 @@ import (
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func start(t *testing.T, a *testAgent, flags ...string) {
@@ -70,7 +70,7 @@ func endpoint(id uint16, pod string, lbls ...string) *tables.Endpoint {
 	}
 	return &tables.Endpoint{
 		ID: id, ContainerID: pod, ContainerIfName: "eth0", K8sNamespace: "default", K8sPodName: pod,
-		PodLabels: ls, LabelsResolved: true, State: models.StateWaitingForIdentity,
+		PodLabels: ls, LabelsResolved: true, State: tables.StateWaitingForIdentity,
 	}
 }
 
@@ -96,7 +96,7 @@ func (a *testAgent) delete(t *testing.T, id uint16) {
 	wtxn.Commit()
 }
 
-func (a *testAgent) endpointIdentity(txn statedb.ReadTxn, id uint16) (tables.NumericIdentity, models.EndpointState) {
+func (a *testAgent) endpointIdentity(txn statedb.ReadTxn, id uint16) (tables.NumericIdentity, tables.EndpointState) {
 	ep, _, ok := a.endpoints.Get(txn, tables.EndpointIDIndex.Query(id))
 	if !ok {
 		return 0, ""
@@ -141,11 +141,11 @@ func TestRestartKeepsIdentities(t *testing.T) {
 		t.Error("identities table not initialized after start")
 	}
 	web := endpoint(1, "web-1", "k8s:app=web")
-	web.State, web.Identity = models.StateRestoring, 256
+	web.State, web.Identity = tables.StateRestoring, 256
 	second.insert(t, web)
 	waitFor(t, second, "web-1 restored with 256", func(txn statedb.ReadTxn) bool {
 		id, st := second.endpointIdentity(txn, 1)
-		return id == 256 && st == models.StateWaitingToRegenerate
+		return id == 256 && st == tables.StateWaitingToRegenerate
 	})
 	second.markRestored()
 	waitFor(t, second, "257 released", func(txn statedb.ReadTxn) bool {
@@ -169,7 +169,7 @@ func TestExhaustionWaitsForRelease(t *testing.T) {
 		return n > 0 && ep.Log[n-1].Code == "failure" && strings.Contains(ep.Log[n-1].Message, "identity range exhausted")
 	})
 	txn := a.db.ReadTxn()
-	if id, st := a.endpointIdentity(txn, 3); id != 0 || st != models.StateWaitingForIdentity {
+	if id, st := a.endpointIdentity(txn, 3); id != 0 || st != tables.StateWaitingForIdentity {
 		t.Fatalf("endpoint 3: identity %d state %s, want 0 waiting-for-identity", id, st)
 	}
 	ep, _, _ := a.endpoints.Get(txn, tables.EndpointIDIndex.Query(3))
@@ -180,7 +180,7 @@ func TestExhaustionWaitsForRelease(t *testing.T) {
 	a.delete(t, 1)
 	waitFor(t, a, "endpoint 3 to get the released 256", func(txn statedb.ReadTxn) bool {
 		id, st := a.endpointIdentity(txn, 3)
-		return id == 256 && st == models.StateWaitingToRegenerate
+		return id == 256 && st == tables.StateWaitingToRegenerate
 	})
 }
 
@@ -290,14 +290,14 @@ func TestNoSecurityLabels(t *testing.T) {
 	a := newTestAgent(t.TempDir())
 	start(t, a)
 	a.markRestored()
-	bare := &tables.Endpoint{ID: 1, ContainerID: "c1", ContainerIfName: "eth0", LabelsResolved: true, State: models.StateWaitingForIdentity,
+	bare := &tables.Endpoint{ID: 1, ContainerID: "c1", ContainerIfName: "eth0", LabelsResolved: true, State: tables.StateWaitingForIdentity,
 		RequestLabels: labels.Labels{{Source: labels.SourceK8s, Key: "pod-template-hash", Value: "abc"}}}
-	bare2 := &tables.Endpoint{ID: 2, ContainerID: "c2", ContainerIfName: "eth0", LabelsResolved: true, State: models.StateWaitingForIdentity}
+	bare2 := &tables.Endpoint{ID: 2, ContainerID: "c2", ContainerIfName: "eth0", LabelsResolved: true, State: tables.StateWaitingForIdentity}
 	a.insert(t, bare, bare2)
 	waitFor(t, a, "both resolved", func(txn statedb.ReadTxn) bool {
 		one, s1 := a.endpointIdentity(txn, 1)
 		two, s2 := a.endpointIdentity(txn, 2)
-		return one != 0 && one == two && s1 == models.StateWaitingToRegenerate && s2 == models.StateWaitingToRegenerate
+		return one != 0 && one == two && s1 == tables.StateWaitingToRegenerate && s2 == tables.StateWaitingToRegenerate
 	})
 	txn := a.db.ReadTxn()
 	id, _ := a.endpointIdentity(txn, 1)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // StateFile is the allocator's file in the state directory.

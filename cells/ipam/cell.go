@@ -9,7 +9,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Cell provides *IPAM and the /v1/ipam routes.

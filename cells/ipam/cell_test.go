@@ -22,7 +22,7 @@ import (
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // agent is a minimal agent: the infrastructure, the API server and IPAM.

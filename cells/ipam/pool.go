@@ -7,7 +7,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // pool is the address arithmetic of one family's pod CIDR. It holds no

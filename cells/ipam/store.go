@@ -6,7 +6,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // stateFileName is the file in --state-dir holding the allocations.

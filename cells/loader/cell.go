@@ -30,7 +30,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/bpf"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Config of the loader.

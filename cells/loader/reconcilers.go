@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/datapath/maps"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // ipcacheOps writes ipcache rows into the LPM map.

@@ -13,7 +13,7 @@ import (
 	"github.com/membrane-net/membrane/cells/monitor/events"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // EventSize is the size of a ring buffer record (struct event in bpf/).

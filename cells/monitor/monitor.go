@@ -9,7 +9,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/monitor/events"
 	"github.com/membrane-net/membrane/datapath/maps"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // DefaultQueueLen is how many events a subscriber may fall behind before it

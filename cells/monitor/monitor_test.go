@@ -22,7 +22,7 @@ import (
 	"github.com/membrane-net/membrane/cells/monitor/events"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // These tests feed the monitor records as the ring buffer holds them and

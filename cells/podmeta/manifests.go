@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/membrane-net/membrane/api/podmanifest"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // manifestWatcher keeps the pods table in step with a directory of Pod

@@ -15,7 +15,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func startSource(t *testing.T, manifestDir, stateDir string) (*Source, *statedb.DB, statedb.Table[*tables.Pod]) {

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // IPCacheSource is the Source of the ipcache rows the engine writes for

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 const localID = tables.LocalIdentityFlag

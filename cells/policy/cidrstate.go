@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // cidrStateFile keeps the CIDR identity numbers across restarts: the

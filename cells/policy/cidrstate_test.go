@@ -18,7 +18,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/statedir"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // newPersistentEngine builds the engine with a state directory and with

@@ -5,7 +5,7 @@ import (
 	"slices"
 
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // selections tells which identities a peer selector selects: the

@@ -18,7 +18,7 @@ import (
 	"github.com/cilium/statedb/reconciler"
 
 	"github.com/membrane-net/membrane/cells/statedir"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // retryInterval is how long the controller waits before writing again

@@ -7,9 +7,8 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/membrane-net/membrane/api/models"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func TestControllerLifecycle(t *testing.T) {
@@ -57,11 +56,11 @@ func TestControllerLifecycle(t *testing.T) {
 
 	// An endpoint being deleted, or waiting for an identity: no row.
 	gone := endpoint(1, 256)
-	gone.State = models.StateDisconnecting
+	gone.State = tables.StateDisconnecting
 	e.addEndpoints(t, gone)
 	e.deleteEndpoint(t, 3)
 	waiting := endpoint(4, 0)
-	waiting.State = models.StateWaitingForIdentity
+	waiting.State = tables.StateWaitingForIdentity
 	e.addEndpoints(t, waiting)
 	e.sync(t)
 	for _, id := range []uint16{1, 3, 4} {
@@ -116,7 +115,7 @@ func TestControllerWritesOnlyChanges(t *testing.T) {
 	// change: no write.
 	e.addIdentities(t, ident(400, "app=cache"))
 	ep := endpoint(1, 256)
-	ep.State = models.StateRegenerating
+	ep.State = tables.StateRegenerating
 	e.addEndpoints(t, ep)
 	e.sync(t)
 	for _, id := range []uint16{1, 2} {

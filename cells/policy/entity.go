@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // entitySelector selects the identities of an entity (fromEntities,

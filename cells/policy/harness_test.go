@@ -19,12 +19,11 @@ import (
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // testEngine is the policy cell with the shared tables and nothing else:
@@ -229,7 +228,7 @@ func reserved() []*tables.Identity {
 }
 
 func endpoint(id uint16, identity tables.NumericIdentity) *tables.Endpoint {
-	return &tables.Endpoint{ID: id, Identity: identity, State: models.StateReady, LabelsResolved: true}
+	return &tables.Endpoint{ID: id, Identity: identity, State: tables.StateReady, LabelsResolved: true}
 }
 
 func rule(key string, rev uint64, r policyapi.Rule) *tables.PolicyRule {

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // identityKind says which range an identity is from; selectors of

@@ -5,7 +5,7 @@ import (
 	"maps"
 	"slices"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Pseudo rule keys of entries no rule wrote (they appear in RuleKeys and

@@ -7,7 +7,7 @@ import (
 
 	"github.com/membrane-net/membrane/datapath/maps"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func TestEntrySetCarving(t *testing.T) {

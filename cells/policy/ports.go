@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // portProto is what an entry matches at L4: a protocol (0: any) and an

@@ -13,9 +13,8 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/api/models"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // randomInputs draws identities, rules and endpoints from small
@@ -218,8 +217,8 @@ func runRandomised(t *testing.T, seed uint64, steps int, cfg Config) {
 		identities = append(identities, id.ID)
 		e.addIdentities(t, id)
 	}
-	states := []models.EndpointState{models.StateReady, models.StateReady, models.StateRegenerating,
-		models.StateWaitingToRegenerate, models.StateRestoring, models.StateWaitingForIdentity, models.StateDisconnecting}
+	states := []tables.EndpointState{tables.StateReady, tables.StateReady, tables.StateRegenerating,
+		tables.StateWaitingToRegenerate, tables.StateRestoring, tables.StateWaitingForIdentity, tables.StateDisconnecting}
 
 	var log []string
 	step := func() {

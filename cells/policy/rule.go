@@ -7,7 +7,7 @@ import (
 
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // section is one ingress/egress (deny) entry of a rule, resolved to what

@@ -18,7 +18,7 @@ import (
 	"github.com/cilium/hive/script/scripttest"
 	"github.com/spf13/pflag"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // TestScript replays testdata/*.txtar: rules, identities and endpoints

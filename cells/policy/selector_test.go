@@ -6,7 +6,7 @@ import (
 
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 func expr(key, op string, values ...string) policyapi.LabelSelectorRequirement {

@@ -4,7 +4,7 @@ import (
 	"maps"
 	"slices"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // selectorCache knows, for every peer selector some rule uses, the

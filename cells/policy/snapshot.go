@@ -5,9 +5,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // snapshot computes policy from scratch over a fixed set of inputs: no
@@ -108,7 +107,7 @@ func wantsPolicy(ep *tables.Endpoint) bool {
 		return false
 	}
 	switch ep.State {
-	case models.StateWaitingForIdentity, models.StateDisconnecting, models.StateDisconnected, models.StateInvalid:
+	case tables.StateWaitingForIdentity, tables.StateDisconnecting, tables.StateDisconnected, tables.StateInvalid:
 		return false
 	}
 	return true

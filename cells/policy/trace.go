@@ -12,7 +12,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // TraceRequest is the body of POST /v1/policy/trace: a flow from an

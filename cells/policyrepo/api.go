@@ -10,7 +10,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // ImportResponse answers PUT /v1/policy.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // ErrNoMatch is returned by Delete when no rule matches.

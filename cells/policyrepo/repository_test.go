@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/hive/hivetest"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 const webCNP = `

@@ -5,7 +5,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // policyFile holds the rules and the revision across restarts, in the

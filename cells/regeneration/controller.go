@@ -11,8 +11,7 @@ import (
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/membrane-net/membrane/api/models"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 type controller struct {
@@ -73,7 +72,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		for _, id := range policyChanged {
 			errs = append(errs, c.policyChanged(id))
 		}
-		for ep := range c.endpoints.List(c.db.ReadTxn(), tables.EndpointStateIndex.Query(models.StateWaitingToRegenerate)) {
+		for ep := range c.endpoints.List(c.db.ReadTxn(), tables.EndpointStateIndex.Query(tables.StateWaitingToRegenerate)) {
 			errs = append(errs, c.regenerate(ep.ID))
 		}
 		// Status write-backs of the reconcilers wake us through these.
@@ -81,7 +80,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		_, ipcWatch := c.ipcache.AllWatch(rtxn)
 		_, epmWatch := c.epmap.AllWatch(rtxn)
 		_, polAllWatch := c.policy.AllWatch(rtxn)
-		for ep := range c.endpoints.List(rtxn, tables.EndpointStateIndex.Query(models.StateRegenerating)) {
+		for ep := range c.endpoints.List(rtxn, tables.EndpointStateIndex.Query(tables.StateRegenerating)) {
 			errs = append(errs, c.checkDone(rtxn, ep))
 		}
 		if err := errors.Join(errs...); err != nil {
@@ -120,7 +119,7 @@ func (c *controller) maybeInitialize(txn statedb.ReadTxn) <-chan struct{} {
 	// policy engine, which waits for the rules to be restored.
 	wtxn := c.db.WriteTxn(c.ipcache, c.epmap)
 	defer wtxn.Abort()
-	for ep := range c.endpoints.List(wtxn, tables.EndpointStateIndex.Query(models.StateRestoring)) {
+	for ep := range c.endpoints.List(wtxn, tables.EndpointStateIndex.Query(tables.StateRestoring)) {
 		if ep.Identity != 0 {
 			c.writeRows(wtxn, ep, c.restoredEnforcement(wtxn, ep))
 		}
@@ -214,14 +213,14 @@ func (c *controller) regenerate(id uint16) error {
 	wtxn := c.db.WriteTxn(c.endpoints, c.ipcache, c.epmap)
 	defer wtxn.Abort()
 	ep, _, ok := c.endpoints.Get(wtxn, tables.EndpointIDIndex.Query(id))
-	if !ok || ep.State != models.StateWaitingToRegenerate {
+	if !ok || ep.State != tables.StateWaitingToRegenerate {
 		return nil
 	}
 	if pol, ok := c.policyFor(wtxn, ep); ok && !c.mustWaitForPeers(wtxn, ep) {
 		c.writeRows(wtxn, ep, pol)
 	}
 	ep = ep.Clone()
-	if err := ep.SetState(models.StateRegenerating, fmt.Sprintf("regenerating datapath (identity %d)", ep.Identity)); err != nil {
+	if err := ep.SetState(tables.StateRegenerating, fmt.Sprintf("regenerating datapath (identity %d)", ep.Identity)); err != nil {
 		return err
 	}
 	c.endpoints.Insert(wtxn, ep)
@@ -237,7 +236,7 @@ func (c *controller) regenerate(id uint16) error {
 func (c *controller) policyChanged(id uint16) error {
 	txn := c.db.ReadTxn()
 	ep, _, ok := c.endpoints.Get(txn, tables.EndpointIDIndex.Query(id))
-	if !ok || ep.State != models.StateReady {
+	if !ok || ep.State != tables.StateReady {
 		return nil
 	}
 	pol, ok := c.policyFor(txn, ep)
@@ -248,8 +247,8 @@ func (c *controller) policyChanged(id uint16) error {
 	if pol.Revision == ep.PolicyRevision && pol.Status.Kind == reconciler.StatusKindDone && !c.rowsStale(txn, ipc, epm) {
 		return nil // already enforced and reported
 	}
-	return c.updateEndpoint(id, models.StateReady, func(ep *tables.Endpoint) error {
-		return ep.SetState(models.StateWaitingToRegenerate, fmt.Sprintf("policy changed (revision %d)", pol.Revision))
+	return c.updateEndpoint(id, tables.StateReady, func(ep *tables.Endpoint) error {
+		return ep.SetState(tables.StateWaitingToRegenerate, fmt.Sprintf("policy changed (revision %d)", pol.Revision))
 	})
 }
 
@@ -303,7 +302,7 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 	if failure != nil {
 		if c.reported[ep.ID] != failure.Error() {
 			c.reported[ep.ID] = failure.Error()
-			c.updateEndpoint(ep.ID, models.StateRegenerating, func(e *tables.Endpoint) error {
+			c.updateEndpoint(ep.ID, tables.StateRegenerating, func(e *tables.Endpoint) error {
 				e.AddLog("failure", "datapath update failed, retrying: "+failure.Error())
 				return nil
 			})
@@ -314,7 +313,7 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 		return nil
 	}
 	delete(c.reported, ep.ID)
-	return c.updateEndpoint(ep.ID, models.StateRegenerating, func(e *tables.Endpoint) error {
+	return c.updateEndpoint(ep.ID, tables.StateRegenerating, func(e *tables.Endpoint) error {
 		e.DatapathIdentity = e.Identity
 		msg := fmt.Sprintf("datapath ready (identity %d)", e.Identity)
 		if pol != nil {
@@ -322,7 +321,7 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 			e.IngressEnforced, e.EgressEnforced = pol.IngressEnforced, pol.EgressEnforced
 			msg += fmt.Sprintf(", policy revision %d", pol.Revision)
 		}
-		return e.SetState(models.StateReady, msg)
+		return e.SetState(tables.StateReady, msg)
 	})
 }
 
@@ -386,7 +385,7 @@ func (c *controller) rewrite(id uint16, pol *tables.EndpointPolicy) error {
 	wtxn := c.db.WriteTxn(c.ipcache, c.epmap)
 	defer wtxn.Abort()
 	ep, _, ok := c.endpoints.Get(wtxn, tables.EndpointIDIndex.Query(id))
-	if !ok || ep.State != models.StateRegenerating {
+	if !ok || ep.State != tables.StateRegenerating {
 		return nil
 	}
 	c.writeRows(wtxn, ep, pol)
@@ -395,7 +394,7 @@ func (c *controller) rewrite(id uint16, pol *tables.EndpointPolicy) error {
 }
 
 // updateEndpoint applies fn to endpoint id if it is still in state.
-func (c *controller) updateEndpoint(id uint16, state models.EndpointState, fn func(*tables.Endpoint) error) error {
+func (c *controller) updateEndpoint(id uint16, state tables.EndpointState, fn func(*tables.Endpoint) error) error {
 	wtxn := c.db.WriteTxn(c.endpoints)
 	defer wtxn.Abort()
 	ep, _, ok := c.endpoints.Get(wtxn, tables.EndpointIDIndex.Query(id))

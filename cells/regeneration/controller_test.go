@@ -14,10 +14,9 @@ import (
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/internal/e2eutil"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // testRegen is the regeneration cell with the shared tables and nothing
@@ -129,7 +128,7 @@ func TestNewEndpointReadyAfterPeersPolicy(t *testing.T) {
 	c := r.controller()
 
 	insert(t, r.db, r.policy, policyRow(1, 100, reconciler.StatusPending())) // peer, not yet in the kernel
-	insert(t, r.db, r.endpoints, &tables.Endpoint{ID: 2, IPv4: podIP, Identity: 200, LabelsResolved: true, State: models.StateWaitingToRegenerate})
+	insert(t, r.db, r.endpoints, &tables.Endpoint{ID: 2, IPv4: podIP, Identity: 200, LabelsResolved: true, State: tables.StateWaitingToRegenerate})
 	insert(t, r.db, r.policy, policyRow(2, 200, reconciler.StatusDone()))
 
 	// Its rows are written at once (nobody knows its address yet) ...
@@ -141,12 +140,12 @@ func TestNewEndpointReadyAfterPeersPolicy(t *testing.T) {
 	}
 	// ... but it is not ready while the peer's row is pending.
 	time.Sleep(50 * time.Millisecond)
-	if ep := r.endpoint(2); ep.State != models.StateRegenerating {
+	if ep := r.endpoint(2); ep.State != tables.StateRegenerating {
 		t.Fatalf("endpoint %s before the peer's policy is in the datapath", ep.State)
 	}
 
 	insert(t, r.db, r.policy, policyRow(1, 100, reconciler.StatusDone()))
-	eventually(t, "ready", func() bool { return r.endpoint(2).State == models.StateReady })
+	eventually(t, "ready", func() bool { return r.endpoint(2).State == tables.StateReady })
 	if ep := r.endpoint(2); ep.DatapathIdentity != 200 {
 		t.Errorf("DatapathIdentity = %d, want 200", ep.DatapathIdentity)
 	}
@@ -176,18 +175,18 @@ func TestRelabelSwitchesAddressAfterPeersPolicy(t *testing.T) {
 	r := startTestRegen(t)
 	c := r.controller()
 
-	insert(t, r.db, r.endpoints, &tables.Endpoint{ID: 2, IPv4: podIP, Identity: 200, LabelsResolved: true, State: models.StateWaitingToRegenerate})
+	insert(t, r.db, r.endpoints, &tables.Endpoint{ID: 2, IPv4: podIP, Identity: 200, LabelsResolved: true, State: tables.StateWaitingToRegenerate})
 	insert(t, r.db, r.policy, policyRow(2, 200, reconciler.StatusDone()))
 	eventually(t, "the ipcache row", func() bool { _, ok := r.ipcacheIdentity(); return ok })
 	r.markIPCacheDone(t)
-	eventually(t, "ready", func() bool { return r.endpoint(2).State == models.StateReady })
+	eventually(t, "ready", func() bool { return r.endpoint(2).State == tables.StateReady })
 
 	// Relabel: the engine writes the peer's row (its selector now matches
 	// 300) and then the endpoint's row for 300.
 	wtxn := r.db.WriteTxn(r.endpoints)
 	ep := r.endpoint(2).Clone()
 	ep.Identity = 300
-	if err := ep.SetState(models.StateWaitingToRegenerate, "labels changed"); err != nil {
+	if err := ep.SetState(tables.StateWaitingToRegenerate, "labels changed"); err != nil {
 		t.Fatal(err)
 	}
 	r.endpoints.Insert(wtxn, ep)
@@ -195,7 +194,7 @@ func TestRelabelSwitchesAddressAfterPeersPolicy(t *testing.T) {
 	insert(t, r.db, r.policy, policyRow(1, 100, reconciler.StatusPending()))
 	insert(t, r.db, r.policy, policyRow(2, 300, reconciler.StatusDone()))
 
-	eventually(t, "regenerating", func() bool { return r.endpoint(2).State == models.StateRegenerating })
+	eventually(t, "regenerating", func() bool { return r.endpoint(2).State == tables.StateRegenerating })
 	if !c.mustWaitForPeers(r.db.ReadTxn(), r.endpoint(2)) {
 		t.Fatal("mustWaitForPeers = false while the peer's row is pending")
 	}
@@ -212,7 +211,7 @@ func TestRelabelSwitchesAddressAfterPeersPolicy(t *testing.T) {
 	insert(t, r.db, r.policy, policyRow(1, 100, reconciler.StatusDone()))
 	eventually(t, "the address to switch", func() bool { id, _ := r.ipcacheIdentity(); return id == 300 })
 	r.markIPCacheDone(t)
-	eventually(t, "ready", func() bool { return r.endpoint(2).State == models.StateReady })
+	eventually(t, "ready", func() bool { return r.endpoint(2).State == tables.StateReady })
 	if _, _, ok := r.endpoints.Get(r.db.ReadTxn(), tables.EndpointIdentityIndex.Query(200)); ok {
 		t.Error("old identity still referenced after the switch")
 	}

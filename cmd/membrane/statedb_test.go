@@ -15,9 +15,8 @@ import (
 	"github.com/cilium/statedb/index"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // serve serves h on a new unix socket until the test ends.
@@ -57,10 +56,10 @@ func statedbAgent(t *testing.T) (string, *statedb.DB) {
 	for _, ep := range []*tables.Endpoint{
 		{ID: 17, ContainerID: "c1", ContainerIfName: "eth0", HostIfName: "mb0a", IPv4: netip.MustParseAddr("10.200.0.7"),
 			K8sNamespace: "default", K8sPodName: "web", PodLabels: labels.FromMap(map[string]string{"app": "web"}, labels.SourceK8s),
-			LabelsResolved: true, Identity: 256, State: models.StateReady, Created: created,
-			Log: []models.StatusEntry{{Timestamp: created, State: models.StateReady, Code: "ok", Message: "regenerated"}}},
+			LabelsResolved: true, Identity: 256, State: tables.StateReady, Created: created,
+			Log: []tables.StatusEntry{{Timestamp: created, State: tables.StateReady, Code: "ok", Message: "regenerated"}}},
 		{ID: 5, ContainerID: "c2", ContainerIfName: "eth0", HostIfName: "mb0b", IPv4: netip.MustParseAddr("10.200.0.8"),
-			State: models.StateWaitingForIdentity, Created: created},
+			State: tables.StateWaitingForIdentity, Created: created},
 	} {
 		if _, _, err := eps.Insert(txn, ep); err != nil {
 			t.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Range gives the engine protocol numbers of the shared schema and

@@ -29,7 +29,7 @@ import (
 	"github.com/membrane-net/membrane/internal/testutil"
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
-	tables "github.com/membrane-net/membrane/statedb"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // db is what the benchmarks read and write of an in-process hive.
@@ -246,7 +246,7 @@ func regenerationAtScale(b *testing.B, sb *strings.Builder) {
 			PodLabels:       scaleIdentity(i).Labels,
 			LabelsResolved:  true,
 			Identity:        id,
-			State:           models.StateWaitingToRegenerate,
+			State:           tables.StateWaitingToRegenerate,
 			Created:         time.Now(),
 		}
 		wtxn := d.DB.WriteTxn(d.Endpoints)
@@ -384,7 +384,7 @@ func waitEnforced(b *testing.B, d *db, n int, rev uint64, start time.Time) (rows
 		if eps == 0 {
 			done := 0
 			for ep := range eit {
-				if ep.PolicyRevision >= rev && ep.State == models.StateReady {
+				if ep.PolicyRevision >= rev && ep.State == tables.StateReady {
 					done++
 				}
 			}

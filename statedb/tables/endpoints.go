@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/index"
 
-	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
 )
 
@@ -56,7 +55,7 @@ type Endpoint struct {
 	// released while packets are still judged by it.
 	DatapathIdentity NumericIdentity `json:"datapath-identity,omitempty"`
 
-	State models.EndpointState `json:"state"`
+	State EndpointState `json:"state"`
 	// PolicyRevision is the policy revision the datapath enforces, and
 	// IngressEnforced/EgressEnforced the directions it enforced when the
 	// endpoint last became ready. They are persisted, so a restarted agent
@@ -67,7 +66,7 @@ type Endpoint struct {
 
 	Created time.Time `json:"created"`
 	// Log holds the last status messages, oldest first.
-	Log []models.StatusEntry `json:"log,omitempty"`
+	Log []StatusEntry `json:"log,omitempty"`
 }
 
 // Labels are all labels of the endpoint: the pod's, then the request's.
@@ -186,10 +185,10 @@ var EndpointIdentityIndex = statedb.Index[*Endpoint, NumericIdentity]{
 
 // EndpointStateIndex finds the endpoints in a state: controllers look for
 // the ones waiting for them.
-var EndpointStateIndex = statedb.Index[*Endpoint, models.EndpointState]{
+var EndpointStateIndex = statedb.Index[*Endpoint, EndpointState]{
 	Name:       "state",
 	FromObject: func(e *Endpoint) index.KeySet { return index.NewKeySet(index.String(string(e.State))) },
-	FromKey:    func(s models.EndpointState) index.Key { return index.String(string(s)) },
+	FromKey:    func(s EndpointState) index.Key { return index.String(string(s)) },
 	FromString: index.FromString,
 }
 

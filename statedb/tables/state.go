@@ -1,0 +1,113 @@
+package tables
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// EndpointState is a lifecycle state (Cilium's names). The schema is the
+// source of the lifecycle; the API's EndpointState carries the same
+// names on the wire and the API edge converts (a test keeps them equal).
+type EndpointState string
+
+const (
+	StateWaitingForIdentity  EndpointState = "waiting-for-identity"
+	StateWaitingToRegenerate EndpointState = "waiting-to-regenerate"
+	StateRegenerating        EndpointState = "regenerating"
+	StateReady               EndpointState = "ready"
+	StateDisconnecting       EndpointState = "disconnecting"
+	StateDisconnected        EndpointState = "disconnected"
+	StateRestoring           EndpointState = "restoring"
+	StateInvalid             EndpointState = "invalid"
+	StateNotReady            EndpointState = "not-ready"
+)
+
+// StatusEntry is one line of an endpoint's status log.
+type StatusEntry struct {
+	Timestamp time.Time     `json:"timestamp"`
+	State     EndpointState `json:"state"`
+	Code      string        `json:"code"` // "ok" or "failure"
+	Message   string        `json:"message"`
+}
+
+// maxLogEntries bounds an endpoint's status log.
+const maxLogEntries = 64
+
+// transitions lists, for each state, the states it may move to. These are
+// Cilium's endpoint states; every state but disconnected may also move to
+// disconnecting (the endpoint is being deleted).
+//
+//	restoring -----------------+
+//	                           v
+//	waiting-for-identity -> waiting-to-regenerate -> regenerating -> ready
+//	     ^   |                  ^                        |             |
+//	     |   +-> invalid        +------------------------+-------------+
+//	     +--------------------- (labels changed) ---------------------+
+var transitions = map[EndpointState][]EndpointState{
+	StateRestoring:           {StateWaitingForIdentity, StateWaitingToRegenerate},
+	StateWaitingForIdentity:  {StateWaitingToRegenerate, StateInvalid, StateNotReady},
+	StateWaitingToRegenerate: {StateRegenerating, StateWaitingForIdentity},
+	StateRegenerating:        {StateReady, StateWaitingToRegenerate, StateWaitingForIdentity, StateNotReady},
+	StateReady:               {StateWaitingToRegenerate, StateWaitingForIdentity, StateNotReady},
+	StateNotReady:            {StateWaitingToRegenerate, StateWaitingForIdentity, StateRegenerating},
+	StateInvalid:             nil,
+	StateDisconnecting:       {StateDisconnected},
+	StateDisconnected:        nil,
+}
+
+// CanTransition reports whether an endpoint may move from one state to another.
+func CanTransition(from, to EndpointState) bool {
+	if from == to {
+		return true
+	}
+	if to == StateDisconnecting {
+		return from != StateDisconnected
+	}
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidState reports whether s is one of the lifecycle states.
+func ValidState(s EndpointState) bool {
+	_, ok := transitions[s]
+	return ok
+}
+
+// States lists the lifecycle states, sorted.
+func States() []EndpointState {
+	out := make([]EndpointState, 0, len(transitions))
+	for s := range transitions {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// SetState moves a (cloned) endpoint to a new state and logs why. It
+// refuses a transition the lifecycle does not allow.
+func (e *Endpoint) SetState(to EndpointState, why string) error {
+	if !CanTransition(e.State, to) {
+		return fmt.Errorf("endpoint %d: invalid state transition %s -> %s (%s)", e.ID, e.State, to, why)
+	}
+	changed := e.State != to
+	e.State = to
+	if changed {
+		e.AddLog("ok", why)
+	}
+	return nil
+}
+
+// AddLog appends to the status log, dropping the oldest past the bound.
+func (e *Endpoint) AddLog(code, msg string) {
+	entry := StatusEntry{Timestamp: time.Now(), State: e.State, Code: code, Message: msg}
+	log := append(e.Log[:len(e.Log):len(e.Log)], entry)
+	if len(log) > maxLogEntries {
+		log = log[len(log)-maxLogEntries:]
+	}
+	e.Log = log
+}
