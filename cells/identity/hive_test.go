@@ -120,7 +120,7 @@ func (a *testAgent) clusterIdentities(txn statedb.ReadTxn) []tables.NumericIdent
 func TestRestartKeepsIdentities(t *testing.T) {
 	dir := t.TempDir()
 
-	first := newTestAgent(dir)
+	first := newTestAgent(t, dir)
 	start(t, first)
 	first.markRestored()
 	first.insert(t, endpoint(1, "web-1", "k8s:app=web"), endpoint(2, "db-1", "k8s:app=db"))
@@ -131,7 +131,7 @@ func TestRestartKeepsIdentities(t *testing.T) {
 	})
 	stop(t, first)
 
-	second := newTestAgent(dir)
+	second := newTestAgent(t, dir)
 	start(t, second)
 	// Right after start, before the endpoint manager restored anything.
 	if got := second.clusterIdentities(second.db.ReadTxn()); !slices.Equal(got, []tables.NumericIdentity{256, 257}) {
@@ -157,7 +157,7 @@ func TestRestartKeepsIdentities(t *testing.T) {
 // with the reason in its log and the cell's health degraded; a released
 // number resolves it without further ado.
 func TestExhaustionWaitsForRelease(t *testing.T) {
-	a := newTestAgent(t.TempDir(), identity.WithRange(256, 257))
+	a := newTestAgent(t, t.TempDir(), identity.WithRange(256, 257))
 	start(t, a)
 	a.markRestored()
 	a.insert(t, endpoint(1, "a", "k8s:app=a"), endpoint(2, "b", "k8s:app=b"))
@@ -188,7 +188,7 @@ func TestExhaustionWaitsForRelease(t *testing.T) {
 // filter to other cells.
 func TestLabelFilterFlag(t *testing.T) {
 	var f *labels.Filter
-	a := newTestAgent(t.TempDir(), cell.Invoke(func(lf *labels.Filter) { f = lf }))
+	a := newTestAgent(t, t.TempDir(), cell.Invoke(func(lf *labels.Filter) { f = lf }))
 	start(t, a, "--identity-label-filter=k8s:!version$,k8s:!build")
 	a.markRestored()
 	if got := f.Patterns(); !slices.Contains(got, "k8s:!version$") || !slices.Contains(got, "k8s:!build") || !slices.Contains(got, `!pod-template-hash$`) {
@@ -215,7 +215,7 @@ func TestLabelFilterFlag(t *testing.T) {
 }
 
 func TestInvalidFilterFailsStart(t *testing.T) {
-	a := newTestAgent(t.TempDir())
+	a := newTestAgent(t, t.TempDir())
 	fs := pflag.NewFlagSet("", pflag.ContinueOnError)
 	a.h.RegisterFlags(fs)
 	if err := fs.Parse([]string{"--identity-label-filter=k8s:(oops"}); err != nil {
@@ -232,7 +232,7 @@ func TestInvalidFilterFailsStart(t *testing.T) {
 }
 
 func TestAPI(t *testing.T) {
-	a := newTestAgent(t.TempDir())
+	a := newTestAgent(t, t.TempDir())
 	start(t, a)
 	a.markRestored()
 	a.insert(t, endpoint(1, "web-1", "k8s:app=web"), endpoint(2, "web-2", "k8s:app=web"), endpoint(3, "db-1", "k8s:app=db"))
@@ -287,7 +287,7 @@ func TestAPI(t *testing.T) {
 // An endpoint none of whose labels is security-relevant still gets an
 // identity: the one of the empty label set, shared by all such endpoints.
 func TestNoSecurityLabels(t *testing.T) {
-	a := newTestAgent(t.TempDir())
+	a := newTestAgent(t, t.TempDir())
 	start(t, a)
 	a.markRestored()
 	bare := &tables.Endpoint{ID: 1, ContainerID: "c1", ContainerIfName: "eth0", LabelsResolved: true, State: tables.StateWaitingForIdentity,

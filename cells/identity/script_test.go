@@ -17,7 +17,7 @@ import (
 func TestScript(t *testing.T) {
 	scripttest.Test(t, context.Background(),
 		func(t testing.TB, args []string) *script.Engine {
-			a := newTestAgent(t.TempDir())
+			a := newTestAgent(t, t.TempDir())
 			fs := pflag.NewFlagSet("", pflag.ContinueOnError)
 			a.h.RegisterFlags(fs)
 			if err := fs.Parse(args); err != nil {

@@ -14,20 +14,18 @@ import (
 	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/health"
-	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // agent is a minimal agent: the infrastructure, the API server and IPAM.
 type agent struct {
-	h     *hive.Hive
+	h     *celltest.Hive
 	db    *statedb.DB
 	table statedb.Table[*tables.IPAMAllocation]
 	ipam  *IPAM
@@ -39,21 +37,15 @@ type agent struct {
 func startAgent(t *testing.T, stateDir, socket string, cfg Config) *agent {
 	t.Helper()
 	a := &agent{}
-	a.h = hive.NewWithOptions(health.HiveOptions(),
-		statedb.Cell,
-		job.Cell,
-		cell.Provide(cell.NewSimpleHealth),
-		tables.Cell,
-		statedir.Cell,
+	a.h = celltest.New(t, stateDir,
 		apiserver.Cell,
 		Cell,
 		cell.Invoke(func(db *statedb.DB, tbl statedb.Table[*tables.IPAMAllocation], m *IPAM) {
 			a.db, a.table, a.ipam = db, tbl, m
 		}),
 	)
-	hive.AddConfigOverride(a.h, func(c *statedir.Config) { c.StateDir = stateDir })
-	hive.AddConfigOverride(a.h, func(c *apiserver.Config) { c.Socket = socket })
-	hive.AddConfigOverride(a.h, func(c *Config) { *c = cfg })
+	hive.AddConfigOverride(a.h.Hive, func(c *apiserver.Config) { c.Socket = socket })
+	hive.AddConfigOverride(a.h.Hive, func(c *Config) { *c = cfg })
 	log := hivetest.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -153,16 +145,8 @@ func TestHiveRestartKeepsAllocations(t *testing.T) {
 }
 
 func TestHiveRejectsBadConfig(t *testing.T) {
-	h := hive.New(
-		statedb.Cell,
-		job.Cell,
-		cell.Provide(cell.NewSimpleHealth),
-		tables.Cell,
-		statedir.Cell,
-		Cell,
-	)
-	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = t.TempDir() })
-	hive.AddConfigOverride(h, func(c *Config) { c.PodCIDR = "10.9.0.0/31" })
+	h := celltest.New(t, "", Cell)
+	hive.AddConfigOverride(h.Hive, func(c *Config) { c.PodCIDR = "10.9.0.0/31" })
 	err := h.Start(hivetest.Logger(t), context.Background())
 	if err == nil {
 		h.Stop(hivetest.Logger(t), context.Background())

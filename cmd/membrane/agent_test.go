@@ -152,9 +152,10 @@ var (
 	// waiting for the pod's labels for as long as a test runs
 	// (--pod-metadata-timeout), rather than 10s.
 	podsWaitedFor = withConfig(func(c *endpointmanager.Config) { c.PodMetadataTimeout = time.Hour })
-	// apiOnly is a custom agent of the status and API server cells: it
-	// serves /v1/healthz and none of the routes of the other cells.
-	apiOnly = withCells(status.Cell, apiserver.Cell)
+	// apiOnly is a custom agent of the status cell alone (NewAgentHive
+	// adds the API server): it serves /v1/healthz and none of the routes
+	// of the other cells.
+	apiOnly = withCells(status.Cell)
 )
 
 // withManifests registers the pods of the manifests in dir

@@ -36,8 +36,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/cells"
-	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/cniconfig"
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/hostips"
@@ -54,10 +52,9 @@ import (
 
 // newHive lists the agent's cells: cells.DefaultCells with namespaceOnly
 // in place of podmeta.Cell. cells.NewAgentHive adds the infrastructure
-// (statedb, jobs, health, the shared tables, the state dir). As in the
-// default agent the API server comes after every cell that serves, so its
-// socket opens only once they have started, and the CNI conflist is
-// written last, once the socket is open.
+// (statedb, jobs, health, the shared tables, the state dir) before them
+// and the API server and the CNI conflist writer after them, so the
+// socket opens only once every cell has started.
 func newHive() *hive.Hive {
 	return cells.NewAgentHive(
 		status.Cell,
@@ -72,8 +69,6 @@ func newHive() *hive.Hive {
 		loader.Cell,
 		monitor.Cell,
 		hostips.Cell,
-		apiserver.Cell,
-		cniconfig.Cell,
 	)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/infrastructure"
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/policy"
@@ -206,7 +207,7 @@ func BenchmarkPolicyScale(b *testing.B) {
 
 func regenerationAtScale(b *testing.B, sb *strings.Builder) {
 	var d db
-	h := cells.NewAgentHive(policy.Cell, captureDB(&d))
+	h := infrastructure.New(policy.Cell, captureDB(&d)) // the engine alone: no socket
 	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = b.TempDir() })
 	startHive(b, h)
 
