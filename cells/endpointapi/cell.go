@@ -1,7 +1,7 @@
 // Package endpointapi is the "CNI endpoint" path of the API: the handlers
 // of /v1/endpoint, the EndpointAPIManager they hand requests to, and the
-// endpoint creator (NewEndpointFromChangeModel). It is steps 2-3 and 7 of
-// the endpoint story: rate limit and decode a PUT from membrane-cni,
+// endpoint creator (NewEndpointFromChangeModel). It is steps 2, 3 and 9 of
+// the endpoint story (docs/endpoint-lifecycle.md): rate limit and decode a PUT from membrane-cni,
 // validate, reject duplicates, merge the pod's labels, give the endpoint
 // to the endpoint manager, and with sync-build-endpoint answer only once
 // the endpoint is ready (or remove it and say why).

@@ -4,7 +4,8 @@
 // after a restart. It also keeps each endpoint's labels in step with its
 // pod's row in the pods table.
 //
-// In the endpoint story (docs/endpoint-lifecycle.md) it is step 4: the
+// In the endpoint story it is step 4
+// (docs/endpoint-lifecycle.md#4-addendpoint-an-id-and-the-endpoint-exists): the
 // endpoint API hands it a new endpoint; from then on the endpoint is
 // visible (`membrane endpoint list`, `membrane statedb endpoints`) and the
 // identity allocator and regeneration take it from waiting-for-identity

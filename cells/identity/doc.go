@@ -1,5 +1,5 @@
 // Package identity is the identity allocator cell: step 5 of the endpoint
-// story. An endpoint's policy is written against numbers, not labels; this
+// story (docs/endpoint-lifecycle.md#5-labels-and-identity). An endpoint's policy is written against numbers, not labels; this
 // cell gives every endpoint the number of its security labels, the same
 // number for the same labels, so pods of one workload share an identity.
 //

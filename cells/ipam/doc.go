@@ -3,7 +3,8 @@
 // CIDR, --pod-cidr (default 10.200.0.0/24) and, for dual stack,
 // --pod-cidr-v6.
 //
-// In the endpoint story it is the first thing that happens: membrane-cni
+// In the endpoint story (docs/endpoint-lifecycle.md) it is the first thing
+// that happens, in step 1: membrane-cni
 // ADD calls POST /v1/ipam with owner "container-id:ifname" before it
 // creates the veth, configures the answer's address in the pod and routes
 // through the answer's gateway; it then names that address in the

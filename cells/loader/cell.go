@@ -12,8 +12,9 @@
 // links, and its reconcilers prune only entries no row explains, after the
 // tables are initialized.
 //
-// In the endpoint story it is the kernel end of regeneration (step 6): an
-// endpoint is ready only once its rows here have status Done.
+// In the endpoint story it is step 8, the kernel end of regeneration
+// (docs/endpoint-lifecycle.md#8-the-kernel-and-ready): an endpoint is
+// ready only once its rows here have status Done.
 //
 // Try it: membrane statedb ipcache; membrane bpf ipcache list.
 package loader

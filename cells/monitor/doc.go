@@ -16,8 +16,9 @@
 // reported in its stream as a "lost" record), and never slows the reader or
 // the other subscribers.
 //
-// In the endpoint story it comes after step 8: it shows whether the policy
-// that regeneration wrote is the one the operator meant.
+// In the endpoint story (docs/endpoint-lifecycle.md) it comes after the
+// endpoint is ready: it shows whether the policy that regeneration wrote
+// is the one the operator meant.
 //
 // Tables: reads endpoints and identities; writes none. Serves
 // GET /v1/monitor[?type=drop|verdict|all][&endpoint=ID], newline-delimited

@@ -1,5 +1,5 @@
-// Package policy is the policy engine cell: step 6 of the endpoint story,
-// the part of regeneration that decides which identities, protocols and
+// Package policy is the policy engine cell: step 6 of the endpoint story
+// (docs/endpoint-lifecycle.md#6-policy), the part that decides which identities, protocols and
 // ports each endpoint may talk to. It turns the rules of the policy-rules
 // table into one endpoint-policy row per endpoint, which the loader writes
 // into the endpoint's slice of the BPF policy map; regeneration waits for

@@ -16,7 +16,9 @@
 // imported, an identity appearing that one of its selectors matches) does
 // the same here.
 //
-// In the endpoint story this is step 6. Try it: membrane endpoint log ID.
+// In the endpoint story this is steps 7 and 8
+// (docs/endpoint-lifecycle.md#7-regeneration). Try it: membrane endpoint
+// log ID.
 //
 // Reads: endpoints, endpoint-policy, ipcache, bpf-endpoints. Writes:
 // ipcache, bpf-endpoints, endpoints (state regenerating/ready, policy

@@ -1,6 +1,7 @@
 // Package plugin is the work behind membrane-cni, the CNI plugin the
 // container runtime (containerd, CRI-O, podman, cnitool) executes once per
-// pod attachment. It is step 1 of the endpoint story in DESIGN.md: it asks
+// pod attachment. It is step 1 of the endpoint story
+// (docs/endpoint-lifecycle.md#1-the-runtime-runs-membrane-cni-add): it asks
 // the agent for an address, wires a veth pair between the host and the pod's
 // network namespace, and registers the pod as an endpoint with
 // sync-build-endpoint, so that when ADD returns the agent has already given
