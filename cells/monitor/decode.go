@@ -3,7 +3,6 @@ package monitor
 import (
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -43,34 +42,6 @@ func typeName(t uint8) string {
 	return "type-" + strconv.Itoa(int(t))
 }
 
-// ProtocolName names an IP protocol number.
-func ProtocolName(p uint8) string {
-	switch p {
-	case tables.ProtoTCP:
-		return "TCP"
-	case tables.ProtoUDP:
-		return "UDP"
-	case tables.ProtoSCTP:
-		return "SCTP"
-	case tables.ProtoICMP:
-		return "ICMP"
-	case tables.ProtoICMPv6:
-		return "ICMPv6"
-	}
-	return strconv.Itoa(int(p))
-}
-
-// DirectionName names a datapath direction.
-func DirectionName(d uint8) string {
-	switch d {
-	case tables.DirIngress:
-		return "ingress"
-	case tables.DirEgress:
-		return "egress"
-	}
-	return "direction-" + strconv.Itoa(int(d))
-}
-
 // clock converts kernel timestamps (CLOCK_MONOTONIC ns) to wall-clock time.
 type clock func(ktime uint64) time.Time
 
@@ -101,8 +72,8 @@ func (e *enricher) enrich(raw maps.Event) events.Event {
 		Verdict:     events.VerdictForwarded,
 		Reason:      maps.ReasonName(raw.Reason),
 		Endpoint:    events.Endpoint{ID: raw.EndpointID, InterfaceIndex: raw.IfIndex},
-		Direction:   DirectionName(raw.Dir),
-		Protocol:    ProtocolName(raw.Protocol),
+		Direction:   maps.DirectionName(raw.Dir),
+		Protocol:    maps.ProtocolName(raw.Protocol),
 		Source:      events.Peer{IP: addr(raw.Family, raw.SAddr)},
 		Destination: events.Peer{IP: addr(raw.Family, raw.DAddr)},
 	}
@@ -110,7 +81,7 @@ func (e *enricher) enrich(raw maps.Event) events.Event {
 		ev.Verdict = events.VerdictDropped
 	}
 	switch raw.Protocol {
-	case tables.ProtoICMP, tables.ProtoICMPv6:
+	case maps.ProtoICMP, maps.ProtoICMPv6:
 		// The datapath puts the ICMP type where the port would be.
 		t := uint8(binary.BigEndian.Uint16(raw.DPort[:]))
 		ev.ICMPType = &t
@@ -144,11 +115,8 @@ func (e *enricher) identity(txn statedb.ReadTxn, id uint32) events.Identity {
 
 // addr renders an address of the given family ("" for an unknown family).
 func addr(family uint8, b [16]byte) string {
-	switch family {
-	case maps.FamilyIPv4:
-		return netip.AddrFrom4([4]byte(b[:4])).String()
-	case maps.FamilyIPv6:
-		return netip.AddrFrom16(b).String()
+	if a := maps.Addr(family, b); a.IsValid() {
+		return a.String()
 	}
 	return ""
 }

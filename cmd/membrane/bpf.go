@@ -61,12 +61,8 @@ The datapath looks a packet's peer up in it. Sorted by address, IPv4 first.`,
 			if err != nil {
 				return err
 			}
-			return a.render(entries, func(w io.Writer) error {
-				t := newTable(w, "PREFIX", "IDENTITY", "FLAGS")
-				for _, e := range entries {
-					t.row(e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), fmt.Sprintf("%#x", e.Flags))
-				}
-				return t.flush()
+			return renderRows(a, entries, []string{"PREFIX", "IDENTITY", "FLAGS"}, func(e ipcacheEntry) []string {
+				return []string{e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), fmt.Sprintf("%#x", e.Flags)}
 			})
 		},
 	}
@@ -83,18 +79,8 @@ type ipcacheEntry struct {
 }
 
 func readIPCache(root string) ([]ipcacheEntry, error) {
-	m, err := maps.OpenPinned(root, maps.IPCacheMapName)
-	if err != nil {
-		return nil, bpfHint(err)
-	}
-	defer m.Close()
 	entries := []ipcacheEntry{}
-	var (
-		k maps.IPCacheKey
-		v maps.IPCacheValue
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	err := dumpPinned(root, maps.IPCacheMapName, func(k maps.IPCacheKey, v maps.IPCacheValue) {
 		e := ipcacheEntry{Identity: v.Identity, Flags: v.Flags}
 		if p, err := k.Prefix(); err == nil {
 			e.Prefix, e.sortKey = p.String(), p
@@ -102,9 +88,9 @@ func readIPCache(root string) ([]ipcacheEntry, error) {
 			e.Prefix = fmt.Sprintf("invalid(family=%d, len=%d)", k.Family, k.PrefixLen)
 		}
 		entries = append(entries, e)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", maps.IPCacheMapName, err)
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortStableFunc(entries, func(x, y ipcacheEntry) int {
 		return cmp.Or(
@@ -141,13 +127,10 @@ endpoint ID.`,
 			if err != nil {
 				return err
 			}
-			return a.render(entries, func(w io.Writer) error {
-				t := newTable(w, "ENDPOINT", "IFINDEX", "INTERFACE", "IDENTITY", "IPV4", "IPV6", "MAC", "HOST MAC")
-				for _, e := range entries {
-					t.row(strconv.Itoa(int(e.EndpointID)), strconv.Itoa(int(e.IfIndex)), dash(e.Interface),
-						strconv.FormatUint(uint64(e.Identity), 10), dash(e.IPv4), dash(e.IPv6), dash(e.MAC), dash(e.HostMAC))
-				}
-				return t.flush()
+			header := []string{"ENDPOINT", "IFINDEX", "INTERFACE", "IDENTITY", "IPV4", "IPV6", "MAC", "HOST MAC"}
+			return renderRows(a, entries, header, func(e endpointMapEntry) []string {
+				return []string{strconv.Itoa(int(e.EndpointID)), strconv.Itoa(int(e.IfIndex)), dash(e.Interface),
+					strconv.FormatUint(uint64(e.Identity), 10), dash(e.IPv4), dash(e.IPv6), dash(e.MAC), dash(e.HostMAC)}
 			})
 		},
 	}
@@ -168,18 +151,8 @@ type endpointMapEntry struct {
 }
 
 func readEndpointMap(root string) ([]endpointMapEntry, error) {
-	m, err := maps.OpenPinned(root, maps.EndpointsMapName)
-	if err != nil {
-		return nil, bpfHint(err)
-	}
-	defer m.Close()
 	entries := []endpointMapEntry{}
-	var (
-		k maps.EndpointKey
-		v maps.EndpointValue
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	err := dumpPinned(root, maps.EndpointsMapName, func(k maps.EndpointKey, v maps.EndpointValue) {
 		e := endpointMapEntry{
 			IfIndex:    k.IfIndex,
 			EndpointID: v.EndpointID,
@@ -199,9 +172,9 @@ func readEndpointMap(root string) ([]endpointMapEntry, error) {
 			e.Interface = ifc.Name
 		}
 		entries = append(entries, e)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", maps.EndpointsMapName, err)
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortStableFunc(entries, func(x, y endpointMapEntry) int {
 		return cmp.Or(cmp.Compare(x.EndpointID, y.EndpointID), cmp.Compare(x.IfIndex, y.IfIndex))
@@ -214,6 +187,41 @@ func macString(b [6]byte) string {
 		return ""
 	}
 	return net.HardwareAddr(b[:]).String()
+}
+
+// renderRows prints the entries of a bpf command: as JSON or YAML when -o
+// asks for it, else as a table of header and one row per entry.
+func renderRows[E any](a *app, entries []E, header []string, row func(E) []string) error {
+	return a.render(entries, func(w io.Writer) error {
+		t := newTable(w, header...)
+		for _, e := range entries {
+			t.row(row(e)...)
+		}
+		return t.flush()
+	})
+}
+
+// dumpPinned calls each with every entry of the map pinned as name under
+// root, in the map's order: the one loop of the bpf commands. The error of
+// opening the pin says what to do about it (bpfHint).
+func dumpPinned[K, V any](root, name string, each func(K, V)) error {
+	m, err := maps.OpenPinned(root, name)
+	if err != nil {
+		return bpfHint(err)
+	}
+	defer m.Close()
+	var (
+		k K
+		v V
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		each(k, v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
+	}
+	return nil
 }
 
 // bpfHint adds what to do to the common failures of opening a pin.

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -39,13 +38,10 @@ direction, then addresses.`,
 			if err != nil {
 				return err
 			}
-			return a.render(entries, func(w io.Writer) error {
-				t := newTable(w, "ENDPOINT", "DIRECTION", "PROTOCOL", "SOURCE", "DESTINATION", "AGE")
-				for _, e := range entries {
-					t.row(strconv.Itoa(int(e.EndpointID)), e.Direction, e.Protocol,
-						joinHostPort(e.Source, e.SourcePort), joinHostPort(e.Destination, e.DestinationPort), formatAge(e.age))
-				}
-				return t.flush()
+			header := []string{"ENDPOINT", "DIRECTION", "PROTOCOL", "SOURCE", "DESTINATION", "AGE"}
+			return renderRows(a, entries, header, func(e ctEntry) []string {
+				return []string{strconv.Itoa(int(e.EndpointID)), e.Direction, e.Protocol,
+					joinHostPort(e.Source, e.SourcePort), joinHostPort(e.Destination, e.DestinationPort), formatAge(e.age)}
 			})
 		},
 	}
@@ -82,40 +78,30 @@ var monotonicNow = func() time.Duration {
 }
 
 func readConntrack(root string, endpoint uint16, now time.Duration) ([]ctEntry, error) {
-	m, err := maps.OpenPinned(root, maps.ConntrackMapName)
-	if err != nil {
-		return nil, bpfHint(err)
-	}
-	defer m.Close()
 	entries := []ctEntry{}
-	var (
-		k maps.ConntrackKey
-		v maps.ConntrackValue
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	err := dumpPinned(root, maps.ConntrackMapName, func(k maps.ConntrackKey, v maps.ConntrackValue) {
 		if endpoint != 0 && v.EndpointID != endpoint {
-			continue
+			return
 		}
 		e := ctEntry{
 			EndpointID:      v.EndpointID,
-			Direction:       directionName(k.Dir),
-			Protocol:        protocolName(k.Protocol),
+			Direction:       maps.DirectionName(k.Dir),
+			Protocol:        maps.ProtocolName(k.Protocol),
 			SourcePort:      binary.BigEndian.Uint16(k.SPort[:]),
 			DestinationPort: binary.BigEndian.Uint16(k.DPort[:]),
 			Flags:           v.Flags,
 			dir:             k.Dir,
-			saddr:           keyAddr(k.Family, k.SAddr),
-			daddr:           keyAddr(k.Family, k.DAddr),
+			saddr:           maps.Addr(k.Family, k.SAddr),
+			daddr:           maps.Addr(k.Family, k.DAddr),
 		}
 		e.Source, e.Destination = addrString(e.saddr, k.Family), addrString(e.daddr, k.Family)
 		// An entry stamped after now (clock read before iterating) is fresh.
 		e.age = max(now-time.Duration(v.LastSeen), 0)
 		e.AgeSeconds = e.age.Seconds()
 		entries = append(entries, e)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", maps.ConntrackMapName, err)
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortStableFunc(entries, func(x, y ctEntry) int {
 		return cmp.Or(cmp.Compare(x.EndpointID, y.EndpointID), cmp.Compare(x.dir, y.dir),
@@ -124,17 +110,6 @@ func readConntrack(root string, endpoint uint16, now time.Duration) ([]ctEntry, 
 			cmp.Compare(x.Protocol, y.Protocol))
 	})
 	return entries, nil
-}
-
-// keyAddr reads an address of a key's family (invalid for another family).
-func keyAddr(family uint8, b [16]byte) netip.Addr {
-	switch family {
-	case maps.FamilyIPv4:
-		return netip.AddrFrom4([4]byte(b[:4]))
-	case maps.FamilyIPv6:
-		return netip.AddrFrom16(b)
-	}
-	return netip.Addr{}
 }
 
 func addrString(a netip.Addr, family uint8) string {

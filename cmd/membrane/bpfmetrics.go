@@ -2,8 +2,6 @@ package main
 
 import (
 	"cmp"
-	"fmt"
-	"io"
 	"slices"
 	"strconv"
 
@@ -36,13 +34,10 @@ they survive agent restarts.`,
 			if err != nil {
 				return err
 			}
-			return a.render(entries, func(w io.Writer) error {
-				t := newTable(w, "ENDPOINT", "DIRECTION", "VERDICT", "REASON", "PACKETS", "BYTES")
-				for _, e := range entries {
-					t.row(strconv.Itoa(int(e.EndpointID)), e.Direction, e.Verdict, e.Reason,
-						strconv.FormatUint(e.Packets, 10), strconv.FormatUint(e.Bytes, 10))
-				}
-				return t.flush()
+			header := []string{"ENDPOINT", "DIRECTION", "VERDICT", "REASON", "PACKETS", "BYTES"}
+			return renderRows(a, entries, header, func(e metricsEntry) []string {
+				return []string{strconv.Itoa(int(e.EndpointID)), e.Direction, e.Verdict, e.Reason,
+					strconv.FormatUint(e.Packets, 10), strconv.FormatUint(e.Bytes, 10)}
 			})
 		},
 	}
@@ -63,24 +58,15 @@ type metricsEntry struct {
 }
 
 func readMetrics(root string, endpoint uint16) ([]metricsEntry, error) {
-	m, err := maps.OpenPinned(root, maps.MetricsMapName)
-	if err != nil {
-		return nil, bpfHint(err)
-	}
-	defer m.Close()
 	entries := []metricsEntry{}
-	var (
-		k    maps.MetricsKey
-		perC []maps.MetricsValue
-	)
-	it := m.Iterate()
-	for it.Next(&k, &perC) {
+	// A per-CPU map: one value per possible CPU.
+	err := dumpPinned(root, maps.MetricsMapName, func(k maps.MetricsKey, perC []maps.MetricsValue) {
 		if endpoint != 0 && k.EndpointID != endpoint {
-			continue
+			return
 		}
 		e := metricsEntry{
 			EndpointID: k.EndpointID,
-			Direction:  directionName(k.Dir),
+			Direction:  maps.DirectionName(k.Dir),
 			Verdict:    "forwarded",
 			Reason:     maps.ReasonName(k.Reason),
 			dir:        k.Dir,
@@ -97,9 +83,9 @@ func readMetrics(root string, endpoint uint16) ([]metricsEntry, error) {
 			e.Bytes += v.Bytes
 		}
 		entries = append(entries, e)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", maps.MetricsMapName, err)
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(entries, func(x, y metricsEntry) int {
 		return cmp.Or(cmp.Compare(x.EndpointID, y.EndpointID), cmp.Compare(x.dir, y.dir), cmp.Compare(x.reason, y.reason))

@@ -86,45 +86,23 @@ type policyEntryOutput struct {
 func readEndpointPolicy(root string, ep uint16, raw bool) (*endpointPolicy, error) {
 	pol := &endpointPolicy{EndpointID: ep, Entries: []policyEntryOutput{}}
 
-	epm, err := maps.OpenPinned(root, maps.EndpointsMapName)
-	if err != nil {
-		return nil, bpfHint(err)
-	}
-	var (
-		ek maps.EndpointKey
-		ev maps.EndpointValue
-	)
-	it := epm.Iterate()
-	for it.Next(&ek, &ev) {
-		if ev.EndpointID == ep {
+	err := dumpPinned(root, maps.EndpointsMapName, func(_ maps.EndpointKey, v maps.EndpointValue) {
+		if v.EndpointID == ep {
 			pol.InEndpointsMap = true
-			pol.IngressEnforced = ev.Flags&maps.EndpointFlagIngressEnforced != 0
-			pol.EgressEnforced = ev.Flags&maps.EndpointFlagEgressEnforced != 0
+			pol.IngressEnforced = v.Flags&maps.EndpointFlagIngressEnforced != 0
+			pol.EgressEnforced = v.Flags&maps.EndpointFlagEgressEnforced != 0
 		}
-	}
-	err = it.Err()
-	epm.Close()
+	})
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", maps.EndpointsMapName, err)
+		return nil, err
 	}
-
-	m, err := maps.OpenPinned(root, maps.PolicyMapName)
-	if err != nil {
-		return nil, bpfHint(err)
-	}
-	defer m.Close()
-	var (
-		k maps.PolicyKey
-		v maps.PolicyValue
-	)
-	pit := m.Iterate()
-	for pit.Next(&k, &v) {
+	err = dumpPinned(root, maps.PolicyMapName, func(k maps.PolicyKey, v maps.PolicyValue) {
 		if k.EndpointID == ep {
 			pol.Entries = append(pol.Entries, policyEntryFromKey(k, v))
 		}
-	}
-	if err := pit.Err(); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", maps.PolicyMapName, err)
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(pol.Entries, func(x, y policyEntryOutput) int {
 		return cmp.Or(cmp.Compare(x.dir, y.dir), cmp.Compare(x.Identity, y.Identity),
@@ -141,26 +119,20 @@ func readEndpointPolicy(root string, ep uint16, raw bool) (*endpointPolicy, erro
 // the protocol and how many bits of the port take part.
 func policyEntryFromKey(k maps.PolicyKey, v maps.PolicyValue) policyEntryOutput {
 	e := policyEntryOutput{
-		Direction: directionName(k.Direction),
+		Direction: maps.DirectionName(k.Direction),
 		dir:       k.Direction,
 		Identity:  k.Identity,
-		Protocol:  "any",
+		Protocol:  maps.AnyName,
 		Verdict:   "allow",
-		EndPort:   0xffff,
 	}
 	if v.Flags&maps.PolicyFlagDeny != 0 {
 		e.Verdict = "deny"
 	}
 	if k.PrefixLen >= maps.PolicyPrefixProto {
 		e.ProtocolNumber = k.Protocol
-		e.Protocol = protocolName(k.Protocol)
+		e.Protocol = maps.ProtocolName(k.Protocol)
 	}
-	if k.PrefixLen > maps.PolicyPrefixPort {
-		bits := min(k.PrefixLen-maps.PolicyPrefixPort, 16)
-		mask := uint16(1<<(16-bits) - 1)
-		e.Port = k.Port() &^ mask
-		e.EndPort = e.Port | mask
-	}
+	e.Port, e.EndPort = k.Ports()
 	return e
 }
 
@@ -224,7 +196,7 @@ func printEndpointPolicy(w io.Writer, pol *endpointPolicy) error {
 	for _, e := range pol.Entries {
 		ident := strconv.FormatUint(uint64(e.Identity), 10)
 		if e.Identity == 0 {
-			ident = "any"
+			ident = maps.AnyName
 		}
 		t.row(e.Direction, ident, dash(strings.Join(e.Labels, "\n")), e.Protocol, e.portString(), e.Verdict)
 	}
@@ -241,37 +213,9 @@ func printEndpointPolicy(w io.Writer, pol *endpointPolicy) error {
 func (e policyEntryOutput) portString() string {
 	switch {
 	case e.Port == 0 && e.EndPort == 0xffff:
-		return "any"
+		return maps.AnyName
 	case e.Port == e.EndPort:
 		return strconv.Itoa(int(e.Port))
 	}
 	return fmt.Sprintf("%d-%d", e.Port, e.EndPort)
-}
-
-// directionName names a datapath direction (maps.Event, keys).
-func directionName(d uint8) string {
-	switch d {
-	case 0:
-		return "ingress"
-	case 1:
-		return "egress"
-	}
-	return "direction-" + strconv.Itoa(int(d))
-}
-
-// protocolName names an IP protocol number.
-func protocolName(p uint8) string {
-	switch p {
-	case 1:
-		return "ICMP"
-	case 6:
-		return "TCP"
-	case 17:
-		return "UDP"
-	case 58:
-		return "ICMPv6"
-	case 132:
-		return "SCTP"
-	}
-	return strconv.Itoa(int(p))
 }

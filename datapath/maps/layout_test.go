@@ -68,3 +68,30 @@ func TestPolicyKeysCoverRangeExactly(t *testing.T) {
 		t.Errorf("any protocol must be one key ignoring ports: %v", k)
 	}
 }
+
+func TestPolicyKeyPorts(t *testing.T) {
+	for _, r := range [][2]uint16{{80, 80}, {1, 65535}, {8000, 8080}, {0, 65535}, {65535, 65535}} {
+		var lo, hi []uint16
+		for _, k := range PolicyKeys(1, DirEgress, 7, ProtoUDP, r[0], r[1]) {
+			l, h := k.Ports()
+			lo, hi = append(lo, l), append(hi, h)
+		}
+		if lo[0] != r[0] || hi[len(hi)-1] != r[1] {
+			t.Errorf("range %v: keys cover %d..%d", r, lo[0], hi[len(hi)-1])
+		}
+		for i := 1; i < len(lo); i++ {
+			if uint32(hi[i-1])+1 != uint32(lo[i]) {
+				t.Errorf("range %v: keys %d and %d are not adjacent: %v-%v", r, i-1, i, lo, hi)
+			}
+		}
+	}
+	for _, k := range []PolicyKey{PolicyKeys(1, DirIngress, 0, ProtoAny, 0, 0)[0], PolicyKeys(1, DirIngress, 0, ProtoTCP, 0, 0)[0]} {
+		if lo, hi := k.Ports(); lo != 0 || hi != 0xffff {
+			t.Errorf("%v: ports %d-%d, want all", k, lo, hi)
+		}
+	}
+	k := PolicyKeys(3, DirEgress, 9, ProtoTCP, 8000, 8063)[0]
+	if got, want := k.String(), "endpoint=3 egress identity=9 proto=6 port=8000-8063"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}

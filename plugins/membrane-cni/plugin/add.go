@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -28,20 +27,20 @@ const RollbackTimeout = 15 * time.Second
 // CNI version. On any failure everything done so far is undone (endpoint,
 // veth, addresses) and the error names the pod, the step and what to do.
 func Add(ctx context.Context, args *skel.CmdArgs) (types.Result, error) {
-	conf, err := LoadConf(args.StdinData)
+	inv, err := begin(args, validConf)
 	if err != nil {
-		return nil, withCode(types.ErrInvalidNetworkConfig, err)
+		return nil, err
 	}
 	pod, err := ParseArgs(args.Args)
 	if err != nil {
 		return nil, withCode(types.ErrInvalidEnvironmentVariables, err)
 	}
 	a := &adder{
-		conf:   conf,
+		conf:   inv.conf,
 		pod:    pod,
-		att:    Attachment{ContainerID: args.ContainerID, IfName: args.IfName},
+		att:    inv.att,
 		netns:  args.Netns,
-		client: client.New(conf.Socket),
+		client: inv.client,
 	}
 	res, err := a.run(ctx)
 	if err != nil {
@@ -286,7 +285,7 @@ func (a *adder) result(p *vethPair, addrs []podAddr) *current.Result {
 			Gateway:   ad.Router.AsSlice(),
 		})
 		r.Routes = append(r.Routes, &types.Route{
-			Dst: net.IPNet{IP: make(net.IP, ad.bits()/8), Mask: net.CIDRMask(0, ad.bits())},
+			Dst: *ad.defaultNet(),
 			GW:  ad.Router.AsSlice(),
 		})
 	}

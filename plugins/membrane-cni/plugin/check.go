@@ -22,18 +22,18 @@ import (
 // prevResult) still holds: the pod's interface with its addresses, routes
 // and gateway neighbour, the host veth, and a ready endpoint in the agent.
 func Check(ctx context.Context, args *skel.CmdArgs) error {
-	conf, err := LoadConf(args.StdinData)
+	inv, err := begin(args, validConf)
 	if err != nil {
-		return withCode(types.ErrInvalidNetworkConfig, err)
+		return err
 	}
-	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	if err := check(ctx, conf, att, args.Netns); err != nil {
-		return fmt.Errorf("membrane-cni CHECK for attachment %s: %w", att.Owner(), err)
+	if err := check(ctx, inv, args.Netns); err != nil {
+		return fmt.Errorf("membrane-cni CHECK for attachment %s: %w", inv.att.Owner(), err)
 	}
 	return nil
 }
 
-func check(ctx context.Context, conf *NetConf, att Attachment, netnsPath string) error {
+func check(ctx context.Context, inv *invocation, netnsPath string) error {
+	conf, att := inv.conf, inv.att
 	if conf.RawPrevResult == nil {
 		return withCode(types.ErrInvalidNetworkConfig, errors.New("no prevResult: the runtime must pass the ADD result to CHECK"))
 	}
@@ -74,7 +74,7 @@ func check(ctx context.Context, conf *NetConf, att Attachment, netnsPath string)
 	if err := checkPod(netns, prev.Interfaces[contIdx], ips, prev.Routes, hostMAC, conf.mtu()); err != nil {
 		return fmt.Errorf("in netns %s: %w", netnsPath, err)
 	}
-	return checkEndpoint(ctx, client.New(conf.Socket), att, ips)
+	return checkEndpoint(ctx, inv.client, att, ips)
 }
 
 // checkHostVeth verifies the host end and returns its MAC.

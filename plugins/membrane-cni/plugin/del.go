@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
@@ -20,22 +19,17 @@ import (
 // the agent cannot be reached the host veth is still removed, and the error
 // names the socket so the runtime's retry can finish the job.
 func Del(ctx context.Context, args *skel.CmdArgs) error {
-	// Only decode: a configuration edited into something invalid since the
-	// ADD must not keep the pod's resources alive.
-	conf, err := parseConf(args.StdinData)
+	inv, err := begin(args, decodedConf)
 	if err != nil {
-		return withCode(types.ErrDecodingFailure, fmt.Errorf("membrane-cni DEL: %w", err))
+		return fmt.Errorf("membrane-cni DEL: %w", err)
 	}
-	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	c := client.New(conf.Socket)
-
-	agentErr := releaseAttachment(ctx, c, att, nil)
-	linkErr := deleteLink(att.HostVeth())
+	agentErr := releaseAttachment(ctx, inv.client, inv.att, nil)
+	linkErr := deleteLink(inv.att.HostVeth())
 	if linkErr != nil {
 		linkErr = fmt.Errorf("removing the host veth: %w", linkErr)
 	}
 	if err := errors.Join(agentErr, linkErr); err != nil {
-		return fmt.Errorf("membrane-cni DEL for attachment %s: %w", att.Owner(), err)
+		return fmt.Errorf("membrane-cni DEL for attachment %s: %w", inv.att.Owner(), err)
 	}
 	return nil
 }

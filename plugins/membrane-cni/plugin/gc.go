@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/membrane-net/membrane/api/client"
 )
@@ -19,15 +18,15 @@ import (
 // no ADD or DEL runs during GC, so nothing in flight is mistaken for
 // garbage. As the spec asks, GC carries on past errors and reports them all.
 func GC(ctx context.Context, args *skel.CmdArgs) error {
-	conf, err := parseConf(args.StdinData)
+	inv, err := begin(args, decodedConf)
 	if err != nil {
-		return withCode(types.ErrDecodingFailure, fmt.Errorf("membrane-cni GC: %w", err))
+		return fmt.Errorf("membrane-cni GC: %w", err)
 	}
-	valid := make(map[Attachment]bool, len(conf.ValidAttachments))
-	for _, v := range conf.ValidAttachments {
+	valid := make(map[Attachment]bool, len(inv.conf.ValidAttachments))
+	for _, v := range inv.conf.ValidAttachments {
 		valid[Attachment{ContainerID: v.ContainerID, IfName: v.IfName}] = true
 	}
-	if err := gc(ctx, client.New(conf.Socket), valid); err != nil {
+	if err := gc(ctx, inv.client, valid); err != nil {
 		return fmt.Errorf("membrane-cni GC: %w", err)
 	}
 	return nil

@@ -29,6 +29,12 @@ func (a podAddr) bits() int { return a.IP.BitLen() }
 
 func (a podAddr) ipNet() *net.IPNet { return hostNet(a.IP) }
 
+// defaultNet is the destination of the default route in the address's
+// family: 0.0.0.0/0 or ::/0.
+func (a podAddr) defaultNet() *net.IPNet {
+	return &net.IPNet{IP: make(net.IP, a.bits()/8), Mask: net.CIDRMask(0, a.bits())}
+}
+
 func (a podAddr) family() int {
 	if a.IP.Is4() {
 		return netlink.FAMILY_V4
@@ -39,6 +45,13 @@ func (a podAddr) family() int {
 // hostNet is addr as a single-address net.IPNet (/32 or /128).
 func hostNet(addr netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())}
+}
+
+// permanentNeigh is the permanent neighbour entry ip lladdr mac on a link:
+// each end of the veth has one for the other's address, so neither has to
+// ARP (solicit) for it.
+func permanentNeigh(linkIndex, family int, ip netip.Addr, mac net.HardwareAddr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: linkIndex, Family: family, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac}
 }
 
 // addrFlags are the flags of an address we add: no duplicate address
@@ -144,21 +157,14 @@ func configurePod(netns ns.NetNS, p *vethPair, addrs []podAddr) error {
 		}
 		def := &netlink.Route{
 			LinkIndex: p.ContIndex,
-			Dst:       &net.IPNet{IP: make(net.IP, a.bits()/8), Mask: net.CIDRMask(0, a.bits())},
+			Dst:       a.defaultNet(),
 			Gw:        a.Router.AsSlice(),
 			Src:       a.IP.AsSlice(),
 		}
 		if err := h.RouteAdd(def); err != nil {
 			return fmt.Errorf("adding default route via %s dev %s: %w", a.Router, p.ContName, err)
 		}
-		neigh := &netlink.Neigh{
-			LinkIndex:    p.ContIndex,
-			Family:       a.family(),
-			State:        netlink.NUD_PERMANENT,
-			IP:           a.Router.AsSlice(),
-			HardwareAddr: p.HostMAC,
-		}
-		if err := h.NeighSet(neigh); err != nil {
+		if err := h.NeighSet(permanentNeigh(p.ContIndex, a.family(), a.Router, p.HostMAC)); err != nil {
 			return fmt.Errorf("adding neighbour %s lladdr %s dev %s: %w", a.Router, p.HostMAC, p.ContName, err)
 		}
 	}
@@ -206,14 +212,7 @@ func configureHost(p *vethPair, owner string, addrs []podAddr) error {
 			}
 			return fmt.Errorf("adding host route %s dev %s: %w", r.Dst, p.HostName, err)
 		}
-		neigh := &netlink.Neigh{
-			LinkIndex:    p.HostIndex,
-			Family:       a.family(),
-			State:        netlink.NUD_PERMANENT,
-			IP:           a.IP.AsSlice(),
-			HardwareAddr: p.ContMAC,
-		}
-		if err := netlink.NeighSet(neigh); err != nil {
+		if err := netlink.NeighSet(permanentNeigh(p.HostIndex, a.family(), a.IP, p.ContMAC)); err != nil {
 			return fmt.Errorf("adding neighbour %s lladdr %s dev %s: %w", a.IP, p.ContMAC, p.HostName, err)
 		}
 	}

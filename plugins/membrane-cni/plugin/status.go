@@ -6,9 +6,7 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
 )
 
@@ -17,12 +15,12 @@ import (
 // error 50 (plugin not available), which the runtime shows as the network
 // not being ready.
 func Status(ctx context.Context, args *skel.CmdArgs) error {
-	conf, err := LoadConf(args.StdinData)
+	inv, err := begin(args, validConf)
 	if err != nil {
-		return withCode(types.ErrInvalidNetworkConfig, fmt.Errorf("membrane-cni STATUS: %w", err))
+		return fmt.Errorf("membrane-cni STATUS: %w", err)
 	}
-	st, err := client.New(conf.Socket).Healthz(ctx)
-	return statusError(conf.Socket, st, err)
+	st, err := inv.client.Healthz(ctx)
+	return statusError(inv.conf.Socket, st, err)
 }
 
 // statusError is STATUS's verdict on the agent's answer to /v1/healthz:
