@@ -348,6 +348,9 @@ func compareWithScratch(e *testEngine, cfg Config, rev uint64) error {
 		case got == nil:
 			return fmt.Errorf("endpoint %d (identity %d, %s) has no row, want %+v", ep.ID, ep.Identity, ep.State, exp)
 		}
+		if _, err := datapathKeys(ep.ID, got.Entries); err != nil {
+			return fmt.Errorf("endpoint %d: the loader would refuse the row: %w", ep.ID, err)
+		}
 		if got.Identity != exp.Identity || got.Revision != exp.Revision ||
 			got.IngressEnforced != exp.IngressEnforced || got.EgressEnforced != exp.EgressEnforced ||
 			!slices.EqualFunc(got.Entries, exp.Entries, func(a, b tables.PolicyEntry) bool {
