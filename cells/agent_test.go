@@ -324,3 +324,44 @@ func TestAgentManyEndpoints(t *testing.T) {
 		t.Fatalf("want 4 cluster identities for 4 label sets, got %d: %v", len(ids)-10, err)
 	}
 }
+
+// The repository and the engine meet only in tables: every import and
+// delete is a policy revision that the endpoints report once their
+// datapath has it, also after a restart (the revision row is restored
+// with the rules).
+func TestAgentEndpointsReportPolicyRevision(t *testing.T) {
+	bpfRoot, stateDir := testutil.BPFDir(t), t.TempDir()
+	a := startAgent(t, stateDir, bpfRoot, agentOpts{})
+	a.putPod("default", "web", map[string]string{"app": "web"})
+	ep, err := a.createEndpoint("c-web", "10.251.0.40", "web", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.PolicyRevision != 0 {
+		t.Fatalf("policy revision %d before any import", ep.PolicyRevision)
+	}
+	reports := func(a *agent, rev uint64) {
+		t.Helper()
+		eventually(t, fmt.Sprintf("endpoint to report policy revision %d", rev), func() bool {
+			ep, err := a.c.GetEndpoint(ctx(t), "container-id:c-web")
+			return err == nil && ep.State == models.StateReady && ep.PolicyRevision == rev
+		})
+	}
+	for _, doc := range []string{
+		`{"endpointSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}], "labels": ["policy=a"]}`,
+		`{"endpointSelector": {"matchLabels": {"app": "db"}}, "ingress": [{}], "labels": ["policy=b"]}`,
+	} {
+		if err := a.c.DoRaw(ctx(t), "PUT", "/v1/policy", "application/json", []byte(doc), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reports(a, 2)
+	if err := a.c.Do(ctx(t), "DELETE", "/v1/policy", map[string]any{"labels": []string{"policy=b"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	reports(a, 3)
+
+	a.stop()
+	a = startAgent(t, stateDir, bpfRoot, agentOpts{})
+	reports(a, 3)
+}

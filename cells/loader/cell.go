@@ -31,6 +31,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/bpf"
+	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -50,13 +51,14 @@ func (def Config) Flags(fs *pflag.FlagSet) {
 // serialises bursts, a tc filter ~0.3 ms, with the same enforcement.
 var DefaultConfig = Config{BPFRoot: "/sys/fs/bpf/membrane", DatapathMode: ModeTC}
 
-// Cell provides *Datapath and the map reconcilers.
+// Cell provides *Datapath, the maps.EventMaps the monitor reads, and the
+// map reconcilers.
 var Cell = cell.Module(
 	"loader",
 	"BPF maps and programs and their reconcilers",
 
 	cell.Config(DefaultConfig),
-	cell.Provide(newDatapath),
+	cell.Provide(newDatapath, func(dp *Datapath) maps.EventMaps { return dp }),
 	cell.Module("ipcache-reconciler", "Writes the ipcache table into its map", cell.Invoke(registerIPCacheReconciler)),
 	cell.Module("endpoints-reconciler", "Writes the bpf-endpoints table into its map and attaches programs", cell.Invoke(registerEndpointsReconciler)),
 	cell.Module("policy-reconciler", "Writes the endpoint-policy table into the policy map", cell.Invoke(registerPolicyReconciler)),

@@ -128,3 +128,19 @@ type Datapath struct {
 	Programs *Programs
 	Attacher Attacher
 }
+
+// EventsMap and MetricsMap make the Datapath the maps.EventMaps the
+// monitor reads: nil until the maps are open.
+func (dp *Datapath) EventsMap() *ebpf.Map {
+	if dp.Maps == nil {
+		return nil
+	}
+	return dp.Maps.Events
+}
+
+func (dp *Datapath) MetricsMap() *ebpf.Map {
+	if dp.Maps == nil {
+		return nil
+	}
+	return dp.Maps.Metrics
+}

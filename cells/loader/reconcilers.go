@@ -3,6 +3,7 @@ package loader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"sync"
 
@@ -91,28 +92,44 @@ func newPolicyOps(dp *Datapath) *policyOps {
 	return &policyOps{dp: dp, written: map[uint16]map[maps.PolicyKey]maps.PolicyValue{}}
 }
 
-// policyKeys turns a row into map keys; where two entries produce the same
-// key, deny wins.
-func policyKeys(p *tables.EndpointPolicy) map[maps.PolicyKey]maps.PolicyValue {
+// policyKeys translates a row into map keys: each entry becomes the LPM
+// keys of its protocol and port range (maps.PolicyKeys), with its
+// verdict. It decides no precedence. Deny precedence has one place, the
+// policy engine's entry set (cells/policy/mapstate.go), which works on
+// port ranges before they become keys: there it can be correct, here it
+// could not. An LPM lookup returns only the longest match, so a deny of
+// every TCP port and an allow of TCP port 80 for one identity share no
+// key, and the allow would win; only cutting the allow around the deny
+// (on ranges) prevents that. The engine does so, and so the allows and
+// denies of an identity never overlap and no two entries of a row ask
+// one key for different verdicts. A row that does is refused (err), not
+// resolved: the keys are still returned, for deleting and pruning.
+func policyKeys(p *tables.EndpointPolicy) (map[maps.PolicyKey]maps.PolicyValue, error) {
 	out := map[maps.PolicyKey]maps.PolicyValue{}
+	var err error
 	for _, e := range p.Entries {
 		var v maps.PolicyValue
 		if e.Deny {
 			v.Flags = maps.PolicyFlagDeny
 		}
 		for _, k := range maps.PolicyKeys(p.EndpointID, e.Key.Direction, e.Key.Identity, e.Key.Protocol, e.Key.Port, e.Key.EndPort) {
-			if old, ok := out[k]; !ok || old.Flags&maps.PolicyFlagDeny == 0 {
-				out[k] = v
+			if old, ok := out[k]; ok && old != v && err == nil {
+				err = fmt.Errorf("policy of endpoint %d: entry %s (deny=%v) and another entry ask key %s for different verdicts; "+
+					"the policy engine must not write overlapping allows and denies", p.EndpointID, e.Key, e.Deny, k)
 			}
+			out[k] = v
 		}
 	}
-	return out
+	return out, err
 }
 
 func (o *policyOps) Update(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, p *tables.EndpointPolicy) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	want := policyKeys(p)
+	want, err := policyKeys(p)
+	if err != nil {
+		return err
+	}
 	old := o.written[p.EndpointID]
 	var errs []error
 	// Add before removing, so an entry being replaced by a broader one
@@ -142,7 +159,7 @@ func (o *policyOps) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revis
 	defer o.mu.Unlock()
 	old, ok := o.written[p.EndpointID]
 	if !ok {
-		old = policyKeys(p)
+		old, _ = policyKeys(p) // only the keys matter
 	}
 	var errs []error
 	for k := range old {
@@ -155,7 +172,8 @@ func (o *policyOps) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revis
 func (o *policyOps) Prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables.EndpointPolicy, statedb.Revision]) error {
 	want := map[maps.PolicyKey]bool{}
 	for p := range objs {
-		for k := range policyKeys(p) {
+		keys, _ := policyKeys(p) // only the keys matter
+		for k := range keys {
 			want[k] = true
 		}
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/monitor/events"
 	"github.com/membrane-net/membrane/datapath/maps"
 )
@@ -22,15 +21,11 @@ import (
 // The stream: 200 with newline-delimited JSON (events.Event), one line per
 // event, flushed as it happens, until the client goes away or the agent
 // stops; 400 for an invalid filter; 503 if the ring buffer cannot be read.
-func newRoutes(m *Monitor, dp *loader.Datapath) apiserver.RoutesOut {
+func newRoutes(m *Monitor, dp maps.EventMaps) apiserver.RoutesOut {
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
 		{Pattern: "GET /v1/monitor", Handler: m.Handler(DefaultQueueLen)},
 		{Pattern: "GET /v1/monitor/stats", Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			var metrics *ebpf.Map
-			if dp.Maps != nil {
-				metrics = dp.Maps.Metrics
-			}
-			st, err := m.StatsWithDatapath(metrics)
+			st, err := m.StatsWithDatapath(dp.MetricsMap())
 			if err != nil {
 				apiserver.WriteError(w, apiserver.Errorf(http.StatusInternalServerError, "read the datapath's lost events: %v", err))
 				return

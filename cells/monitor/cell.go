@@ -4,18 +4,17 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/cells/loader"
+	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Cell provides the *Monitor, its reader job and GET /v1/monitor. It needs
-// the loader's *loader.Datapath (the events map exists once the loader has
-// started).
+// the datapath's maps.EventMaps, which the loader provides (the maps exist
+// once the loader has started).
 var Cell = cell.Module(
 	"monitor",
 	"Datapath drop and verdict events streamed to membrane monitor",
@@ -32,7 +31,7 @@ type params struct {
 	DB         *statedb.DB
 	Endpoints  statedb.Table[*tables.Endpoint]
 	Identities statedb.Table[*tables.Identity]
-	Datapath   *loader.Datapath
+	Datapath   maps.EventMaps
 }
 
 func newMonitor(p params) *Monitor {
@@ -44,12 +43,8 @@ func newMonitor(p params) *Monitor {
 		// its connections to close.
 		OnStart: func(cell.HookContext) error {
 			p.Jobs.Add(job.OneShot("read-events", func(ctx context.Context, h cell.Health) error {
-				var ring *ebpf.Map
-				if p.Datapath.Maps != nil {
-					ring = p.Datapath.Maps.Events
-				}
 				h.OK("reading datapath events")
-				return m.Run(ctx, ring)
+				return m.Run(ctx, p.Datapath.EventsMap())
 			}))
 			return nil
 		},

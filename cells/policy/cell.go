@@ -8,7 +8,6 @@ import (
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -34,19 +33,19 @@ var Cell = cell.Module(
 type engineParams struct {
 	cell.In
 
-	Log        *slog.Logger
-	Config     Config
-	DB         *statedb.DB
-	Jobs       job.Group
-	Rules      statedb.Table[*tables.PolicyRule]
+	Log    *slog.Logger
+	Config Config
+	DB     *statedb.DB
+	Jobs   job.Group
+	Rules  statedb.Table[*tables.PolicyRule]
+	// Revision numbers the policy versions (the repository writes it with
+	// the rules); while it has no row (an agent whose rules come from
+	// elsewhere) the revision is the highest revision of the rules seen.
+	Revision   statedb.Table[*tables.PolicyRevision]
 	Identities statedb.RWTable[*tables.Identity]
 	Endpoints  statedb.Table[*tables.Endpoint]
 	IPCache    statedb.RWTable[*tables.IPCacheEntry]
 	Policy     statedb.RWTable[*tables.EndpointPolicy]
-	// Repository numbers the policy versions; without one (an agent whose
-	// rules come from elsewhere) the revision is the highest revision of
-	// the rules seen.
-	Repository *policyrepo.Repository `optional:"true"`
 	// StateDir keeps the CIDR identity numbers across restarts; without
 	// one they are numbered afresh at every start.
 	StateDir statedir.Dir `optional:"true"`
@@ -56,12 +55,9 @@ func newEngine(p engineParams) (*controller, error) {
 	if err := p.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("policy engine: %w", err)
 	}
-	c := newController(p.Log, p.Config, p.DB, p.Rules, p.Identities, p.Endpoints, p.IPCache, p.Policy)
-	if p.Repository != nil {
-		c.revisionAt = p.Repository.RevisionOfTable
-	}
+	c := newController(p.Log, p.Config, p.DB, p.Rules, p.Revision, p.Identities, p.Endpoints, p.IPCache, p.Policy)
 	if p.StateDir != (statedir.Dir{}) {
-		c.dir = &p.StateDir
+		c.cidr.dir = &p.StateDir
 	}
 	p.Jobs.Add(job.OneShot("policy-engine", c.run))
 	return c, nil

@@ -29,58 +29,60 @@ type cidrStateEntry struct {
 	Identity tables.NumericIdentity `json:"identity"`
 }
 
-// restoreCIDRs reserves the numbers of the previous run in the allocator.
-// The file is a preference, not a source of truth: one that cannot be
-// read is logged and rewritten at the next write, never fatal.
-func (c *controller) restoreCIDRs() {
-	if c.dir == nil {
+// restore reserves the numbers of the previous run in the allocator. The
+// file is a preference, not a source of truth: one that cannot be read is
+// logged and rewritten at the next save, never fatal.
+func (ci *cidrIdentities) restore() {
+	if ci.dir == nil {
 		return
 	}
-	path := c.dir.Path(cidrStateFile)
+	path := ci.dir.Path(cidrStateFile)
 	var st cidrState
-	found, err := c.dir.ReadJSON(cidrStateFile, &st)
+	found, err := ci.dir.ReadJSON(cidrStateFile, &st)
 	switch {
 	case err != nil:
-		c.log.Warn("Ignoring the saved CIDR identities: they are numbered afresh", "file", path, "error", err)
-		c.cidrFileStale = true
+		ci.log.Warn("Ignoring the saved CIDR identities: they are numbered afresh", "file", path, "error", err)
+		ci.fileStale = true
 		return
 	case !found:
 		return
 	case st.Version != cidrStateVersion:
-		c.log.Warn("Ignoring the saved CIDR identities: unsupported format version, they are numbered afresh",
+		ci.log.Warn("Ignoring the saved CIDR identities: unsupported format version, they are numbered afresh",
 			"file", path, "version", st.Version, "supported", cidrStateVersion)
-		c.cidrFileStale = true
+		ci.fileStale = true
 		return
 	}
 	for _, e := range st.Identities {
-		if err := c.cidr.reserve(e.Prefix, e.Identity); err != nil {
-			c.log.Warn("Ignoring a saved CIDR identity", "file", path, "prefix", e.Prefix, "identity", e.Identity, "error", err)
-			c.cidrFileStale = true
+		if err := ci.alloc.reserve(e.Prefix, e.Identity); err != nil {
+			ci.log.Warn("Ignoring a saved CIDR identity", "file", path, "prefix", e.Prefix, "identity", e.Identity, "error", err)
+			ci.fileStale = true
 			continue
 		}
-		c.savedCIDRs[e.Prefix] = e.Identity
+		ci.saved[e.Prefix] = e.Identity
 	}
-	c.log.Info("CIDR identities restored", "file", path, "identities", len(c.savedCIDRs))
+	ci.log.Info("CIDR identities restored", "file", path, "identities", len(ci.saved))
 }
 
-// saveCIDRs writes the allocator's mapping if it differs from the file's.
-func (c *controller) saveCIDRs() error {
-	if !c.cidrUnsaved {
+// save writes the allocator's mapping if it differs from the file's. The
+// controller saves before it commits the rows: the file must know every
+// number the kernel's ipcache may get.
+func (ci *cidrIdentities) save() error {
+	if !ci.unsaved {
 		return nil
 	}
-	if c.dir != nil {
-		cidrs := c.cidr.snapshot()
-		if c.cidrFileStale || !maps.Equal(cidrs, c.savedCIDRs) {
+	if ci.dir != nil {
+		cidrs := ci.alloc.snapshot()
+		if ci.fileStale || !maps.Equal(cidrs, ci.saved) {
 			st := cidrState{Version: cidrStateVersion, Identities: make([]cidrStateEntry, 0, len(cidrs))}
 			for _, p := range slices.SortedFunc(maps.Keys(cidrs), comparePrefix) {
 				st.Identities = append(st.Identities, cidrStateEntry{Prefix: p, Identity: cidrs[p]})
 			}
-			if err := c.dir.WriteJSON(cidrStateFile, st); err != nil {
-				return fmt.Errorf("save CIDR identities to %s: %w", c.dir.Path(cidrStateFile), err)
+			if err := ci.dir.WriteJSON(cidrStateFile, st); err != nil {
+				return fmt.Errorf("save CIDR identities to %s: %w", ci.dir.Path(cidrStateFile), err)
 			}
-			c.savedCIDRs, c.cidrFileStale = cidrs, false
+			ci.saved, ci.fileStale = cidrs, false
 		}
 	}
-	c.cidrUnsaved = false
+	ci.unsaved = false
 	return nil
 }

@@ -7,17 +7,14 @@ import (
 	"iter"
 	"log/slog"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -46,6 +43,7 @@ type controller struct {
 	db  *statedb.DB
 
 	rulesTbl      statedb.Table[*tables.PolicyRule]
+	revisionTbl   statedb.Table[*tables.PolicyRevision]
 	identitiesTbl statedb.RWTable[*tables.Identity]
 	endpointsTbl  statedb.Table[*tables.Endpoint]
 	ipcacheTbl    statedb.RWTable[*tables.IPCacheEntry]
@@ -56,24 +54,14 @@ type controller struct {
 	firstRound              bool
 
 	cache *selectorCache
-	cidr  *cidrAllocator
+	cidr  *cidrIdentities // the CIDR identities of the rules, and their rows
 	rules map[string]*compiledRule
 
-	// dir keeps the CIDR identity numbers across restarts (nil: they are
-	// not kept). savedCIDRs is what its file holds; cidrUnsaved that the
-	// allocator may have changed since; cidrFileStale that the file must
-	// be rewritten anyway (it could not be read in full).
-	dir           *statedir.Dir
-	savedCIDRs    map[netip.Prefix]tables.NumericIdentity
-	cidrUnsaved   bool
-	cidrFileStale bool
-
-	// revision is the policy revision of the rules computed from: the
-	// repository's revision at the last rule change processed
-	// (revisionAt), or without a repository the highest revision of the
-	// rules seen.
-	revision   uint64
-	revisionAt func(statedb.Revision) uint64
+	// revision is the policy revision of the rules computed from (see
+	// policyRevision); ruleRevision the highest revision of the rules
+	// seen, which stands for it while the policy-revision table is empty.
+	revision     uint64
+	ruleRevision uint64
 
 	endpoints  map[uint16]tables.NumericIdentity // endpoints that want a row
 	byIdentity map[tables.NumericIdentity]map[uint16]struct{}
@@ -84,11 +72,7 @@ type controller struct {
 	dirtyIdentities map[tables.NumericIdentity]struct{}
 	dirtyEndpoints  map[uint16]struct{}
 	allEndpoints    bool
-	cidrSync        map[netip.Prefix]struct{}               // rows of these prefixes to check
-	cidrReleased    map[netip.Prefix]tables.NumericIdentity // identities given up
 
-	// cidrs is the prefix -> identity map of the last round, for traces.
-	cidrs atomic.Pointer[map[netip.Prefix]tables.NumericIdentity]
 	// seen holds, per input table, the revision of the last change
 	// processed. It is not the revision of the round's read transaction:
 	// a change iterator can return nothing for a commit that the
@@ -100,15 +84,14 @@ type controller struct {
 }
 
 func newController(log *slog.Logger, cfg Config, db *statedb.DB, rules statedb.Table[*tables.PolicyRule],
-	identities statedb.RWTable[*tables.Identity], endpoints statedb.Table[*tables.Endpoint],
-	ipcache statedb.RWTable[*tables.IPCacheEntry], policy statedb.RWTable[*tables.EndpointPolicy]) *controller {
+	revision statedb.Table[*tables.PolicyRevision], identities statedb.RWTable[*tables.Identity],
+	endpoints statedb.Table[*tables.Endpoint], ipcache statedb.RWTable[*tables.IPCacheEntry],
+	policy statedb.RWTable[*tables.EndpointPolicy]) *controller {
 	c := &controller{
 		log: log, cfg: cfg, db: db,
-		rulesTbl: rules, identitiesTbl: identities, endpointsTbl: endpoints, ipcacheTbl: ipcache, policyTbl: policy,
+		rulesTbl: rules, revisionTbl: revision, identitiesTbl: identities, endpointsTbl: endpoints, ipcacheTbl: ipcache, policyTbl: policy,
 		cache:           newSelectorCache(),
-		cidr:            newCIDRAllocator(),
-		savedCIDRs:      map[netip.Prefix]tables.NumericIdentity{},
-		cidrUnsaved:     true, // the first round drops the restored numbers no rule uses
+		cidr:            newCIDRIdentities(log, ipcache, identities),
 		rules:           map[string]*compiledRule{},
 		endpoints:       map[uint16]tables.NumericIdentity{},
 		byIdentity:      map[tables.NumericIdentity]map[uint16]struct{}{},
@@ -116,12 +99,8 @@ func newController(log *slog.Logger, cfg Config, db *statedb.DB, rules statedb.T
 		dependents:      map[string]map[tables.NumericIdentity]struct{}{},
 		dirtyIdentities: map[tables.NumericIdentity]struct{}{},
 		dirtyEndpoints:  map[uint16]struct{}{},
-		cidrSync:        map[netip.Prefix]struct{}{},
-		cidrReleased:    map[netip.Prefix]tables.NumericIdentity{},
 		firstRound:      true,
 	}
-	empty := map[netip.Prefix]tables.NumericIdentity{}
-	c.cidrs.Store(&empty)
 	c.progress.init()
 	// endpoint-policy is initialized once every endpoint has its policy
 	// computed from all the restored rules; ipcache waits for the CIDR
@@ -152,7 +131,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		health.Degraded("cannot watch the tables", err)
 		return fmt.Errorf("policy engine: watch tables: %w", err)
 	}
-	c.restoreCIDRs()
+	c.cidr.restore()
 	if !c.waitInitialized(ctx) {
 		return nil
 	}
@@ -207,13 +186,9 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 			c.identityChanged(ch.Object, ch.Deleted)
 		}
 		c.rulesChanged(ruleSeq)
-		// The first round has every restored rule: numbers restored for
-		// prefixes that none uses any more are free again.
-		c.cidr.unreserve()
-		if c.revisionAt != nil {
-			if rev := c.revisionAt(c.seen[rulesInput]); rev != c.revision {
-				c.revision, c.allEndpoints = rev, true
-			}
+		revRow, revWatch := tables.CurrentPolicyRevision(c.revisionTbl, txn)
+		if rev := c.policyRevision(revRow); rev != c.revision {
+			c.revision, c.allEndpoints = rev, true
 		}
 		for ch, rev := range epSeq {
 			c.seen[endpointsInput] = max(c.seen[endpointsInput], rev)
@@ -221,7 +196,7 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 		}
 		for ch, rev := range ipcSeq {
 			c.seen[ipcacheInput] = max(c.seen[ipcacheInput], rev)
-			c.ipcacheChanged(ch.Object, ch.Deleted)
+			c.cidr.ipcacheRowChanged(ch.Object, ch.Deleted)
 		}
 		c.recompute()
 
@@ -245,6 +220,7 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 		case <-ruleWatch:
 		case <-epWatch:
 		case <-ipcWatch:
+		case <-revWatch:
 		case <-epInitWatch:
 		case <-retry:
 			retry = nil
@@ -257,9 +233,7 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 // deleted by someone else is published again.
 func (c *controller) identityChanged(row *tables.Identity, deleted bool) {
 	if kindOf(row.ID) == kindCIDR {
-		if p, ok := c.cidr.used[row.ID]; ok && deleted {
-			c.cidrSync[p] = struct{}{}
-		}
+		c.cidr.identityRowChanged(row, deleted)
 		return
 	}
 	var changed []string
@@ -311,24 +285,11 @@ func (c *controller) rulesChanged(seq iter.Seq2[statedb.Change[*tables.PolicyRul
 		r := compileRule(ch.Object)
 		c.rules[key] = r
 		added = append(added, r)
-		if c.revisionAt == nil && ch.Object.Revision > c.revision {
-			c.revision = ch.Object.Revision
-			c.allEndpoints = true
-		}
+		c.ruleRevision = max(c.ruleRevision, ch.Object.Revision)
 	}
 	for _, r := range added {
-		for _, p := range r.prefixes {
-			id, isNew, err := c.cidr.acquire(p)
-			if err != nil {
-				r.problems = append(r.problems, err)
-				continue
-			}
-			r.held = append(r.held, p)
-			if isNew {
-				c.cidrSync[p], c.cidrUnsaved = struct{}{}, true
-				delete(c.cidrReleased, p)
-				c.selectionsChanged(c.cache.upsertIdentity(cidrIdentity(id, p)))
-			}
+		for _, info := range c.cidr.take(r) {
+			c.selectionsChanged(c.cache.upsertIdentity(info))
 		}
 		for _, sel := range r.selectors {
 			c.cache.addSelector(sel)
@@ -342,19 +303,32 @@ func (c *controller) rulesChanged(seq iter.Seq2[statedb.Change[*tables.PolicyRul
 		for k := range r.selectors {
 			c.cache.releaseSelector(k)
 		}
-		for _, p := range r.held {
-			if id, gone := c.cidr.release(p); gone {
-				c.cidrSync[p], c.cidrUnsaved = struct{}{}, true
-				c.cidrReleased[p] = id
-				c.selectionsChanged(c.cache.removeIdentity(id))
-			}
+		for _, id := range c.cidr.give(r) {
+			c.selectionsChanged(c.cache.removeIdentity(id))
 		}
 		c.subjectsChanged(r)
 	}
-	if len(added)+len(removed) > 0 {
-		cidrs := c.cidr.snapshot()
-		c.cidrs.Store(&cidrs)
+	c.cidr.rulesApplied(len(added)+len(removed) > 0)
+}
+
+// policyRevision is the policy revision of the rules processed so far,
+// given the policy-revision row the round's transaction sees. The
+// repository writes that row in the transaction that writes the rules,
+// with the rules table's revision after them (RulesRevision). The row
+// can be ahead of the rules processed: the change iterator may return a
+// commit a round after the transaction sees it (see seen). So the row's
+// revision applies only once the changes up to RulesRevision are
+// processed; until then the rules are still those of the revision held.
+// Without a row (no repository) it is the highest revision of the rules
+// seen.
+func (c *controller) policyRevision(row *tables.PolicyRevision) uint64 {
+	switch {
+	case row == nil:
+		return c.ruleRevision
+	case row.RulesRevision <= c.seen[rulesInput]:
+		return row.Revision
 	}
+	return c.revision
 }
 
 // subjectsChanged marks the endpoint identities a rule selects.
@@ -399,17 +373,6 @@ func (c *controller) endpointChanged(ep *tables.Endpoint, deleted bool) {
 		}
 	}
 	c.dirtyEndpoints[ep.ID] = struct{}{}
-}
-
-// ipcacheChanged notices a CIDR row that someone else deleted (an
-// endpoint row that had taken its prefix, then went): it is written again.
-func (c *controller) ipcacheChanged(row *tables.IPCacheEntry, deleted bool) {
-	if !deleted {
-		return
-	}
-	if _, ok := c.cidr.lookup(row.Prefix); ok {
-		c.cidrSync[row.Prefix] = struct{}{}
-	}
 }
 
 // setPolicy records an identity's computed policy (nil: none) and the
@@ -467,19 +430,19 @@ func (c *controller) recompute() {
 // transaction. Once the endpoints table is initialized too, it marks the
 // engine's initializers done.
 func (c *controller) write(endpointsInitialized bool) error {
-	if !c.firstRound && len(c.dirtyEndpoints) == 0 && !c.allEndpoints && len(c.cidrSync) == 0 && !c.cidrUnsaved &&
+	if !c.firstRound && len(c.dirtyEndpoints) == 0 && !c.allEndpoints && !c.cidr.pending() &&
 		(c.initialized || !endpointsInitialized) {
 		return nil // most rounds: a status write-back, an endpoint's state
 	}
 	// Before the rows: the file must know every number the kernel's
 	// ipcache may get. A failed save is retried with the rest.
-	if err := c.saveCIDRs(); err != nil {
+	if err := c.cidr.save(); err != nil {
 		return err
 	}
 	wtxn := c.db.WriteTxn(c.policyTbl, c.ipcacheTbl, c.identitiesTbl)
 	defer wtxn.Abort()
 
-	if err := c.writeCIDRs(wtxn); err != nil {
+	if err := c.cidr.write(wtxn, c.firstRound); err != nil {
 		return err
 	}
 	if c.firstRound {
@@ -520,8 +483,7 @@ func (c *controller) write(endpointsInitialized bool) error {
 		c.log.Debug("Endpoint policies written", "rows", written, "revision", c.revision)
 	}
 	clear(c.dirtyEndpoints)
-	clear(c.cidrSync)
-	clear(c.cidrReleased)
+	c.cidr.written()
 	c.allEndpoints, c.firstRound = false, false
 	return nil
 }
@@ -550,55 +512,6 @@ func (c *controller) writeEndpoint(wtxn statedb.WriteTxn, epID uint16) (int, err
 		return 0, fmt.Errorf("write the policy of endpoint %d: %w", epID, err)
 	}
 	return 1, nil
-}
-
-// writeCIDRs writes the ipcache and identities rows of the CIDR
-// identities allocated or released since the last write.
-func (c *controller) writeCIDRs(wtxn statedb.WriteTxn) error {
-	if c.firstRound {
-		// Leftovers of a previous controller.
-		for row := range c.ipcacheTbl.All(wtxn) {
-			if row.Source == IPCacheSource {
-				c.cidrSync[row.Prefix] = struct{}{}
-			}
-		}
-	}
-	for _, p := range slices.SortedFunc(maps.Keys(c.cidrSync), comparePrefix) {
-		id, allocated := c.cidr.lookup(p)
-		ipc, _, found := c.ipcacheTbl.Get(wtxn, tables.IPCachePrefixIndex.Query(p))
-		switch {
-		case allocated && (!found || (ipc.Source == IPCacheSource && ipc.Identity != id)):
-			row := &tables.IPCacheEntry{Prefix: p, Identity: id, Source: IPCacheSource, Status: reconciler.StatusPending()}
-			if _, _, err := c.ipcacheTbl.Insert(wtxn, row); err != nil {
-				return fmt.Errorf("write the ipcache entry of %s: %w", p, err)
-			}
-		case !allocated && found && ipc.Source == IPCacheSource:
-			if _, _, err := c.ipcacheTbl.Delete(wtxn, ipc); err != nil {
-				return fmt.Errorf("delete the ipcache entry of %s: %w", p, err)
-			}
-		}
-		// found with another source: an endpoint holds the address; its
-		// entry stands, and ours comes back when it goes.
-
-		if old, ok := c.cidrReleased[p]; ok && !allocated {
-			row, _, found := c.identitiesTbl.Get(wtxn, tables.IdentityIDIndex.Query(old))
-			if found && row.Labels.Equal(cidrLabels(p)) {
-				if _, _, err := c.identitiesTbl.Delete(wtxn, row); err != nil {
-					return fmt.Errorf("unpublish CIDR identity %d (%s): %w", old, p, err)
-				}
-			}
-		}
-		if allocated {
-			want := &tables.Identity{ID: id, Labels: cidrLabels(p)}
-			row, _, found := c.identitiesTbl.Get(wtxn, tables.IdentityIDIndex.Query(id))
-			if !found || !row.Labels.Equal(want.Labels) || row.Reserved {
-				if _, _, err := c.identitiesTbl.Insert(wtxn, want); err != nil {
-					return fmt.Errorf("publish CIDR identity %d (%s): %w", id, p, err)
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // The input tables, in the order of inputRevisions.
@@ -631,5 +544,5 @@ func (c *controller) reportHealth(health cell.Health, writeErr error) {
 		return
 	}
 	health.OK(fmt.Sprintf("%d endpoint policies from %d rules at revision %d (%d identities computed, %d selectors, %d CIDR identities)",
-		len(c.endpoints), len(c.rules), c.revision, len(c.policies), len(c.cache.selectors), len(c.cidr.byPrefix)))
+		len(c.endpoints), len(c.rules), c.revision, len(c.policies), len(c.cache.selectors), c.cidr.count()))
 }

@@ -332,3 +332,26 @@ func TestConfigValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The policy-revision row read with a round's transaction can be ahead of
+// the rules the change iterator returned (it returns a commit a round
+// after the transaction sees it): its revision applies only once the
+// rules up to its RulesRevision are processed. The randomised test cannot
+// see the difference (the next round catches up), so it is pinned here.
+func TestPolicyRevisionWaitsForItsRules(t *testing.T) {
+	c := &controller{revision: 4, ruleRevision: 9}
+	c.seen[rulesInput] = 10
+	for _, tc := range []struct {
+		row  *tables.PolicyRevision
+		want uint64
+	}{
+		{nil, 9}, // no repository: the highest revision of the rules seen
+		{&tables.PolicyRevision{Revision: 5, RulesRevision: 10}, 5},
+		{&tables.PolicyRevision{Revision: 5, RulesRevision: 7}, 5},  // rules written by someone else since
+		{&tables.PolicyRevision{Revision: 5, RulesRevision: 11}, 4}, // its rules not processed yet
+	} {
+		if got := c.policyRevision(tc.row); got != tc.want {
+			t.Errorf("row %+v, rules processed up to %d: revision %d, want %d", tc.row, c.seen[rulesInput], got, tc.want)
+		}
+	}
+}

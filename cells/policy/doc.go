@@ -19,14 +19,21 @@
 // endpoints that appeared or changed identity. A row is rewritten only if
 // what it asks of the datapath, or the policy revision, changed.
 //
-// Rules with CIDR peers get a node-local identity per prefix (cidr.go):
-// the engine writes an ipcache row (prefix -> identity, source
-// cidr-policy) and an identities row (cidr:PREFIX) for each, and removes
-// both when no rule uses the prefix any more. The numbers are saved in the
-// state directory (cidr-identities.json, cidrstate.go) before the rows are
-// committed, and reserved for their prefixes while the restored rules are
-// processed after a restart: the kernel's ipcache map outlives the agent,
-// and must not disagree with the recomputed policies.
+// Rules with CIDR peers get a node-local identity per prefix. One type
+// owns them (cidrIdentities, cidridentities.go; the selectors that match
+// them are in cidr.go): it writes an ipcache row (prefix -> identity,
+// source cidr-policy) and an identities row (cidr:PREFIX) for each, and
+// removes both when no rule uses the prefix any more. The numbers are
+// saved in the state directory (cidr-identities.json, cidrstate.go)
+// before the rows are committed, and reserved for their prefixes while
+// the restored rules are processed after a restart: the kernel's ipcache
+// map outlives the agent, and must not disagree with the recomputed
+// policies.
+//
+// The policy revision each row reports comes from the policy-revision
+// table, which the repository writes with the rules; the engine applies
+// it once it has processed the rules that came with it (policyRevision in
+// controller.go).
 //
 // Nothing is computed before the policy-rules table (the repository's
 // restore) and the identities table are initialized, and the engine holds

@@ -33,6 +33,7 @@ type testEngine struct {
 	h          *hive.Hive
 	db         *statedb.DB
 	rules      statedb.RWTable[*tables.PolicyRule]
+	revision   statedb.RWTable[*tables.PolicyRevision]
 	identities statedb.RWTable[*tables.Identity]
 	endpoints  statedb.RWTable[*tables.Endpoint]
 	ipcache    statedb.RWTable[*tables.IPCacheEntry]
@@ -62,10 +63,10 @@ func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell)
 		),
 		tables.Cell,
 		Cell,
-		cell.Invoke(func(db *statedb.DB, r statedb.RWTable[*tables.PolicyRule], i statedb.RWTable[*tables.Identity],
-			ep statedb.RWTable[*tables.Endpoint], ipc statedb.RWTable[*tables.IPCacheEntry],
+		cell.Invoke(func(db *statedb.DB, r statedb.RWTable[*tables.PolicyRule], rev statedb.RWTable[*tables.PolicyRevision],
+			i statedb.RWTable[*tables.Identity], ep statedb.RWTable[*tables.Endpoint], ipc statedb.RWTable[*tables.IPCacheEntry],
 			pol statedb.RWTable[*tables.EndpointPolicy], c *controller, h *cell.SimpleHealth) {
-			e.db, e.rules, e.identities, e.endpoints, e.ipcache, e.policy, e.c, e.health = db, r, i, ep, ipc, pol, c, h
+			e.db, e.rules, e.revision, e.identities, e.endpoints, e.ipcache, e.policy, e.c, e.health = db, r, rev, i, ep, ipc, pol, c, h
 			if holdRules {
 				wtxn := db.WriteTxn(r)
 				e.rulesRestored = r.RegisterInitializer(wtxn, "test-repository-restore")

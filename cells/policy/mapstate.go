@@ -22,9 +22,10 @@ const (
 // entrySet collects the allow and deny entries of one endpoint identity
 // and turns them into the minimal, deterministic list the datapath gets.
 //
-// The datapath looks a packet up twice, under the peer's identity and
-// under identity 0, each a longest-prefix match over protocol then port,
-// and drops the packet if either lookup finds a deny. Within one identity
+// It is the one place where deny takes precedence over allow. The
+// datapath looks a packet up twice, under the peer's identity and under
+// identity 0, each a longest-prefix match over protocol then port, and
+// drops the packet if either lookup finds a deny. Within one identity
 // only the longest match counts, so the set makes sure that no allow
 // entry of an identity overlaps a deny entry of the same identity that
 // applies to its protocol: allows covered by such a deny are dropped, and
@@ -32,6 +33,15 @@ const (
 // allow of every protocol needs nothing: the deny is the longer match.
 // Across identity 0 and a specific identity both entries stay: the
 // datapath's two lookups resolve them.
+//
+// This has to happen on port ranges, before the loader expands each entry
+// into LPM keys (datapath/maps.PolicyKeys): an allow and a deny that
+// overlap rarely share a key (a deny of every TCP port is one short key,
+// an allow of TCP 80 a long one, which the lookup would prefer), so no
+// merging of keys could give the deny precedence. The loader therefore
+// only translates, and refuses a row that asks one key for both verdicts;
+// the entries written are also what traces and `membrane statedb
+// endpoint-policy` show, so they show the verdicts the datapath applies.
 type entrySet struct {
 	m map[entryKey]*entryVal
 }
@@ -206,4 +216,21 @@ func compareBool(a, b bool) int {
 		return -1
 	}
 	return 1
+}
+
+// endpointRow is the endpoint-policy row of an endpoint with the given
+// identity policy. Entries are shared between rows: rows are immutable.
+func endpointRow(epID uint16, id tables.NumericIdentity, rev uint64, p *identityPolicy) *tables.EndpointPolicy {
+	entries := p.entries
+	if entries == nil {
+		entries = []tables.PolicyEntry{}
+	}
+	return &tables.EndpointPolicy{
+		EndpointID:      epID,
+		Identity:        id,
+		Revision:        rev,
+		IngressEnforced: p.ingressEnforced,
+		EgressEnforced:  p.egressEnforced,
+		Entries:         entries,
+	}
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -36,11 +37,29 @@ func TestEntrySetCarving(t *testing.T) {
 	}
 }
 
+// datapathKeys expands entries into policy map keys -> deny, as the
+// loader does; an error if two entries ask one key for different verdicts
+// (the loader would refuse the row).
+func datapathKeys(ep uint16, entries []tables.PolicyEntry) (map[maps.PolicyKey]bool, error) {
+	keys := map[maps.PolicyKey]bool{}
+	for _, e := range entries {
+		for _, k := range maps.PolicyKeys(ep, e.Key.Direction, e.Key.Identity, e.Key.Protocol, e.Key.Port, e.Key.EndPort) {
+			if deny, ok := keys[k]; ok && deny != e.Deny {
+				return nil, fmt.Errorf("key %s is asked for both allow and deny: entries %q", k, keysOf(entries))
+			}
+			keys[k] = e.Deny
+		}
+	}
+	return keys, nil
+}
+
 // lpmVerdict is what the datapath decides for a packet, computed the way
-// the loader writes entries (datapath/maps.PolicyKeys, deny wins on the
-// same key) and the BPF program looks them up (longest prefix match
-// under the peer's identity and under 0; a deny in either wins).
-func lpmVerdict(p *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) string {
+// the loader writes entries (each one's keys from datapath/maps.PolicyKeys,
+// with its verdict: the loader resolves nothing, so no key may be asked
+// for both) and the BPF program looks them up (longest prefix match under
+// the peer's identity and under 0; a deny in either wins).
+func lpmVerdict(t testing.TB, p *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) string {
+	t.Helper()
 	enforced := p.ingressEnforced
 	if dir == tables.DirEgress {
 		enforced = p.egressEnforced
@@ -48,11 +67,9 @@ func lpmVerdict(p *identityPolicy, dir uint8, peer tables.NumericIdentity, proto
 	if !enforced {
 		return VerdictAllowed
 	}
-	keys := map[maps.PolicyKey]bool{} // key -> deny
-	for _, e := range p.entries {
-		for _, k := range maps.PolicyKeys(1, e.Key.Direction, e.Key.Identity, e.Key.Protocol, e.Key.Port, e.Key.EndPort) {
-			keys[k] = keys[k] || e.Deny
-		}
+	keys, err := datapathKeys(1, p.entries)
+	if err != nil {
+		t.Fatal(err)
 	}
 	lookup := func(id tables.NumericIdentity) (found, deny bool) {
 		best := -1
@@ -142,7 +159,7 @@ func TestEntriesMatchDatapathLookup(t *testing.T) {
 			for _, proto := range []uint8{tables.ProtoTCP, tables.ProtoUDP, tables.ProtoICMP} {
 				for port := range uint16(26) {
 					st, _ := evaluate(p, tables.DirIngress, peer, proto, port)
-					if want := lpmVerdict(p, tables.DirIngress, peer, proto, port); st.Verdict != want {
+					if want := lpmVerdict(t, p, tables.DirIngress, peer, proto, port); st.Verdict != want {
 						t.Fatalf("peer %d proto %d port %d: trace says %s, datapath %s\nentries: %q\nrules: %+v",
 							peer, proto, port, st.Verdict, want, keysOf(p.entries), rules)
 					}

@@ -7,10 +7,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 
-	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 
 	policyapi "github.com/membrane-net/membrane/policy/api"
@@ -183,13 +181,7 @@ func TestRandomisedIncrementalMatchesScratch(t *testing.T) {
 
 func runRandomised(t *testing.T, seed uint64, steps int, cfg Config) {
 	g := &randomInputs{rng: rand.New(rand.NewPCG(seed, 42)), nextID: 299}
-	// The repository's revision: one more on every rule change, recorded
-	// against the table revision in the same transaction, as the real
-	// repository does.
-	revs := &fakeRevisions{}
-	e := newTestEngine(t, cfg, false, cell.Invoke(func(c *controller) {
-		c.revisionAt = revs.at
-	}))
+	e := newTestEngine(t, cfg, false)
 	e.start(t)
 	e.addIdentities(t, reserved()...)
 	var (
@@ -197,8 +189,10 @@ func runRandomised(t *testing.T, seed uint64, steps int, cfg Config) {
 		ruleKeys   []string
 		nextRule   int
 	)
+	// The policy revision: one more on every rule change, written with
+	// the rules in the same transaction, as the repository does.
 	writeRule := func(put *tables.PolicyRule, del string) {
-		wtxn := e.db.WriteTxn(e.rules)
+		wtxn := e.db.WriteTxn(e.rules, e.revision)
 		var err error
 		if put != nil {
 			_, _, err = e.rules.Insert(wtxn, put)
@@ -206,10 +200,12 @@ func runRandomised(t *testing.T, seed uint64, steps int, cfg Config) {
 			g.nextRev++
 			_, _, err = e.rules.Delete(wtxn, &tables.PolicyRule{Key: del})
 		}
+		if err == nil {
+			_, _, err = e.revision.Insert(wtxn, &tables.PolicyRevision{Revision: g.nextRev, RulesRevision: e.rules.Revision(wtxn)})
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		revs.record(e.rules.Revision(wtxn), g.nextRev)
 		wtxn.Commit()
 	}
 	for range 4 {
@@ -352,6 +348,9 @@ func compareWithScratch(e *testEngine, cfg Config, rev uint64) error {
 		case got == nil:
 			return fmt.Errorf("endpoint %d (identity %d, %s) has no row, want %+v", ep.ID, ep.Identity, ep.State, exp)
 		}
+		if _, err := datapathKeys(ep.ID, got.Entries); err != nil {
+			return fmt.Errorf("endpoint %d: the loader would refuse the row: %w", ep.ID, err)
+		}
 		if got.Identity != exp.Identity || got.Revision != exp.Revision ||
 			got.IngressEnforced != exp.IngressEnforced || got.EgressEnforced != exp.EgressEnforced ||
 			!slices.EqualFunc(got.Entries, exp.Entries, func(a, b tables.PolicyEntry) bool {
@@ -366,28 +365,4 @@ func compareWithScratch(e *testEngine, cfg Config, rev uint64) error {
 		return fmt.Errorf("row of endpoint %d that does not exist: %+v", id, row)
 	}
 	return nil
-}
-
-// fakeRevisions stands for the repository's revision history.
-type fakeRevisions struct {
-	mu      sync.Mutex
-	entries [][2]uint64 // table revision, policy revision; ascending
-}
-
-func (f *fakeRevisions) record(table statedb.Revision, policy uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.entries = append(f.entries, [2]uint64{table, policy})
-}
-
-func (f *fakeRevisions) at(table statedb.Revision) uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var rev uint64
-	for _, e := range f.entries {
-		if e[0] <= table {
-			rev = e[1]
-		}
-	}
-	return rev
 }

@@ -112,20 +112,3 @@ func wantsPolicy(ep *tables.Endpoint) bool {
 	}
 	return true
 }
-
-// endpointRow is the endpoint-policy row of an endpoint with the given
-// identity policy. Entries are shared between rows: rows are immutable.
-func endpointRow(epID uint16, id tables.NumericIdentity, rev uint64, p *identityPolicy) *tables.EndpointPolicy {
-	entries := p.entries
-	if entries == nil {
-		entries = []tables.PolicyEntry{}
-	}
-	return &tables.EndpointPolicy{
-		EndpointID:      epID,
-		Identity:        id,
-		Revision:        rev,
-		IngressEnforced: p.ingressEnforced,
-		EgressEnforced:  p.egressEnforced,
-		Entries:         entries,
-	}
-}

@@ -126,7 +126,7 @@ func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
 		return nil, apiserver.Errorf(http.StatusBadRequest, "src-labels and dst-labels are required (\"k8s:app=web\", \"reserved:host\", \"cidr:192.0.2.1\")")
 	}
 	txn := t.c.db.ReadTxn()
-	snap := newSnapshot(t.c.cfg, statedb.Collect(t.rules.All(txn)), statedb.Collect(t.identities.All(txn)), *t.c.cidrs.Load())
+	snap := newSnapshot(t.c.cfg, statedb.Collect(t.rules.All(txn)), statedb.Collect(t.identities.All(txn)), t.c.cidr.prefixes())
 
 	resp := &TraceResponse{Rules: []TraceRule{}}
 	src, err := t.resolve(txn, snap, req.SrcLabels, hypotheticalSrc, &resp.Explanation, "source")

@@ -28,11 +28,12 @@ type params struct {
 	Lifecycle cell.Lifecycle
 	DB        *statedb.DB
 	Rules     statedb.RWTable[*tables.PolicyRule]
+	Revisions statedb.RWTable[*tables.PolicyRevision]
 	StateDir  statedir.Dir
 }
 
 func newRepository(p params) *Repository {
-	r := &Repository{log: p.Log, db: p.DB, rules: p.Rules, dir: p.StateDir}
+	r := &Repository{log: p.Log, db: p.DB, rules: p.Rules, revisions: p.Revisions, dir: p.StateDir}
 	wtxn := p.DB.WriteTxn(p.Rules)
 	done := p.Rules.RegisterInitializer(wtxn, "policy-repository")
 	wtxn.Commit()

@@ -25,14 +25,18 @@
 // "policy-repository" completes only after the restore, so the engine can
 // wait for tables.PolicyRule's Initialized before computing anything.
 //
-// Readers that need the revision consistent with the rows they read ask
-// Repository.RevisionAt(txn) with the same transaction; readers that
-// follow the table's changes ask RevisionOfTable with the revision of the
-// last change they processed.
+// The revision is a row of the policy-revision table
+// (tables.PolicyRevision), written in the transaction that writes the
+// rules, so every reader finds it next to the rules without asking the
+// repository: one that reads rows and revision with the same transaction
+// gets a consistent pair (Repository.RevisionAt, GET /v1/policy); one that
+// follows the rules' changes (the policy engine) compares the row's
+// RulesRevision with the revision of the last change it processed.
 //
 // Try it:
 //
 //	membrane policy import -f web.yaml
 //	membrane statedb policy-rules
+//	membrane statedb policy-revision
 //	curl --unix-socket /var/run/membrane/membrane.sock http://x/v1/policy
 package policyrepo

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/cilium/statedb"
 
@@ -21,35 +20,29 @@ import (
 // ErrNoMatch is returned by Delete when no rule matches.
 var ErrNoMatch = errors.New("no policy rule matches")
 
-// Repository writes the policy-rules table and numbers its versions.
+// Repository writes the policy-rules table and numbers its versions in
+// the policy-revision table, in the same transaction.
 type Repository struct {
-	log   *slog.Logger
-	db    *statedb.DB
-	rules statedb.RWTable[*tables.PolicyRule]
-	dir   statedir.Dir
+	log       *slog.Logger
+	db        *statedb.DB
+	rules     statedb.RWTable[*tables.PolicyRule]
+	revisions statedb.RWTable[*tables.PolicyRevision]
+	dir       statedir.Dir
 
-	mu       sync.Mutex // serialises writers (import, delete, restore) and policy.json
-	revision atomic.Uint64
-	history  revisionHistory
+	mu sync.Mutex // serialises writers (import, delete, restore) and policy.json
 }
 
 // Revision is the current policy revision: 0 before any policy was
 // imported, one more after every import or delete.
-func (r *Repository) Revision() uint64 { return r.revision.Load() }
+func (r *Repository) Revision() uint64 { return r.RevisionAt(r.db.ReadTxn()) }
 
-// RevisionAt is the policy revision of the rules a transaction sees.
-// Reading rows and revision with the same txn gives a consistent pair, so
-// the engine never reports a revision newer than the rules it computed
-// from (which Revision, read a moment later, could be).
+// RevisionAt is the policy revision of the rules a transaction sees:
+// rows and revision read with the same txn are a consistent pair.
 func (r *Repository) RevisionAt(txn statedb.ReadTxn) uint64 {
-	return r.history.at(r.rules.Revision(txn))
-}
-
-// RevisionOfTable is the policy revision of the rules as they were at a
-// revision of the policy-rules table: for a reader that follows the
-// table's changes and knows the revision of the last one it processed.
-func (r *Repository) RevisionOfTable(table statedb.Revision) uint64 {
-	return r.history.at(table)
+	if row, _ := tables.CurrentPolicyRevision(r.revisions, txn); row != nil {
+		return row.Revision
+	}
+	return 0
 }
 
 // Import writes the rules of one parsed document under a new revision,
@@ -61,9 +54,9 @@ func (r *Repository) Import(rules []api.ParsedRule) (revision uint64, replaced i
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rev := r.revision.Load() + 1
-	wtxn := r.db.WriteTxn(r.rules)
+	wtxn := r.db.WriteTxn(r.rules, r.revisions)
 	defer wtxn.Abort()
+	rev := r.RevisionAt(wtxn) + 1
 
 	var objs []api.ObjectRef
 	for _, pr := range rules {
@@ -110,7 +103,7 @@ func (r *Repository) Import(rules []api.ParsedRule) (revision uint64, replaced i
 func (r *Repository) Delete(match []api.RuleLabel) (revision uint64, deleted int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	wtxn := r.db.WriteTxn(r.rules)
+	wtxn := r.db.WriteTxn(r.rules, r.revisions)
 	defer wtxn.Abort()
 
 	var doomed []*tables.PolicyRule
@@ -120,9 +113,9 @@ func (r *Repository) Delete(match []api.RuleLabel) (revision uint64, deleted int
 		}
 	}
 	if len(doomed) == 0 {
-		return r.revision.Load(), 0, ErrNoMatch
+		return r.RevisionAt(wtxn), 0, ErrNoMatch
 	}
-	rev := r.revision.Load() + 1
+	rev := r.RevisionAt(wtxn) + 1
 	for _, row := range doomed {
 		if _, _, err := r.rules.Delete(wtxn, row); err != nil {
 			return 0, 0, fmt.Errorf("delete policy rule %s: %w", row.Key, err)
@@ -156,17 +149,29 @@ func matchesAll(ruleLabels []string, match []api.RuleLabel) bool {
 	return true
 }
 
-// commit persists the table as wtxn has it under rev, then commits. If
-// the state file cannot be written, nothing changes (the caller aborts).
+// commit numbers the rules as wtxn has them with rev, persists them,
+// then commits. If the state file cannot be written, nothing changes (the
+// caller aborts).
 func (r *Repository) commit(wtxn statedb.WriteTxn, rev uint64) error {
+	if err := r.setRevision(wtxn, rev); err != nil {
+		return err
+	}
 	if err := r.save(wtxn, rev); err != nil {
 		return fmt.Errorf("policy unchanged: %w", err)
 	}
-	// Recorded before the commit: a reader that sees the new rows finds
-	// their revision.
-	r.history.record(r.rules.Revision(wtxn), rev)
 	wtxn.Commit()
-	r.revision.Store(rev)
+	return nil
+}
+
+// setRevision writes the policy-revision row in the transaction that
+// wrote the rules, once they are written: a reader that sees the new rows
+// sees their revision, and one that follows the rules' changes knows from
+// RulesRevision when it has processed all of them.
+func (r *Repository) setRevision(wtxn statedb.WriteTxn, rev uint64) error {
+	row := &tables.PolicyRevision{Revision: rev, RulesRevision: r.rules.Revision(wtxn)}
+	if _, _, err := r.revisions.Insert(wtxn, row); err != nil {
+		return fmt.Errorf("write policy revision %d: %w", rev, err)
+	}
 	return nil
 }
 
@@ -190,51 +195,4 @@ func compareRules(a, b *tables.PolicyRule) int {
 		return n
 	}
 	return cmp.Or(cmp.Compare(a.Revision, b.Revision), cmp.Compare(index(a.Key), index(b.Key)), strings.Compare(a.Key, b.Key))
-}
-
-// maxHistory bounds the remembered (table revision, policy revision)
-// pairs. A read transaction older than that many policy changes does not
-// exist in practice; it would be answered with the oldest remembered one.
-const maxHistory = 4096
-
-// revisionHistory maps the policy-rules table's statedb revision to the
-// policy revision: every write of the table is a policy change, so the
-// policy revision a snapshot sees is that of the last change at or below
-// the snapshot's table revision.
-type revisionHistory struct {
-	mu      sync.RWMutex
-	entries []historyEntry // ascending
-}
-
-type historyEntry struct {
-	table  statedb.Revision
-	policy uint64
-}
-
-func (h *revisionHistory) record(table statedb.Revision, policy uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if n := len(h.entries); n > 0 && h.entries[n-1].table == table {
-		h.entries[n-1].policy = policy // a change that left the table as it was
-		return
-	}
-	h.entries = append(h.entries, historyEntry{table, policy})
-	if len(h.entries) > maxHistory {
-		h.entries = slices.Delete(h.entries, 0, len(h.entries)-maxHistory)
-	}
-}
-
-func (h *revisionHistory) at(table statedb.Revision) uint64 {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	i, found := slices.BinarySearchFunc(h.entries, table, func(e historyEntry, t statedb.Revision) int { return cmp.Compare(e.table, t) })
-	switch {
-	case found:
-		return h.entries[i].policy
-	case i > 0:
-		return h.entries[i-1].policy
-	case len(h.entries) > 0:
-		return h.entries[0].policy
-	}
-	return 0
 }

@@ -35,7 +35,7 @@ func (r *Repository) restore(done func(statedb.WriteTxn)) error {
 	if err != nil {
 		return fmt.Errorf("restore policy: %w", err)
 	}
-	wtxn := r.db.WriteTxn(r.rules)
+	wtxn := r.db.WriteTxn(r.rules, r.revisions)
 	defer wtxn.Abort()
 	rev := st.Revision
 	for i, row := range st.Rules {
@@ -50,10 +50,11 @@ func (r *Repository) restore(done func(statedb.WriteTxn)) error {
 		}
 		rev = max(rev, row.Revision)
 	}
-	r.history.record(r.rules.Revision(wtxn), rev)
+	if err := r.setRevision(wtxn, rev); err != nil {
+		return fmt.Errorf("restore policy: %w", err)
+	}
 	done(wtxn)
 	wtxn.Commit()
-	r.revision.Store(rev)
 	if found {
 		r.log.Info("policy restored", "revision", rev, "rules", len(st.Rules))
 	}

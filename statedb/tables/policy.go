@@ -56,6 +56,61 @@ func NewPolicyRulesTable(db *statedb.DB) (statedb.RWTable[*PolicyRule], error) {
 	return statedb.NewTable(db, "policy-rules", PolicyRuleKeyIndex, PolicyRuleLabelIndex)
 }
 
+// PolicyRevision is the policy revision, in a table of one row that the
+// policy repository writes in the same transaction as the rules it
+// numbers (every import and delete). Written by the policy repository;
+// read by the policy engine (the revision its endpoint-policy rows
+// report) and by GET /v1/policy.
+//
+// Why a table of its own and not a column of the rules: a delete leaves
+// the remaining rows untouched (and may leave none), and rewriting every
+// rule under each new revision would make the engine recompile them all.
+// One row that changes with every write of the rules gives the engine a
+// consistent pair instead: the rules it has processed, and their revision.
+type PolicyRevision struct {
+	// Revision is 0 before any policy was imported, one more after every
+	// import or delete.
+	Revision uint64 `json:"revision"`
+	// RulesRevision is the policy-rules table's statedb revision once this
+	// policy revision's rules are written (the last revision that
+	// transaction gave a rule). A reader that follows the rules with a
+	// change iterator has processed every rule of this policy revision
+	// once it has processed a change at or above RulesRevision: it may see
+	// this row a moment before the iterator returns those changes (the
+	// iterator lags the read transaction), and must then keep reporting
+	// the previous revision.
+	RulesRevision statedb.Revision `json:"rules-revision"`
+}
+
+// PolicyRevisionKey is the key of the policy-revision table's one row.
+const PolicyRevisionKey = "policy"
+
+func (r *PolicyRevision) TableHeader() []string { return []string{"Revision", "RulesRevision"} }
+func (r *PolicyRevision) TableRow() []string {
+	return []string{strconv.FormatUint(r.Revision, 10), strconv.FormatUint(r.RulesRevision, 10)}
+}
+
+// PolicyRevisionIndex is the primary index: every row has the key
+// PolicyRevisionKey, so the table holds at most one.
+var PolicyRevisionIndex = statedb.Index[*PolicyRevision, string]{
+	Name:       "key",
+	FromObject: func(*PolicyRevision) index.KeySet { return index.NewKeySet(index.String(PolicyRevisionKey)) },
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// CurrentPolicyRevision returns the table's row (nil before one is
+// written) and a channel that closes when it changes.
+func CurrentPolicyRevision(tbl statedb.Table[*PolicyRevision], txn statedb.ReadTxn) (*PolicyRevision, <-chan struct{}) {
+	row, _, watch, _ := tbl.GetWatch(txn, PolicyRevisionIndex.Query(PolicyRevisionKey))
+	return row, watch
+}
+
+func NewPolicyRevisionTable(db *statedb.DB) (statedb.RWTable[*PolicyRevision], error) {
+	return statedb.NewTable(db, "policy-revision", PolicyRevisionIndex)
+}
+
 // Traffic directions, as the datapath numbers them.
 const (
 	DirIngress uint8 = 0 // into the endpoint (to-container program)
