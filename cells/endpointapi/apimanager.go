@@ -13,25 +13,27 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // EndpointAPIManager is what the handlers hand requests to: it builds the
-// endpoint with the creator, rejects duplicates, merges the pod's labels,
-// gives the endpoint to the endpoint manager and, for sync builds, waits
-// for the first regeneration. Errors carry the HTTP status to answer with.
+// endpoint with the creator, gives it to the endpoint manager (which
+// rejects duplicates and merges the pod's labels) and, for sync builds,
+// waits for the first regeneration. Errors carry the HTTP status to answer
+// with.
 type EndpointAPIManager struct {
-	log     *slog.Logger
-	db      *statedb.DB
-	pods    statedb.Table[*tables.Pod]
-	manager *endpointmanager.EndpointManager
-	cfg     Config
+	log       *slog.Logger
+	db        *statedb.DB
+	endpoints statedb.Table[*tables.Endpoint]
+	manager   endpointManager
+	cfg       Config
 }
 
 // CreateEndpoint handles PUT /v1/endpoint/{id}. pathID is "0" for a new
-// endpoint; a non-zero number is an explicit ID the request asks for.
+// endpoint; a non-zero number is an explicit ID the request asks for,
+// which AddEndpoint refuses (409 naming the holder if it is in use, 400
+// otherwise).
 func (m *EndpointAPIManager) CreateEndpoint(ctx context.Context, pathID string, req *models.EndpointChangeRequest) (*tables.Endpoint, error) {
 	if n, err := strconv.ParseInt(pathID, 10, 64); err != nil {
 		return nil, apiserver.Errorf(http.StatusBadRequest,
@@ -46,33 +48,9 @@ func (m *EndpointAPIManager) CreateEndpoint(ctx context.Context, pathID string, 
 	if err != nil {
 		return nil, apiserver.WithStatus(http.StatusBadRequest, fmt.Errorf("invalid endpoint: %w", err))
 	}
-	// Only a request naming an explicit ID can collide here: new endpoints
-	// carry ID 0 until the endpoint manager gives them one. AddEndpoint
-	// refuses such an ID anyway; checking first answers 409 for an ID in
-	// use rather than the 400 for "IDs are not yours to choose".
-	if err := m.manager.CheckDuplicates(ep); err != nil {
-		return nil, apiserver.WithStatus(http.StatusConflict, err)
-	}
-	// Merge the pod's labels now if the pod is already known, so the
-	// common case needs no extra round through the pod labels controller.
-	if ep.K8sPodName != "" {
-		if pod, _, ok := m.pods.Get(m.db.ReadTxn(), tables.PodKeyIndex.Query(ep.PodName())); ok {
-			ep.PodLabels, ep.LabelsResolved = endpointmanager.PodLabels(pod), true
-			if ep.K8sUID == "" {
-				ep.K8sUID = pod.UID
-			}
-		}
-	}
-
 	ep, err = m.manager.AddEndpoint(ep)
-	var dup *endpointmanager.DuplicateError
-	switch {
-	case errors.As(err, &dup):
-		return nil, apiserver.WithStatus(http.StatusConflict, err)
-	case errors.Is(err, endpointmanager.ErrIDAlreadySet):
-		return nil, apiserver.WithStatus(http.StatusBadRequest, err)
-	case err != nil:
-		return nil, err
+	if err != nil {
+		return nil, addStatus(err)
 	}
 	if !req.SyncBuildEndpoint {
 		return ep, nil
@@ -86,7 +64,7 @@ func (m *EndpointAPIManager) CreateEndpoint(ctx context.Context, pathID string, 
 func (m *EndpointAPIManager) waitReady(ctx context.Context, ep *tables.Endpoint) (*tables.Endpoint, error) {
 	wctx, cancel := context.WithTimeout(ctx, m.cfg.SyncBuildTimeout)
 	defer cancel()
-	last, err := m.manager.WaitForState(wctx, ep.ID, tables.StateReady, tables.StateInvalid)
+	last, err := m.waitForState(wctx, ep.ID, tables.StateReady, tables.StateInvalid)
 	if err == nil && last.State == tables.StateReady {
 		return last, nil
 	}
@@ -102,10 +80,36 @@ func (m *EndpointAPIManager) waitReady(ctx context.Context, ep *tables.Endpoint)
 	case ctx.Err() != nil:
 		why = "the client went away while the endpoint was being built"
 	}
-	if _, rerr := m.manager.RemoveEndpoint(ep.ID, "sync build failed: "+why); rerr != nil && !errors.Is(rerr, endpointmanager.ErrNotFound) {
+	if _, rerr := m.manager.RemoveEndpoint(ep.ID, "sync build failed: "+why); rerr != nil && !goneAlready(rerr) {
 		m.log.Error("removing endpoint after failed sync build", "id", ep.ID, "error", rerr)
 	}
 	return nil, apiserver.Errorf(code, "endpoint %d (%s) removed: %s", ep.ID, ep.CNIAttachmentID(), why)
+}
+
+// errDeletedWhileWaiting: the endpoint waitForState watched was deleted.
+var errDeletedWhileWaiting = errors.New("endpoint deleted while waiting")
+
+// waitForState blocks until endpoint id reaches one of the states, is
+// deleted, or ctx ends, watching its row. It returns the row as last seen.
+func (m *EndpointAPIManager) waitForState(ctx context.Context, id uint16, states ...tables.EndpointState) (*tables.Endpoint, error) {
+	var last *tables.Endpoint
+	for {
+		ep, _, watch, ok := m.endpoints.GetWatch(m.db.ReadTxn(), tables.EndpointIDIndex.Query(id))
+		if !ok {
+			return last, fmt.Errorf("%w: %d", errDeletedWhileWaiting, id)
+		}
+		last = ep
+		for _, s := range states {
+			if ep.State == s {
+				return ep, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-watch:
+		}
+	}
 }
 
 func lastMessage(ep *tables.Endpoint) string {
@@ -118,12 +122,12 @@ func lastMessage(ep *tables.Endpoint) string {
 // DeleteEndpoints removes the endpoints an ID form selects (a container ID
 // may select several).
 func (m *EndpointAPIManager) DeleteEndpoints(id string) (int, error) {
-	q, err := endpointmanager.ParseEndpointID(id)
+	q, err := parseEndpointID(id)
 	if err != nil {
 		return 0, apiserver.WithStatus(http.StatusBadRequest, err)
 	}
 	var ids []uint16
-	for ep := range m.manager.Endpoints().List(m.db.ReadTxn(), q) {
+	for ep := range m.endpoints.List(m.db.ReadTxn(), q) {
 		ids = append(ids, ep.ID)
 	}
 	if len(ids) == 0 {
@@ -133,7 +137,7 @@ func (m *EndpointAPIManager) DeleteEndpoints(id string) (int, error) {
 	for _, epID := range ids {
 		if _, err := m.manager.RemoveEndpoint(epID, "deleted through the API"); err == nil {
 			n++
-		} else if !errors.Is(err, endpointmanager.ErrNotFound) {
+		} else if !goneAlready(err) {
 			return n, err
 		}
 	}
@@ -151,14 +155,12 @@ func (m *EndpointAPIManager) PatchLabels(id string, patch *models.LabelsPatch) (
 	if err != nil {
 		return nil, apiserver.WithStatus(http.StatusBadRequest, fmt.Errorf("delete: %w", err))
 	}
-	for _, l := range add {
-		if l.Source == labels.SourceReserved {
-			return nil, apiserver.Errorf(http.StatusBadRequest, "add: %q: reserved labels are the agent's to give", l)
-		}
+	if err := checkRequestLabels(add); err != nil {
+		return nil, apiserver.WithStatus(http.StatusBadRequest, fmt.Errorf("add: %w", err))
 	}
-	ep, err := m.manager.Lookup(m.db.ReadTxn(), id)
+	ep, err := lookup(m.endpoints, m.db.ReadTxn(), id)
 	if err != nil {
-		return nil, lookupStatus(err)
+		return nil, err
 	}
 	return m.manager.Update(ep.ID, func(ep *tables.Endpoint) error {
 		var kept labels.Labels
@@ -181,16 +183,6 @@ func (m *EndpointAPIManager) PatchLabels(id string, patch *models.LabelsPatch) (
 		}
 		return ep.SetState(tables.StateWaitingForIdentity, "labels changed: "+next.String())
 	})
-}
-
-func lookupStatus(err error) error {
-	switch {
-	case errors.Is(err, endpointmanager.ErrInvalidID):
-		return apiserver.WithStatus(http.StatusBadRequest, err)
-	case errors.Is(err, endpointmanager.ErrNotFound):
-		return apiserver.WithStatus(http.StatusNotFound, err)
-	}
-	return err
 }
 
 // syncBuildTimeoutDefault leaves room for the pod metadata wait (10s by

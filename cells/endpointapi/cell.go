@@ -1,10 +1,11 @@
 // Package endpointapi is the "CNI endpoint" path of the API: the handlers
 // of /v1/endpoint, the EndpointAPIManager they hand requests to, and the
 // endpoint creator (NewEndpointFromChangeModel). It is steps 2, 3 and 9 of
-// the endpoint story (docs/endpoint-lifecycle.md): rate limit and decode a PUT from membrane-cni,
-// validate, reject duplicates, merge the pod's labels, give the endpoint
-// to the endpoint manager, and with sync-build-endpoint answer only once
-// the endpoint is ready (or remove it and say why).
+// the endpoint story (docs/endpoint-lifecycle.md): rate limit and decode a
+// PUT from membrane-cni, validate, give the endpoint to the endpoint
+// manager (which rejects duplicates and merges the pod's labels), and with
+// sync-build-endpoint answer only once the endpoint is ready (or remove it
+// and say why).
 //
 // Try it: membrane endpoint list; membrane endpoint log ID.
 package endpointapi
@@ -60,15 +61,17 @@ var Cell = cell.Module(
 	cell.Provide(newEndpointAPIManager, newRoutes),
 )
 
-func newEndpointAPIManager(log *slog.Logger, db *statedb.DB, pods statedb.Table[*tables.Pod],
+// newEndpointAPIManager takes the endpoint manager as the concrete type the
+// manager cell provides, and keeps only what the API needs of it (seam.go).
+func newEndpointAPIManager(log *slog.Logger, db *statedb.DB, endpoints statedb.Table[*tables.Endpoint],
 	m *endpointmanager.EndpointManager, cfg Config) *EndpointAPIManager {
-	return &EndpointAPIManager{log: log, db: db, pods: pods, manager: m, cfg: cfg}
+	return &EndpointAPIManager{log: log, db: db, endpoints: endpoints, manager: m, cfg: cfg}
 }
 
-func newRoutes(db *statedb.DB, mgr *EndpointAPIManager, m *endpointmanager.EndpointManager,
+func newRoutes(db *statedb.DB, mgr *EndpointAPIManager, endpoints statedb.Table[*tables.Endpoint],
 	ids statedb.Table[*tables.Identity], cfg Config) apiserver.RoutesOut {
 	h := &handlers{
-		db: db, mgr: mgr, endpoints: m, identities: ids,
+		db: db, mgr: mgr, endpoints: endpoints, identities: ids,
 		create: newAPILimiter("endpoint create", cfg.EndpointAPIParallel, cfg.EndpointAPIRate, cfg.EndpointAPIBurst, cfg.EndpointAPIMaxWait),
 		delete: newAPILimiter("endpoint delete", cfg.EndpointAPIParallel, cfg.EndpointAPIRate, cfg.EndpointAPIBurst, cfg.EndpointAPIMaxWait),
 	}

@@ -25,8 +25,8 @@ var (
 // named one), starts in waiting-for-identity and has its labels resolved
 // unless it names a pod whose metadata must be waited for.
 func NewEndpointFromChangeModel(req *models.EndpointChangeRequest) (*tables.Endpoint, error) {
-	if req.ID < 0 || req.ID > 4095 {
-		return nil, fmt.Errorf("id %d out of range 0..4095", req.ID)
+	if req.ID < 0 || req.ID > maxEndpointID {
+		return nil, fmt.Errorf("id %d out of range 0..%d", req.ID, maxEndpointID)
 	}
 	if req.ContainerID == "" {
 		return nil, fmt.Errorf("container-id is required")
@@ -97,10 +97,8 @@ func NewEndpointFromChangeModel(req *models.EndpointChangeRequest) (*tables.Endp
 	if ep.RequestLabels, err = labels.ParseList(req.Labels, labels.DefaultSource); err != nil {
 		return nil, fmt.Errorf("labels: %w", err)
 	}
-	for _, l := range ep.RequestLabels {
-		if l.Source == labels.SourceReserved {
-			return nil, fmt.Errorf("labels: %q: reserved labels are the agent's to give", l)
-		}
+	if err := checkRequestLabels(ep.RequestLabels); err != nil {
+		return nil, fmt.Errorf("labels: %w", err)
 	}
 
 	switch req.State {
@@ -112,6 +110,18 @@ func NewEndpointFromChangeModel(req *models.EndpointChangeRequest) (*tables.Endp
 		return nil, fmt.Errorf("state %q: a new endpoint starts in %s", req.State, tables.StateWaitingForIdentity)
 	}
 	return ep, nil
+}
+
+// checkRequestLabels refuses labels a client may not ask for: reserved
+// labels are the agent's to give. Every way request labels reach an
+// endpoint checks them here: the creator, and PATCH .../labels.
+func checkRequestLabels(ls labels.Labels) error {
+	for _, l := range ls {
+		if l.Source == labels.SourceReserved {
+			return fmt.Errorf("%q: reserved labels are the agent's to give", l)
+		}
+	}
+	return nil
 }
 
 func parseAddr(field, s string, v4 bool) (netip.Addr, error) {

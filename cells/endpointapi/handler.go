@@ -8,41 +8,52 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // handlers are the HTTP side of the endpoint API: rate limit, decode,
-// validate the shape, hand over to the EndpointAPIManager, encode.
+// validate the shape, hand over to the EndpointAPIManager, encode. Reads
+// come straight from the endpoints table.
 type handlers struct {
 	db         *statedb.DB
 	mgr        *EndpointAPIManager
-	endpoints  *endpointmanager.EndpointManager
+	endpoints  statedb.Table[*tables.Endpoint]
 	identities statedb.Table[*tables.Identity]
 	create     *apiLimiter
 	delete     *apiLimiter
 }
 
+// handlerFunc is what apiserver.Handle serves.
+type handlerFunc = func(w http.ResponseWriter, r *http.Request) (any, int, error)
+
 func (h *handlers) routes() apiserver.RoutesOut {
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
 		{Pattern: "GET /v1/endpoint", Handler: apiserver.Handle(h.list)},
-		{Pattern: "DELETE /v1/endpoint", Handler: apiserver.Handle(h.deleteBatch)},
-		{Pattern: "PUT /v1/endpoint/{id}", Handler: apiserver.Handle(h.put)},
-		{Pattern: "GET /v1/endpoint/{id}", Handler: apiserver.Handle(h.get)},
-		{Pattern: "DELETE /v1/endpoint/{id}", Handler: apiserver.Handle(h.del)},
-		{Pattern: "GET /v1/endpoint/{id}/log", Handler: apiserver.Handle(h.log)},
-		{Pattern: "GET /v1/endpoint/{id}/labels", Handler: apiserver.Handle(h.getLabels)},
+		{Pattern: "DELETE /v1/endpoint", Handler: apiserver.Handle(h.delete.limit(h.deleteBatch))},
+		{Pattern: "PUT /v1/endpoint/{id}", Handler: apiserver.Handle(h.create.limit(h.put))},
+		{Pattern: "GET /v1/endpoint/{id}", Handler: apiserver.Handle(show(h, h.toModel))},
+		{Pattern: "DELETE /v1/endpoint/{id}", Handler: apiserver.Handle(h.delete.limit(h.del))},
+		{Pattern: "GET /v1/endpoint/{id}/log", Handler: apiserver.Handle(show(h, logModel))},
+		{Pattern: "GET /v1/endpoint/{id}/labels", Handler: apiserver.Handle(show(h, h.labelsOf))},
 		{Pattern: "PATCH /v1/endpoint/{id}/labels", Handler: apiserver.Handle(h.patchLabels)},
-		{Pattern: "GET /v1/endpoint/{id}/healthz", Handler: apiserver.Handle(h.healthz)},
+		{Pattern: "GET /v1/endpoint/{id}/healthz", Handler: apiserver.Handle(show(h, healthModel))},
 	}}
 }
 
-func (h *handlers) put(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	release, err := h.create.wait(r.Context())
-	if err != nil {
-		return nil, 0, err
+// show answers a GET of the endpoint {id} names with what model makes of
+// it, read in one transaction.
+func show[T any](h *handlers, model func(txn statedb.ReadTxn, ep *tables.Endpoint) T) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) (any, int, error) {
+		txn := h.db.ReadTxn()
+		ep, err := lookup(h.endpoints, txn, r.PathValue("id"))
+		if err != nil {
+			return nil, 0, err
+		}
+		return model(txn, ep), http.StatusOK, nil
 	}
-	defer release()
+}
+
+func (h *handlers) put(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	var req models.EndpointChangeRequest
 	if err := apiserver.DecodeJSON(w, r, &req); err != nil {
 		return nil, 0, err
@@ -54,29 +65,12 @@ func (h *handlers) put(w http.ResponseWriter, r *http.Request) (any, int, error)
 	return h.toModel(h.db.ReadTxn(), ep), http.StatusCreated, nil
 }
 
-func (h *handlers) lookup(r *http.Request) (*tables.Endpoint, statedb.ReadTxn, error) {
-	txn := h.db.ReadTxn()
-	ep, err := h.endpoints.Lookup(txn, r.PathValue("id"))
-	if err != nil {
-		return nil, nil, lookupStatus(err)
-	}
-	return ep, txn, nil
-}
-
-func (h *handlers) get(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	ep, txn, err := h.lookup(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	return h.toModel(txn, ep), http.StatusOK, nil
-}
-
 func (h *handlers) list(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	txn := h.db.ReadTxn()
 	out := []*models.Endpoint{}
-	iter := h.endpoints.Endpoints().All(txn)
+	iter := h.endpoints.All(txn)
 	if cid := r.URL.Query().Get("container-id"); cid != "" {
-		iter = h.endpoints.Endpoints().List(txn, tables.EndpointContainerIndex.Query(cid))
+		iter = h.endpoints.List(txn, tables.EndpointContainerIndex.Query(cid))
 	}
 	for ep := range iter {
 		out = append(out, h.toModel(txn, ep))
@@ -86,11 +80,6 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) (any, int, error
 }
 
 func (h *handlers) del(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	release, err := h.delete.wait(r.Context())
-	if err != nil {
-		return nil, 0, err
-	}
-	defer release()
 	if _, err := h.mgr.DeleteEndpoints(r.PathValue("id")); err != nil {
 		return nil, 0, err
 	}
@@ -103,11 +92,6 @@ type batchDelete struct {
 }
 
 func (h *handlers) deleteBatch(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	release, err := h.delete.wait(r.Context())
-	if err != nil {
-		return nil, 0, err
-	}
-	defer release()
 	var req batchDelete
 	if err := apiserver.DecodeJSON(w, r, &req); err != nil {
 		return nil, 0, err
@@ -122,34 +106,26 @@ func (h *handlers) deleteBatch(w http.ResponseWriter, r *http.Request) (any, int
 	return map[string]int{"deleted": n}, http.StatusOK, nil
 }
 
-func (h *handlers) log(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	ep, _, err := h.lookup(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	return statusLogModel(ep.Log), http.StatusOK, nil
+func logModel(_ statedb.ReadTxn, ep *tables.Endpoint) []models.StatusEntry {
+	return statusLogModel(ep.Log)
+}
+
+func healthModel(_ statedb.ReadTxn, ep *tables.Endpoint) *models.EndpointHealth {
+	return &models.EndpointHealth{State: models.EndpointState(ep.State), Healthy: ep.State == tables.StateReady, Message: lastMessage(ep)}
 }
 
 // labelsOf reports an endpoint's labels; the security labels are those of
 // its identity (the allocator applied the label filter to get them).
-func (h *handlers) labelsOf(ep *tables.Endpoint) *models.EndpointLabels {
+func (h *handlers) labelsOf(txn statedb.ReadTxn, ep *tables.Endpoint) *models.EndpointLabels {
 	out := &models.EndpointLabels{
 		Requested: append([]string{}, ep.RequestLabels.Strings()...),
 		Pod:       append([]string{}, ep.PodLabels.Strings()...),
 		Security:  []string{},
 	}
-	if id, _, ok := h.identities.Get(h.db.ReadTxn(), tables.IdentityIDIndex.Query(ep.Identity)); ok && ep.Identity != 0 {
+	if id, _, ok := h.identities.Get(txn, tables.IdentityIDIndex.Query(ep.Identity)); ok && ep.Identity != 0 {
 		out.Security = id.Labels.Strings()
 	}
 	return out
-}
-
-func (h *handlers) getLabels(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	ep, _, err := h.lookup(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	return h.labelsOf(ep), http.StatusOK, nil
 }
 
 func (h *handlers) patchLabels(w http.ResponseWriter, r *http.Request) (any, int, error) {
@@ -161,15 +137,7 @@ func (h *handlers) patchLabels(w http.ResponseWriter, r *http.Request) (any, int
 	if err != nil {
 		return nil, 0, err
 	}
-	return h.labelsOf(ep), http.StatusOK, nil
-}
-
-func (h *handlers) healthz(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	ep, _, err := h.lookup(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	return &models.EndpointHealth{State: models.EndpointState(ep.State), Healthy: ep.State == tables.StateReady, Message: lastMessage(ep)}, http.StatusOK, nil
+	return h.labelsOf(h.db.ReadTxn(), ep), http.StatusOK, nil
 }
 
 // toModel renders a row as the API's Endpoint, with its identity's labels.

@@ -62,3 +62,16 @@ func (l *apiLimiter) wait(ctx context.Context) (func(), error) {
 		return nil, fmt.Errorf("%s: %w", l.name, ctx.Err())
 	}
 }
+
+// limit makes fn wait for the limiter (429 after MaxWait) and hold a slot
+// while it runs.
+func (l *apiLimiter) limit(fn handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) (any, int, error) {
+		release, err := l.wait(r.Context())
+		if err != nil {
+			return nil, 0, err
+		}
+		defer release()
+		return fn(w, r)
+	}
+}

@@ -1,8 +1,8 @@
 // Package endpointmanager owns the endpoints table: it creates endpoints
-// (giving each a node-unique ID in 1..4095), finds them by any of their
-// IDs, deletes them, persists them in the state dir and restores them
-// after a restart. It also keeps each endpoint's labels in step with its
-// pod's row in the pods table.
+// (rejecting duplicates, giving each a node-unique ID in 1..4095),
+// deletes them, persists them in the state dir and restores them after a
+// restart. It also gives each endpoint its pod's labels, at creation and
+// whenever the pod's row in the pods table changes.
 //
 // In the endpoint story it is step 4
 // (docs/endpoint-lifecycle.md#4-addendpoint-an-id-and-the-endpoint-exists): the
@@ -42,7 +42,7 @@ func (def Config) Flags(fs *pflag.FlagSet) {
 // Cell provides the *EndpointManager.
 var Cell = cell.Module(
 	"endpoint-manager",
-	"Creates and finds and persists and deletes endpoints",
+	"Creates and persists and deletes endpoints",
 
 	cell.Config(Config{PodMetadataTimeout: 10 * time.Second}),
 	cell.Provide(newEndpointManager),
@@ -55,6 +55,7 @@ type params struct {
 	Log       *slog.Logger
 	Lifecycle cell.Lifecycle
 	Jobs      job.Group
+	Health    cell.Health
 	DB        *statedb.DB
 	Endpoints statedb.RWTable[*tables.Endpoint]
 	Pods      statedb.Table[*tables.Pod]
@@ -63,8 +64,8 @@ type params struct {
 }
 
 func newEndpointManager(p params) *EndpointManager {
-	m := &EndpointManager{log: p.Log, db: p.DB, endpoints: p.Endpoints, ids: newIDAllocator()}
-	s := &store{dir: p.StateDir}
+	m := &EndpointManager{log: p.Log, db: p.DB, endpoints: p.Endpoints, pods: p.Pods, ids: newIDAllocator()}
+	m.persister = newPersister(m, p.StateDir, p.Health.NewScope("persist-endpoints"))
 
 	// The table is initialized once the previous run's endpoints are back:
 	// until then the identity allocator releases nothing and the datapath
@@ -73,27 +74,32 @@ func newEndpointManager(p params) *EndpointManager {
 	restored := p.Endpoints.RegisterInitializer(wtxn, "endpoint-restore")
 	wtxn.Commit()
 
+	var stopPersister func()
 	p.Lifecycle.Append(cell.Hook{
 		// Restore before the API serves, so no new endpoint takes the ID
 		// of one being restored.
 		OnStart: func(cell.HookContext) error {
-			err := m.restore(s)
-			m.persist = func() {
-				if err := m.save(s); err != nil {
-					m.log.Error("saving endpoints failed", "error", err)
-				}
+			err := m.restore(p.StateDir)
+			if err != nil {
+				m.log.Error("some endpoints could not be restored", "error", err)
+			}
+			if stopPersister, err = m.persister.start(); err != nil {
+				return err
 			}
 			wtxn := p.DB.WriteTxn(p.Endpoints)
 			restored(wtxn)
 			wtxn.Commit()
-			if err != nil {
-				m.log.Error("some endpoints could not be restored", "error", err)
+			return nil
+		},
+		// After the API server's stop hook: see persister.
+		OnStop: func(cell.HookContext) error {
+			if stopPersister != nil {
+				stopPersister()
 			}
 			return nil
 		},
 	})
-	p.Jobs.Add(job.OneShot("persist-endpoints", m.persistLoop(s)))
-	c := &podLabelsController{m: m, pods: p.Pods, timeout: p.Config.PodMetadataTimeout}
+	c := &podLabelsController{m: m, timeout: p.Config.PodMetadataTimeout}
 	p.Jobs.Add(job.OneShot("pod-labels", c.run))
 	return m
 }

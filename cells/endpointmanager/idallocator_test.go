@@ -42,18 +42,3 @@ func TestIDAllocatorReuse(t *testing.T) {
 		t.Fatal("reuse of an out-of-range ID allowed")
 	}
 }
-
-func TestParseEndpointID(t *testing.T) {
-	good := []string{"1", "4095", "container-id:abc", "cni-attachment-id:abc:eth0", "pod-name:default/web", "ipv4:10.0.0.1", "ipv6:fd00::1"}
-	for _, id := range good {
-		if _, err := ParseEndpointID(id); err != nil {
-			t.Errorf("%q: %v", id, err)
-		}
-	}
-	bad := []string{"", "0", "4096", "-1", "x", "container-id:", "cni-attachment-id:abc", "pod-name:web", "ipv4:fd00::1", "ipv6:10.0.0.1", "nope:1"}
-	for _, id := range bad {
-		if _, err := ParseEndpointID(id); !errors.Is(err, ErrInvalidID) {
-			t.Errorf("%q: got %v, want ErrInvalidID", id, err)
-		}
-	}
-}

@@ -6,17 +6,33 @@ import (
 	"time"
 
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-// PodLabels returns the labels an endpoint of pod p carries: the pod's
+// podLabels returns the labels an endpoint of pod p carries: the pod's
 // labels with source k8s, plus its namespace.
-func PodLabels(p *tables.Pod) labels.Labels {
+func podLabels(p *tables.Pod) labels.Labels {
 	ls := labels.FromMap(p.Labels, labels.SourceK8s)
 	return labels.Merge(ls, labels.Labels{{Source: labels.SourceK8s, Key: labels.NamespaceKey, Value: p.Namespace}})
+}
+
+// setPodLabels gives ep the labels of its pod p (and p's UID if ep has
+// none) and marks its labels resolved; it reports false if they already
+// were, with these labels. It is the one place pod labels reach an
+// endpoint: AddEndpoint when the pod is known at creation, the pod labels
+// controller when the pod appears or changes later.
+func setPodLabels(ep *tables.Endpoint, p *tables.Pod) bool {
+	want := podLabels(p)
+	if ep.LabelsResolved && want.Equal(ep.PodLabels) {
+		return false
+	}
+	ep.PodLabels, ep.LabelsResolved = want, true
+	if ep.K8sUID == "" {
+		ep.K8sUID = p.UID
+	}
+	return true
 }
 
 // podLabelsController makes endpoint labels follow the pods table: an
@@ -28,19 +44,18 @@ func PodLabels(p *tables.Pod) labels.Labels {
 // is rolled back, so the runtime retries it.
 type podLabelsController struct {
 	m       *EndpointManager
-	pods    statedb.Table[*tables.Pod]
 	timeout time.Duration
 }
 
 func (c *podLabelsController) run(ctx context.Context, health cell.Health) error {
 	m := c.m
-	wtxn := m.db.WriteTxn(m.endpoints, c.pods)
+	wtxn := m.db.WriteTxn(m.endpoints, m.pods)
 	epChanges, err := m.endpoints.Changes(wtxn)
 	if err != nil {
 		wtxn.Abort()
 		return err
 	}
-	podChanges, err := c.pods.Changes(wtxn)
+	podChanges, err := m.pods.Changes(wtxn)
 	wtxn.Commit()
 	if err != nil {
 		return err
@@ -109,22 +124,17 @@ func (c *podLabelsController) sync(id uint16) error {
 	case tables.StateDisconnecting, tables.StateDisconnected, tables.StateInvalid:
 		return nil
 	}
-	pod, _, found := c.pods.Get(wtxn, tables.PodKeyIndex.Query(ep.PodName()))
+	pod, _, found := m.pods.Get(wtxn, tables.PodKeyIndex.Query(ep.PodName()))
 	ep = ep.Clone()
 	switch {
 	case found:
-		want := PodLabels(pod)
-		if ep.LabelsResolved && want.Equal(ep.PodLabels) {
+		first := !ep.LabelsResolved
+		if !setPodLabels(ep, pod) {
 			return nil
 		}
-		first := !ep.LabelsResolved
-		ep.PodLabels, ep.LabelsResolved = want, true
-		if ep.K8sUID == "" {
-			ep.K8sUID = pod.UID
-		}
-		msg := "pod labels changed: " + want.String()
+		msg := "pod labels changed: " + ep.PodLabels.String()
 		if first {
-			msg = "pod labels known: " + want.String()
+			msg = "pod labels known: " + ep.PodLabels.String()
 		}
 		if ep.State == tables.StateRestoring || ep.State == tables.StateWaitingForIdentity {
 			ep.AddLog("ok", msg)

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net/http"
 	"regexp"
-	"slices"
 	"sync"
 
 	"github.com/cilium/statedb"
@@ -44,19 +43,16 @@ func Validate(p *models.Pod) error {
 	if !k8sNameRe.MatchString(p.Name) {
 		return fmt.Errorf("name %q is not a valid pod name", p.Name)
 	}
-	for _, k := range slices.Sorted(maps.Keys(p.Labels)) {
-		l := labels.Label{Source: labels.SourceK8s, Key: k, Value: p.Labels[k]}
-		if err := l.Validate(); err != nil {
-			return err
-		}
-	}
-	return nil
+	// As the endpoints of the pod will carry them (source k8s); the first
+	// invalid one in key order is reported.
+	return labels.FromMap(p.Labels, labels.SourceK8s).Validate()
 }
 
-// Upsert stores a pod's metadata.
+// Upsert stores a pod's metadata. It validates the pod first (Validate); a
+// pod it refuses is a 400.
 func (s *Source) Upsert(p *models.Pod, source string) (*tables.Pod, error) {
 	if err := Validate(p); err != nil {
-		return nil, err
+		return nil, apiserver.WithStatus(http.StatusBadRequest, err)
 	}
 	row := &tables.Pod{
 		Namespace: p.Namespace, Name: p.Name, UID: p.UID,
@@ -154,9 +150,6 @@ func (s *Source) put(w http.ResponseWriter, r *http.Request) (any, int, error) {
 		return nil, 0, apiserver.Errorf(http.StatusBadRequest, "source %q is set by the agent", p.Source)
 	}
 	p.Namespace, p.Name = ns, name
-	if err := Validate(&p); err != nil {
-		return nil, 0, apiserver.WithStatus(http.StatusBadRequest, err)
-	}
 	row, err := s.Upsert(&p, SourceAPI)
 	if err != nil {
 		return nil, 0, err
