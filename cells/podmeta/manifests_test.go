@@ -1,7 +1,6 @@
 package podmeta
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,12 +8,10 @@ import (
 
 	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -25,19 +22,12 @@ func startSource(t *testing.T, manifestDir, stateDir string) (*Source, *statedb.
 		db   *statedb.DB
 		pods statedb.Table[*tables.Pod]
 	)
-	h := hive.New(
-		statedb.Cell, job.Cell,
-		cell.Provide(cell.NewSimpleHealth, func(r job.Registry, h cell.Health) job.Group { return r.NewGroup(h) }),
-		tables.Cell, statedir.Cell, Cell,
+	h := celltest.New(t, stateDir,
+		Cell,
 		cell.Invoke(func(s *Source, d *statedb.DB, p statedb.Table[*tables.Pod]) { src, db, pods = s, d, p }),
 	)
-	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = stateDir })
-	hive.AddConfigOverride(h, func(c *Config) { c.PodManifestDir = manifestDir; c.PodManifestInterval = 20 * time.Millisecond })
-	log := hivetest.Logger(t)
-	if err := h.Start(log, context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop(log, context.Background()) })
+	hive.AddConfigOverride(h.Hive, func(c *Config) { c.PodManifestDir = manifestDir; c.PodManifestInterval = 20 * time.Millisecond })
+	h.StartTest()
 	return src, db, pods
 }
 

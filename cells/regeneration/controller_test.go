@@ -1,20 +1,16 @@
 package regeneration
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/membrane-net/membrane/cells/health"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -32,30 +28,16 @@ type testRegen struct {
 
 func startTestRegen(t *testing.T) *testRegen {
 	r := &testRegen{}
-	h := hive.NewWithOptions(health.HiveOptions(),
-		statedb.Cell,
-		job.Cell,
-		cell.Provide(func() cell.Health { h, _ := cell.NewSimpleHealth(); return h }),
-		tables.Cell,
+	celltest.New(t, "",
 		cell.Provide(func() *tables.PolicyComputed { return &tables.PolicyComputed{} }),
 		Cell,
 		cell.Invoke(func(db *statedb.DB, ep statedb.RWTable[*tables.Endpoint], ipc statedb.RWTable[*tables.IPCacheEntry],
 			epm statedb.RWTable[*tables.EndpointMapEntry], pol statedb.RWTable[*tables.EndpointPolicy]) {
 			r.db, r.endpoints, r.ipcache, r.epmap, r.policy = db, ep, ipc, epm, pol
 			// Nothing to restore.
-			wtxn := db.WriteTxn(ep)
-			done := ep.RegisterInitializer(wtxn, "test")
-			wtxn.Commit()
-			wtxn = db.WriteTxn(ep)
-			done(wtxn)
-			wtxn.Commit()
+			celltest.HoldInitialization(db, ep, "test")()
 		}),
-	)
-	log := hivetest.Logger(t)
-	if err := h.Start(log, context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop(log, context.Background()) })
+	).StartTest()
 	return r
 }
 
