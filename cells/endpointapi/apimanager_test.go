@@ -7,17 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
-	"github.com/membrane-net/membrane/cells/health"
-	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -30,17 +26,10 @@ func startAPIManager(t *testing.T) (*EndpointAPIManager, *statedb.DB, statedb.RW
 		db   *statedb.DB
 		pods statedb.RWTable[*tables.Pod]
 	)
-	h := hive.NewWithOptions(health.HiveOptions(),
-		statedb.Cell, job.Cell, cell.Provide(cell.NewSimpleHealth),
-		tables.Cell, statedir.Cell, endpointmanager.Cell, Cell,
+	celltest.New(t, "",
+		endpointmanager.Cell, Cell,
 		cell.Invoke(func(am *EndpointAPIManager, d *statedb.DB, p statedb.RWTable[*tables.Pod]) { m, db, pods = am, d, p }),
-	)
-	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = t.TempDir() })
-	log := hivetest.Logger(t)
-	if err := h.Start(log, context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop(log, context.Background()) })
+	).StartTest()
 	return m, db, pods
 }
 

@@ -1,20 +1,15 @@
 package endpointmanager
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
-	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -22,25 +17,11 @@ import (
 // as the agent's shutdown does.
 func startManager(t *testing.T, stateDir string) (m *EndpointManager, stop func()) {
 	t.Helper()
-	h := hive.NewWithOptions(health.HiveOptions(),
-		statedb.Cell, job.Cell, cell.Provide(cell.NewSimpleHealth),
-		tables.Cell, statedir.Cell, Cell,
+	h := celltest.New(t, stateDir,
+		Cell,
 		cell.Invoke(func(em *EndpointManager) { m = em }),
-	)
-	hive.AddConfigOverride(h, func(c *statedir.Config) { c.StateDir = stateDir })
-	log := hivetest.Logger(t)
-	if err := h.Start(log, context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			h.Stop(log, context.Background())
-		}
-	}
-	t.Cleanup(stop)
-	return m, stop
+	).StartTest()
+	return m, h.StopTest
 }
 
 // savedIDs reads endpoints.json as a restart would.
