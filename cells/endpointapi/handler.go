@@ -97,18 +97,13 @@ func (h *handlers) del(w http.ResponseWriter, r *http.Request) (any, int, error)
 	return nil, http.StatusNoContent, nil
 }
 
-// batchDelete is the body of DELETE /v1/endpoint.
-type batchDelete struct {
-	ContainerID string `json:"container-id"`
-}
-
 func (h *handlers) deleteBatch(w http.ResponseWriter, r *http.Request) (any, int, error) {
 	release, err := h.delete.wait(r.Context())
 	if err != nil {
 		return nil, 0, err
 	}
 	defer release()
-	var req batchDelete
+	var req models.EndpointBatchDeleteRequest
 	if err := apiserver.DecodeJSON(w, r, &req); err != nil {
 		return nil, 0, err
 	}
@@ -119,7 +114,7 @@ func (h *handlers) deleteBatch(w http.ResponseWriter, r *http.Request) (any, int
 	if err != nil {
 		return nil, 0, err
 	}
-	return map[string]int{"deleted": n}, http.StatusOK, nil
+	return models.EndpointBatchDeleteResponse{Deleted: n}, http.StatusOK, nil
 }
 
 func (h *handlers) log(w http.ResponseWriter, r *http.Request) (any, int, error) {
