@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,8 +83,8 @@ buffer was full (the monitor-event-lost counters of membrane bpf metrics).`,
 func (a *app) monitorStats(cmd *cobra.Command) error {
 	c, ctx, cancel := a.client(cmd)
 	defer cancel()
-	var st models.MonitorStats
-	if err := c.Get(ctx, "/v1/monitor/stats", &st); err != nil {
+	st, err := c.MonitorStats(ctx)
+	if err != nil {
 		return fmt.Errorf("monitor stats: %w", err)
 	}
 	return a.render(st, func(w io.Writer) error {
@@ -107,13 +105,9 @@ func (a *app) monitor(parent context.Context, f models.MonitorFilter, count int)
 
 	// --timeout bounds subscribing, not the stream.
 	timer := time.AfterFunc(a.timeout, func() { cancel(fmt.Errorf("%w: %w", errConnectTimeout, context.DeadlineExceeded)) })
-	path := "/v1/monitor"
-	if q := f.Query().Encode(); q != "" {
-		path += "?" + q
-	}
-	body, err := client.New(a.socket).Stream(ctx, path)
+	stream, err := client.New(a.socket).Monitor(ctx, f)
 	if !timer.Stop() && err == nil {
-		body.Close()
+		stream.Close()
 		err = context.Cause(ctx)
 	}
 	if err != nil {
@@ -125,9 +119,9 @@ func (a *app) monitor(parent context.Context, f models.MonitorFilter, count int)
 		}
 		return fmt.Errorf("monitor: %w", err)
 	}
-	defer body.Close()
+	defer stream.Close()
 
-	complete, err := a.printEvents(body, count)
+	complete, err := a.printEvents(stream, count)
 	switch {
 	case complete, parent.Err() != nil: // --count reached, or Ctrl-C
 		return nil
@@ -140,20 +134,17 @@ func (a *app) monitor(parent context.Context, f models.MonitorFilter, count int)
 // printEvents prints the records of an event stream. It returns complete
 // once it printed count events (loss reports do not count; 0: no limit),
 // otherwise when the stream ends (err nil) or fails.
-func (a *app) printEvents(stream io.Reader, count int) (complete bool, err error) {
-	sc := bufio.NewScanner(stream)
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
+func (a *app) printEvents(stream *client.MonitorStream, count int) (complete bool, err error) {
 	seen := 0
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(strings.TrimSpace(string(line))) == 0 {
-			continue
+	for {
+		ev, err := stream.Next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("monitor: %w", err)
 		}
-		var ev models.MonitorEvent
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return false, fmt.Errorf("monitor: undecodable event from the agent: %w", err)
-		}
-		if err := a.printEvent(line, ev); err != nil {
+		if err := a.printEvent(stream.Record(), *ev); err != nil {
 			return false, err
 		}
 		if ev.Type == models.MonitorTypeLost {
@@ -163,10 +154,6 @@ func (a *app) printEvents(stream io.Reader, count int) (complete bool, err error
 			return true, nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return false, fmt.Errorf("monitor: reading the event stream: %w", err)
-	}
-	return false, nil
 }
 
 // printEvent prints one record in the -o format: the agent's JSON line as

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
 )
 
@@ -196,7 +197,7 @@ func TestPrintEvents(t *testing.T) {
 	} {
 		var out bytes.Buffer
 		a := &app{output: outputTable, stdout: &out}
-		complete, err := a.printEvents(strings.NewReader(c.stream), c.count)
+		complete, err := a.printEvents(client.NewMonitorStream(strings.NewReader(c.stream)), c.count)
 		if complete != c.complete || (err == nil) != (c.err == "") || err != nil && !strings.HasPrefix(err.Error(), c.err) {
 			t.Errorf("%s: complete %v, error %v", c.name, complete, err)
 		}
