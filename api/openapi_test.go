@@ -9,6 +9,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -236,31 +238,56 @@ var modelSchemas = map[string]struct {
 	typ  reflect.Type
 	role role
 }{
-	"Error":                 {reflect.TypeFor[models.Error](), response},
-	"AddressPair":           {reflect.TypeFor[models.AddressPair](), request | response},
-	"EndpointChangeRequest": {reflect.TypeFor[models.EndpointChangeRequest](), request},
-	"Endpoint":              {reflect.TypeFor[models.Endpoint](), response},
-	"StatusEntry":           {reflect.TypeFor[models.StatusEntry](), response},
-	"LabelsPatch":           {reflect.TypeFor[models.LabelsPatch](), request},
-	"EndpointLabels":        {reflect.TypeFor[models.EndpointLabels](), response},
-	"EndpointHealth":        {reflect.TypeFor[models.EndpointHealth](), response},
-	"Identity":              {reflect.TypeFor[models.Identity](), response},
-	"IPAMRequest":           {reflect.TypeFor[models.IPAMRequest](), request},
-	"IPAMAddress":           {reflect.TypeFor[models.IPAMAddress](), response},
-	"IPAMResponse":          {reflect.TypeFor[models.IPAMResponse](), response},
-	"IPAMAllocation":        {reflect.TypeFor[models.IPAMAllocation](), response},
+	"Error":                       {reflect.TypeFor[models.Error](), response},
+	"AddressPair":                 {reflect.TypeFor[models.AddressPair](), request | response},
+	"EndpointChangeRequest":       {reflect.TypeFor[models.EndpointChangeRequest](), request},
+	"EndpointBatchDeleteRequest":  {reflect.TypeFor[models.EndpointBatchDeleteRequest](), request},
+	"EndpointBatchDeleteResponse": {reflect.TypeFor[models.EndpointBatchDeleteResponse](), response},
+	"Endpoint":                    {reflect.TypeFor[models.Endpoint](), response},
+	"StatusEntry":                 {reflect.TypeFor[models.StatusEntry](), response},
+	"LabelsPatch":                 {reflect.TypeFor[models.LabelsPatch](), request},
+	"EndpointLabels":              {reflect.TypeFor[models.EndpointLabels](), response},
+	"EndpointHealth":              {reflect.TypeFor[models.EndpointHealth](), response},
+	"Identity":                    {reflect.TypeFor[models.Identity](), response},
+	"IPAMRequest":                 {reflect.TypeFor[models.IPAMRequest](), request},
+	"IPAMAddress":                 {reflect.TypeFor[models.IPAMAddress](), response},
+	"IPAMResponse":                {reflect.TypeFor[models.IPAMResponse](), response},
+	"IPAMAllocation":              {reflect.TypeFor[models.IPAMAllocation](), response},
 	// Pod is a PUT body whose namespace and name may come from the path
 	// only, and an answer: only the request rules apply.
-	"Pod":          {reflect.TypeFor[models.Pod](), request},
-	"Status":       {reflect.TypeFor[models.Status](), response},
-	"MonitorStats": {reflect.TypeFor[models.MonitorStats](), response},
+	"Pod":    {reflect.TypeFor[models.Pod](), request},
+	"Status": {reflect.TypeFor[models.Status](), response},
+
+	// /v1/policy (PUT's body is a policy document, not a model).
+	"PolicyImportResponse": {reflect.TypeFor[models.PolicyImportResponse](), response},
+	"PolicyRulesResponse":  {reflect.TypeFor[models.PolicyRulesResponse](), response},
+	"PolicyRule":           {reflect.TypeFor[models.PolicyRule](), response},
+	"PolicyDeleteRequest":  {reflect.TypeFor[models.PolicyDeleteRequest](), request},
+	"PolicyDeleteResponse": {reflect.TypeFor[models.PolicyDeleteResponse](), response},
+	"PolicyTraceRequest":   {reflect.TypeFor[models.PolicyTraceRequest](), request},
+	"PolicyTraceResponse":  {reflect.TypeFor[models.PolicyTraceResponse](), response},
+	"PolicyTracePeer":      {reflect.TypeFor[models.PolicyTracePeer](), response},
+	"PolicyTraceStage":     {reflect.TypeFor[models.PolicyTraceStage](), response},
+	"PolicyTraceRule":      {reflect.TypeFor[models.PolicyTraceRule](), response},
+	"PolicyEntry":          {reflect.TypeFor[models.PolicyEntry](), response},
+	"PolicyKey":            {reflect.TypeFor[models.PolicyKey](), response},
+
+	// /v1/monitor
+	"MonitorStats":    {reflect.TypeFor[models.MonitorStats](), response},
+	"MonitorEvent":    {reflect.TypeFor[models.MonitorEvent](), response},
+	"MonitorEndpoint": {reflect.TypeFor[models.MonitorEndpoint](), response},
+	"MonitorPeer":     {reflect.TypeFor[models.MonitorPeer](), response},
+	"MonitorIdentity": {reflect.TypeFor[models.MonitorIdentity](), response},
+}
+
+// Types of api/models that are not documents, so have no schema.
+var notDocuments = map[string]string{
+	"MonitorFilter": "the query of GET /v1/monitor, a parameter of the route; checked in TestOpenAPIMonitorFilter",
 }
 
 // Schemas without a Go model of their own in api/models.
 var unmodelled = map[string]string{
-	"EndpointState":               "a string enum, checked in TestOpenAPIEndpointStates",
-	"EndpointBatchDeleteRequest":  "the body of DELETE /v1/endpoint, private to cells/endpointapi",
-	"EndpointBatchDeleteResponse": "the answer of DELETE /v1/endpoint, a map",
+	"EndpointState": "a string enum, checked in TestOpenAPIEndpointStates",
 }
 
 // TestOpenAPIModels: every schema's properties are exactly the JSON keys of
@@ -276,7 +303,7 @@ func TestOpenAPIModels(t *testing.T) {
 		}
 	}
 	for _, typ := range modelTypeNames(t) {
-		if _, ok := schemas[typ]; !ok && typ != "EndpointState" {
+		if _, ok := schemas[typ]; !ok && typ != "EndpointState" && notDocuments[typ] == "" {
 			t.Errorf("api/models.%s has no schema in api/openapi.yaml", typ)
 		}
 	}
@@ -370,7 +397,10 @@ func jsonFields(t reflect.Type) map[string]reflect.StructField {
 	return out
 }
 
-var timeType = reflect.TypeFor[time.Time]()
+var (
+	timeType       = reflect.TypeFor[time.Time]()
+	rawMessageType = reflect.TypeFor[json.RawMessage]()
+)
 
 // openAPIType is how encoding/json renders a Go type, in OpenAPI terms.
 func openAPIType(t reflect.Type) string {
@@ -380,6 +410,8 @@ func openAPIType(t reflect.Type) string {
 	switch {
 	case t == timeType:
 		return "string/date-time"
+	case t == rawMessageType: // a document of its own (a policy rule), passed through
+		return "object"
 	case t.Kind() == reflect.String:
 		return "string"
 	case t.Kind() == reflect.Bool:
@@ -438,20 +470,98 @@ func schemaType(schemas map[string]*schema, s *schema) string {
 // modelTypeNames lists the struct and named types declared in api/models.
 func modelTypeNames(t *testing.T) []string {
 	t.Helper()
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "models/models.go", nil, 0)
+	files, err := filepath.Glob("models/*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
-	for _, d := range f.Decls {
-		if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.TYPE {
-			for _, s := range g.Specs {
-				names[s.(*ast.TypeSpec).Name.Name] = true
+	fset := token.NewFileSet()
+	for _, path := range files {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.TYPE {
+				for _, s := range g.Specs {
+					names[s.(*ast.TypeSpec).Name.Name] = true
+				}
 			}
 		}
 	}
+	if len(names) == 0 {
+		t.Fatal("no types found in models/*.go")
+	}
 	return slices.Sorted(maps.Keys(names))
+}
+
+// TestOpenAPIMonitorFilter: the query parameters of GET /v1/monitor are
+// what models.ParseMonitorFilter reads: every documented type and the
+// endpoint range are accepted, values outside them refused.
+func TestOpenAPIMonitorFilter(t *testing.T) {
+	doc, _ := loadDocument(t)
+	var op struct {
+		Parameters []struct {
+			Name   string `json:"name"`
+			In     string `json:"in"`
+			Schema struct {
+				Enum    []string `json:"enum"`
+				Minimum *int     `json:"minimum"`
+				Maximum *int     `json:"maximum"`
+			} `json:"schema"`
+		} `json:"parameters"`
+	}
+	if err := json.Unmarshal(doc.Paths["/v1/monitor"]["get"], &op); err != nil {
+		t.Fatalf("GET /v1/monitor: %v", err)
+	}
+	parse := func(key, value string) error {
+		_, err := models.ParseMonitorFilter(url.Values{key: {value}})
+		return err
+	}
+	var names []string
+	for _, p := range op.Parameters {
+		if p.In != "query" {
+			continue
+		}
+		names = append(names, p.Name)
+		switch p.Name {
+		case "type":
+			if len(p.Schema.Enum) == 0 {
+				t.Error("parameter type: no enum")
+			}
+			for _, v := range p.Schema.Enum {
+				if err := parse("type", v); err != nil {
+					t.Errorf("parameter type: documented value %q refused: %v", v, err)
+				}
+			}
+			if err := parse("type", "drops"); err == nil {
+				t.Error(`parameter type: undocumented value "drops" accepted`)
+			}
+		case "endpoint":
+			if p.Schema.Minimum == nil || p.Schema.Maximum == nil {
+				t.Fatal("parameter endpoint: no minimum or maximum")
+			}
+			lo, hi := *p.Schema.Minimum, *p.Schema.Maximum
+			for _, v := range []int{lo, hi} {
+				if err := parse("endpoint", strconv.Itoa(v)); err != nil {
+					t.Errorf("parameter endpoint: documented value %d refused: %v", v, err)
+				}
+			}
+			for _, v := range []int{lo - 1, hi + 1} {
+				if err := parse("endpoint", strconv.Itoa(v)); err == nil {
+					t.Errorf("parameter endpoint: %d, outside [%d, %d], accepted", v, lo, hi)
+				}
+			}
+		default:
+			t.Errorf("parameter %s: models.ParseMonitorFilter does not read it", p.Name)
+		}
+	}
+	if q := (models.MonitorFilter{Type: models.MonitorTypeDrop, Endpoint: 7}).Query(); !slices.Equal(slices.Sorted(maps.Keys(q)), slices.Sorted(slices.Values(names))) {
+		t.Errorf("MonitorFilter.Query() sends %v, the document has parameters %v", q, names)
+	}
 }
 
 // TestErrorModelMatchesServer: what the API server writes for an error is

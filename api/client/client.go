@@ -239,13 +239,26 @@ func (c *Client) GetIdentity(ctx context.Context, id string) (*models.Identity, 
 	return &r, c.Get(ctx, "/v1/identity/"+url.PathEscape(id), &r)
 }
 
+// podPath escapes a pod's namespace and name into its path.
+func podPath(ns, name string) string {
+	return "/v1/pod/" + url.PathEscape(ns) + "/" + url.PathEscape(name)
+}
+
 func (c *Client) PutPod(ctx context.Context, p *models.Pod) (*models.Pod, error) {
 	var r models.Pod
-	return &r, c.Do(ctx, http.MethodPut, "/v1/pod/"+url.PathEscape(p.Namespace)+"/"+url.PathEscape(p.Name), p, &r)
+	return &r, c.Do(ctx, http.MethodPut, podPath(p.Namespace, p.Name), p, &r)
+}
+
+func (c *Client) GetPod(ctx context.Context, ns, name string) (*models.Pod, error) {
+	var r models.Pod
+	if err := c.Get(ctx, podPath(ns, name), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 func (c *Client) DeletePod(ctx context.Context, ns, name string) error {
-	return c.Do(ctx, http.MethodDelete, "/v1/pod/"+url.PathEscape(ns)+"/"+url.PathEscape(name), nil, nil)
+	return c.Do(ctx, http.MethodDelete, podPath(ns, name), nil, nil)
 }
 
 func (c *Client) ListPods(ctx context.Context) ([]models.Pod, error) {
@@ -259,4 +272,15 @@ func (c *Client) Healthz(ctx context.Context) (*models.Status, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// StateDBDump returns the rows of one statedb table as the agent's
+// /statedb/ handler dumps them ({"TABLE": [rows]}), or of every table if
+// table is "".
+func (c *Client) StateDBDump(ctx context.Context, table string) ([]byte, error) {
+	path := "/statedb/dump"
+	if table != "" {
+		path += "/" + url.PathEscape(table)
+	}
+	return c.Raw(ctx, path)
 }

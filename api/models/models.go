@@ -3,6 +3,11 @@
 // written against Cilium's endpoint API read ours. The same types are used by
 // the agent, the CNI plugin and the debug CLI; api/openapi.yaml describes
 // them and a test keeps the two in step.
+//
+// This file has the endpoint, identity, IPAM, pod and agent documents;
+// policy.go those of /v1/policy (rules, trace), monitor.go the event
+// stream of /v1/monitor. The package imports nothing but the standard
+// library: the CNI plugin links it.
 package models
 
 import "time"
@@ -94,6 +99,17 @@ type Endpoint struct {
 	Status         []StatusEntry `json:"status,omitempty"`
 }
 
+// EndpointBatchDeleteRequest is the body of DELETE /v1/endpoint: every
+// endpoint of a container goes.
+type EndpointBatchDeleteRequest struct {
+	ContainerID string `json:"container-id"`
+}
+
+// EndpointBatchDeleteResponse is the answer of DELETE /v1/endpoint.
+type EndpointBatchDeleteResponse struct {
+	Deleted int `json:"deleted"`
+}
+
 // LabelsPatch is the body of PATCH /v1/endpoint/{id}/labels: labels the
 // endpoint's request carries in addition to its pod's (e.g. from podman).
 type LabelsPatch struct {
@@ -169,15 +185,4 @@ type Status struct {
 	Endpoints map[string]int    `json:"endpoints"` // by state
 	Modules   map[string]string `json:"modules"`   // health of each cell
 	Message   string            `json:"message,omitempty"`
-}
-
-// MonitorStats is the answer of GET /v1/monitor/stats: what the monitor
-// read from the datapath and what it lost, since the agent started
-// (LostInDatapath: since the metrics map was created; it survives restarts).
-type MonitorStats struct {
-	Received          uint64 `json:"received"`
-	Invalid           uint64 `json:"invalid"`
-	Subscribers       int    `json:"subscribers"`
-	LostBySubscribers uint64 `json:"lost-by-subscribers"`
-	LostInDatapath    uint64 `json:"lost-in-datapath"`
 }

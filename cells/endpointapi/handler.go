@@ -86,13 +86,8 @@ func (h *handlers) del(w http.ResponseWriter, r *http.Request) (any, int, error)
 	return nil, http.StatusNoContent, nil
 }
 
-// batchDelete is the body of DELETE /v1/endpoint.
-type batchDelete struct {
-	ContainerID string `json:"container-id"`
-}
-
 func (h *handlers) deleteBatch(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	var req batchDelete
+	var req models.EndpointBatchDeleteRequest
 	if err := apiserver.DecodeJSON(w, r, &req); err != nil {
 		return nil, 0, err
 	}
@@ -103,7 +98,7 @@ func (h *handlers) deleteBatch(w http.ResponseWriter, r *http.Request) (any, int
 	if err != nil {
 		return nil, 0, err
 	}
-	return map[string]int{"deleted": n}, http.StatusOK, nil
+	return models.EndpointBatchDeleteResponse{Deleted: n}, http.StatusOK, nil
 }
 
 func logModel(_ statedb.ReadTxn, ep *tables.Endpoint) []models.StatusEntry {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/monitor/events"
 	"github.com/membrane-net/membrane/datapath/maps"
 )
 
@@ -18,9 +17,10 @@ import (
 //	GET /v1/monitor[?type=drop|verdict|all][&endpoint=ID]
 //	GET /v1/monitor/stats
 //
-// The stream: 200 with newline-delimited JSON (events.Event), one line per
-// event, flushed as it happens, until the client goes away or the agent
-// stops; 400 for an invalid filter; 503 if the ring buffer cannot be read.
+// The stream: 200 with newline-delimited JSON (models.MonitorEvent), one
+// line per event, flushed as it happens, until the client goes away or the
+// agent stops; 400 for an invalid filter (models.MonitorFilter); 503 if
+// the ring buffer cannot be read.
 func newRoutes(m *Monitor, dp maps.EventMaps) apiserver.RoutesOut {
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
 		{Pattern: "GET /v1/monitor", Handler: m.Handler(DefaultQueueLen)},
@@ -39,7 +39,7 @@ func newRoutes(m *Monitor, dp maps.EventMaps) apiserver.RoutesOut {
 // client may fall behind before it loses events.
 func (m *Monitor) Handler(queueLen int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, err := events.ParseFilter(r.URL.Query())
+		f, err := models.ParseMonitorFilter(r.URL.Query())
 		if err != nil {
 			apiserver.WriteError(w, apiserver.WithStatus(http.StatusBadRequest, err))
 			return
@@ -72,7 +72,7 @@ func (m *Monitor) Handler(queueLen int) http.Handler {
 					return // the agent is stopping
 				}
 				if lost := sub.Dropped(); lost > reported {
-					if enc.Encode(events.Event{Time: time.Now(), Type: events.TypeLost, Lost: lost - reported}) != nil {
+					if enc.Encode(models.MonitorEvent{Time: time.Now(), Type: models.MonitorTypeLost, Lost: lost - reported}) != nil {
 						return
 					}
 					reported = lost

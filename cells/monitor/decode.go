@@ -9,7 +9,7 @@ import (
 	"github.com/cilium/statedb"
 	"golang.org/x/sys/unix"
 
-	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -35,9 +35,9 @@ func Decode(raw []byte) (maps.Event, error) {
 func typeName(t uint8) string {
 	switch t {
 	case maps.EventDrop:
-		return events.TypeDrop
+		return models.MonitorTypeDrop
 	case maps.EventVerdict:
-		return events.TypeVerdict
+		return models.MonitorTypeVerdict
 	}
 	return "type-" + strconv.Itoa(int(t))
 }
@@ -65,20 +65,20 @@ type enricher struct {
 	clock      clock
 }
 
-func (e *enricher) enrich(raw maps.Event) events.Event {
-	ev := events.Event{
+func (e *enricher) enrich(raw maps.Event) models.MonitorEvent {
+	ev := models.MonitorEvent{
 		Time:        e.clock(raw.Timestamp),
 		Type:        typeName(raw.Type),
-		Verdict:     events.VerdictForwarded,
+		Verdict:     models.MonitorVerdictForwarded,
 		Reason:      maps.ReasonName(raw.Reason),
-		Endpoint:    events.Endpoint{ID: raw.EndpointID, InterfaceIndex: raw.IfIndex},
+		Endpoint:    models.MonitorEndpoint{ID: raw.EndpointID, InterfaceIndex: raw.IfIndex},
 		Direction:   maps.DirectionName(raw.Dir),
 		Protocol:    maps.ProtocolName(raw.Protocol),
-		Source:      events.Peer{IP: addr(raw.Family, raw.SAddr)},
-		Destination: events.Peer{IP: addr(raw.Family, raw.DAddr)},
+		Source:      models.MonitorPeer{IP: addr(raw.Family, raw.SAddr)},
+		Destination: models.MonitorPeer{IP: addr(raw.Family, raw.DAddr)},
 	}
 	if raw.Type == maps.EventDrop || maps.IsDrop(raw.Reason) {
-		ev.Verdict = events.VerdictDropped
+		ev.Verdict = models.MonitorVerdictDropped
 	}
 	switch raw.Protocol {
 	case maps.ProtoICMP, maps.ProtoICMPv6:
@@ -99,8 +99,8 @@ func (e *enricher) enrich(raw maps.Event) events.Event {
 	return ev
 }
 
-func (e *enricher) identity(txn statedb.ReadTxn, id uint32) events.Identity {
-	out := events.Identity{ID: id, Labels: []string{}}
+func (e *enricher) identity(txn statedb.ReadTxn, id uint32) models.MonitorIdentity {
+	out := models.MonitorIdentity{ID: id, Labels: []string{}}
 	if id == tables.IdentityUnknown {
 		return out
 	}

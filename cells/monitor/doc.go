@@ -22,7 +22,7 @@
 //
 // Tables: reads endpoints and identities; writes none. Serves
 // GET /v1/monitor[?type=drop|verdict|all][&endpoint=ID], newline-delimited
-// JSON (package events), flushed after every event.
+// JSON (api/models.MonitorEvent), flushed after every event.
 //
 // See it working, with an agent running and a policy that drops something:
 //

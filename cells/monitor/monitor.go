@@ -7,7 +7,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -66,19 +66,19 @@ func (m *Monitor) Stats() Stats {
 // until the monitor stops (then the channel is closed).
 type Subscription struct {
 	m       *Monitor
-	filter  events.Filter
-	c       chan events.Event
+	filter  models.MonitorFilter
+	c       chan models.MonitorEvent
 	closed  bool // under m.mu
 	dropped atomic.Uint64
 }
 
 // Subscribe starts delivering events that match f; queueLen bounds how far
 // the subscriber may fall behind (DefaultQueueLen if <= 0).
-func (m *Monitor) Subscribe(f events.Filter, queueLen int) *Subscription {
+func (m *Monitor) Subscribe(f models.MonitorFilter, queueLen int) *Subscription {
 	if queueLen <= 0 {
 		queueLen = DefaultQueueLen
 	}
-	s := &Subscription{m: m, filter: f, c: make(chan events.Event, queueLen)}
+	s := &Subscription{m: m, filter: f, c: make(chan models.MonitorEvent, queueLen)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.stopped {
@@ -91,7 +91,7 @@ func (m *Monitor) Subscribe(f events.Filter, queueLen int) *Subscription {
 }
 
 // Events is the subscriber's queue.
-func (s *Subscription) Events() <-chan events.Event { return s.c }
+func (s *Subscription) Events() <-chan models.MonitorEvent { return s.c }
 
 // Dropped is how many events this subscriber lost because its queue was full.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
@@ -124,7 +124,7 @@ func (m *Monitor) Publish(raw maps.Event) {
 		return
 	}
 	typ := typeName(raw.Type)
-	var ev *events.Event
+	var ev *models.MonitorEvent
 	for s := range m.subs {
 		if !s.filter.Match(typ, raw.EndpointID) {
 			continue

@@ -19,7 +19,7 @@ import (
 
 	"github.com/cilium/statedb"
 
-	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -98,15 +98,15 @@ func record(t *testing.T, ev maps.Event) []byte {
 var drop = rawEvent(maps.EventDrop, maps.ReasonDropPolicy, 41234)
 
 // wantDrop is what a subscriber gets for drop.
-func wantDrop() events.Event {
-	return events.Event{
-		Time: bootPlus1s, Type: events.TypeDrop, Verdict: events.VerdictDropped, Reason: "policy-denied",
-		Endpoint:  events.Endpoint{ID: webEP, Pod: "default/web", InterfaceIndex: 41},
+func wantDrop() models.MonitorEvent {
+	return models.MonitorEvent{
+		Time: bootPlus1s, Type: models.MonitorTypeDrop, Verdict: models.MonitorVerdictDropped, Reason: "policy-denied",
+		Endpoint:  models.MonitorEndpoint{ID: webEP, Pod: "default/web", InterfaceIndex: 41},
 		Direction: "ingress", Protocol: "TCP",
-		Source: events.Peer{IP: "10.0.0.5", Port: 41234,
-			Identity: events.Identity{ID: dbIdent, Labels: []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=default"}}},
-		Destination: events.Peer{IP: "10.0.0.6", Port: 80,
-			Identity: events.Identity{ID: webIdent, Labels: []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"}}},
+		Source: models.MonitorPeer{IP: "10.0.0.5", Port: 41234,
+			Identity: models.MonitorIdentity{ID: dbIdent, Labels: []string{"k8s:app=db", "k8s:io.kubernetes.pod.namespace=default"}}},
+		Destination: models.MonitorPeer{IP: "10.0.0.6", Port: 80,
+			Identity: models.MonitorIdentity{ID: webIdent, Labels: []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"}}},
 	}
 }
 
@@ -135,7 +135,7 @@ func TestDecode(t *testing.T) {
 
 func TestEnrich(t *testing.T) {
 	m := newTestMonitor(t)
-	sub := m.Subscribe(events.Filter{}, 8)
+	sub := m.Subscribe(models.MonitorFilter{}, 8)
 	defer sub.Close()
 	m.publishRecord(record(t, drop))
 	got := <-sub.Events()
@@ -154,12 +154,12 @@ func TestEnrich(t *testing.T) {
 	m.Publish(v)
 	got = <-sub.Events()
 	icmpType := uint8(128)
-	want := events.Event{
-		Time: bootPlus1s.Add(time.Second), Type: events.TypeVerdict, Verdict: events.VerdictForwarded, Reason: "allowed-by-policy",
-		Endpoint: events.Endpoint{ID: 7}, Direction: "egress", Protocol: "ICMPv6", ICMPType: &icmpType,
-		Source: events.Peer{IP: "fd00::6",
-			Identity: events.Identity{ID: webIdent, Labels: []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"}}},
-		Destination: events.Peer{IP: "2001:db8::1", Identity: events.Identity{ID: 2, Labels: []string{"reserved:world"}}},
+	want := models.MonitorEvent{
+		Time: bootPlus1s.Add(time.Second), Type: models.MonitorTypeVerdict, Verdict: models.MonitorVerdictForwarded, Reason: "allowed-by-policy",
+		Endpoint: models.MonitorEndpoint{ID: 7}, Direction: "egress", Protocol: "ICMPv6", ICMPType: &icmpType,
+		Source: models.MonitorPeer{IP: "fd00::6",
+			Identity: models.MonitorIdentity{ID: webIdent, Labels: []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"}}},
+		Destination: models.MonitorPeer{IP: "2001:db8::1", Identity: models.MonitorIdentity{ID: 2, Labels: []string{"reserved:world"}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("event\n%+v\nwant\n%+v", got, want)
@@ -189,10 +189,10 @@ func TestEnrich(t *testing.T) {
 
 func TestFilters(t *testing.T) {
 	m := newTestMonitor(t)
-	all := m.Subscribe(events.Filter{}, 16)
-	drops := m.Subscribe(events.Filter{Type: events.TypeDrop}, 16)
-	verdicts := m.Subscribe(events.Filter{Type: events.TypeVerdict}, 16)
-	other := m.Subscribe(events.Filter{Endpoint: 99}, 16)
+	all := m.Subscribe(models.MonitorFilter{}, 16)
+	drops := m.Subscribe(models.MonitorFilter{Type: models.MonitorTypeDrop}, 16)
+	verdicts := m.Subscribe(models.MonitorFilter{Type: models.MonitorTypeVerdict}, 16)
+	other := m.Subscribe(models.MonitorFilter{Endpoint: 99}, 16)
 
 	m.Publish(drop)
 	m.Publish(rawEvent(maps.EventVerdict, maps.ReasonForwardedPolicy, 1))
@@ -229,8 +229,8 @@ func TestFilters(t *testing.T) {
 
 func TestSlowSubscriberDoesNotBlock(t *testing.T) {
 	m := newTestMonitor(t)
-	slow := m.Subscribe(events.Filter{}, 4) // never reads
-	fast := m.Subscribe(events.Filter{}, 4)
+	slow := m.Subscribe(models.MonitorFilter{}, 4) // never reads
+	fast := m.Subscribe(models.MonitorFilter{}, 4)
 	const n = 1000
 	var (
 		wg  sync.WaitGroup
@@ -284,12 +284,12 @@ func TestSlowSubscriberDoesNotBlock(t *testing.T) {
 
 func TestStopClosesSubscriptions(t *testing.T) {
 	m := newTestMonitor(t)
-	sub := m.Subscribe(events.Filter{}, 1)
+	sub := m.Subscribe(models.MonitorFilter{}, 1)
 	m.stop(nil)
 	if _, ok := <-sub.Events(); ok {
 		t.Fatal("subscription still open after stop")
 	}
-	late := m.Subscribe(events.Filter{}, 1)
+	late := m.Subscribe(models.MonitorFilter{}, 1)
 	if _, ok := <-late.Events(); ok {
 		t.Fatal("subscription after stop is open")
 	}
@@ -355,16 +355,16 @@ func TestHandlerStreamsAndReportsLoss(t *testing.T) {
 	if w.code != 200 || w.header.Get("Content-Type") != "application/x-ndjson" {
 		t.Fatalf("answer %d %q", w.code, w.header.Get("Content-Type"))
 	}
-	var got []events.Event
+	var got []models.MonitorEvent
 	sc := bufio.NewScanner(strings.NewReader(w.body.String()))
 	for sc.Scan() {
-		var ev events.Event
+		var ev models.MonitorEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
 		got = append(got, ev)
 	}
-	if len(got) != 3 || got[0].Source.Port != 1 || got[1].Type != events.TypeLost || got[1].Lost != 8 || got[2].Source.Port != 2 {
+	if len(got) != 3 || got[0].Source.Port != 1 || got[1].Type != models.MonitorTypeLost || got[1].Lost != 8 || got[2].Source.Port != 2 {
 		t.Fatalf("stream %+v", got)
 	}
 }
@@ -397,7 +397,7 @@ func TestHandlerOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ev events.Event
+	var ev models.MonitorEvent
 	if err := json.Unmarshal(line, &ev); err != nil || !reflect.DeepEqual(ev, normalizeTime(wantDrop())) {
 		t.Fatalf("streamed %s (%v)", line, err)
 	}
@@ -422,9 +422,9 @@ func (e testError) Error() string { return string(e) }
 const errTest = testError("no ring buffer here")
 
 // normalizeTime makes an event's time compare equal after a JSON round trip.
-func normalizeTime(ev events.Event) events.Event {
+func normalizeTime(ev models.MonitorEvent) models.MonitorEvent {
 	b, _ := json.Marshal(ev)
-	var out events.Event
+	var out models.MonitorEvent
 	json.Unmarshal(b, &out)
 	return out
 }
@@ -441,18 +441,18 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestParseFilter(t *testing.T) {
-	for q, want := range map[string]events.Filter{
+	for q, want := range map[string]models.MonitorFilter{
 		"":                        {},
 		"type=all":                {},
-		"type=drop":               {Type: events.TypeDrop},
-		"type=verdict&endpoint=7": {Type: events.TypeVerdict, Endpoint: 7},
+		"type=drop":               {Type: models.MonitorTypeDrop},
+		"type=verdict&endpoint=7": {Type: models.MonitorTypeVerdict, Endpoint: 7},
 	} {
 		vals, _ := url.ParseQuery(q)
-		got, err := events.ParseFilter(vals)
+		got, err := models.ParseMonitorFilter(vals)
 		if err != nil || got != want {
 			t.Errorf("%q: %+v, %v", q, got, err)
 		}
-		if back, _ := events.ParseFilter(got.Query()); back != got {
+		if back, _ := models.ParseMonitorFilter(got.Query()); back != got {
 			t.Errorf("%q: Query round trip %+v", q, back)
 		}
 	}

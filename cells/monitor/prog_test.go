@@ -9,7 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
@@ -25,7 +25,7 @@ func TestDatapathEventReachesSubscriber(t *testing.T) {
 
 	m := newTestMonitor(t)
 	m.enrich.clock = monotonicClock // the real conversion, checked below
-	drops := m.Subscribe(events.Filter{Type: events.TypeDrop, Endpoint: webEP}, 8)
+	drops := m.Subscribe(models.MonitorFilter{Type: models.MonitorTypeDrop, Endpoint: webEP}, 8)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- m.Run(ctx, coll.Maps[maps.EventsMapName]) }()
@@ -38,7 +38,7 @@ func TestDatapathEventReachesSubscriber(t *testing.T) {
 	if ret != 2 { // TC_ACT_SHOT
 		t.Fatalf("program returned %d, want a drop", ret)
 	}
-	var got events.Event
+	var got models.MonitorEvent
 	select {
 	case got = <-drops.Events():
 	case <-time.After(10 * time.Second):

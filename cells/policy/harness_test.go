@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/health"
 	"github.com/membrane-net/membrane/labels"
@@ -187,7 +188,7 @@ func (e *testEngine) row(id uint16) (*tables.EndpointPolicy, bool) {
 }
 
 // trace posts a trace request to the engine's route.
-func (e *testEngine) trace(t testing.TB, req TraceRequest) (int, *TraceResponse, string) {
+func (e *testEngine) trace(t testing.TB, req models.PolicyTraceRequest) (int, *models.PolicyTraceResponse, string) {
 	t.Helper()
 	body, _ := json.Marshal(req)
 	rec := httptest.NewRecorder()
@@ -196,7 +197,7 @@ func (e *testEngine) trace(t testing.TB, req TraceRequest) (int, *TraceResponse,
 	if rec.Code != http.StatusOK {
 		return rec.Code, nil, string(data)
 	}
-	var resp TraceResponse
+	var resp models.PolicyTraceResponse
 	if err := json.Unmarshal(data, &resp); err != nil {
 		t.Fatalf("trace answer: %v: %s", err, data)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/hive/script/scripttest"
 	"github.com/spf13/pflag"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -144,7 +145,7 @@ func scriptCmds(engine func() *testEngine) map[string]script.Cmd {
 				}
 				e := engine()
 				t := &tracer{c: e.c, rules: e.rules, identities: e.identities, endpoints: e.endpoints}
-				resp, err := t.trace(TraceRequest{SrcLabels: strings.Split(args[0], ","), DstLabels: strings.Split(args[1], ","), Dport: uint16(n), Protocol: proto})
+				resp, err := t.trace(models.PolicyTraceRequest{SrcLabels: strings.Split(args[0], ","), DstLabels: strings.Split(args[1], ","), Dport: uint16(n), Protocol: proto})
 				if err != nil {
 					return nil, err
 				}

@@ -10,73 +10,16 @@ import (
 
 	"github.com/cilium/statedb"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-// TraceRequest is the body of POST /v1/policy/trace: a flow from an
-// endpoint with the source labels to one with the destination labels.
-// Labels are "source:key=value" or "key=value" (any source); a single
-// "cidr:ADDRESS" stands for an address outside the cluster.
-type TraceRequest struct {
-	SrcLabels []string `json:"src-labels"`
-	DstLabels []string `json:"dst-labels"`
-	// Dport is the destination port (the ICMP type for ICMP).
-	Dport uint16 `json:"dport"`
-	// Protocol is TCP (default), UDP, SCTP, ICMP, ICMPv6 or a number.
-	Protocol string `json:"protocol,omitempty"`
-}
-
-// TraceResponse explains the verdict the datapath gives the flow.
-type TraceResponse struct {
-	Verdict string `json:"verdict"` // "allowed" or "denied"
-	Reason  string `json:"reason"`
-	// Rules are the rules that decided the verdict.
-	Rules           []TraceRule `json:"rules"`
-	IngressEnforced bool        `json:"ingress-enforced"` // of the destination
-	EgressEnforced  bool        `json:"egress-enforced"`  // of the source
-	Source          TracePeer   `json:"source"`
-	Destination     TracePeer   `json:"destination"`
-	// Egress is the source's egress policy applied to the flow, Ingress
-	// the destination's ingress policy (nil where the peer is not an
-	// endpoint: host, world, a CIDR).
-	Egress      *TraceStage `json:"egress,omitempty"`
-	Ingress     *TraceStage `json:"ingress,omitempty"`
-	Explanation []string    `json:"explanation"`
-}
-
-// TracePeer is one end of the flow.
-type TracePeer struct {
-	// Identity is the identity the labels resolved to; 0 if none has
-	// these labels (they were matched directly).
-	Identity tables.NumericIdentity `json:"identity"`
-	Labels   []string               `json:"labels"`
-}
-
-// TraceStage is one enforcement point of the flow.
-type TraceStage struct {
-	Enforced bool   `json:"enforced"`
-	Verdict  string `json:"verdict"`
-	Reason   string `json:"reason"`
-	// Entries are the policy entries the packet matches.
-	Entries []tables.PolicyEntry `json:"entries"`
-	// Rules are the rules selecting the endpoint.
-	Rules []string `json:"rules"`
-}
-
-// TraceRule is a rule that decided a verdict.
-type TraceRule struct {
-	Key         string   `json:"key"`
-	Description string   `json:"description,omitempty"`
-	Namespace   string   `json:"namespace,omitempty"`
-	Labels      []string `json:"labels,omitempty"`
-}
-
-// Verdicts.
+// Verdicts of a trace (models.PolicyTraceResponse) and its stages.
 const (
-	VerdictAllowed = "allowed"
-	VerdictDenied  = "denied"
+	VerdictAllowed = models.PolicyVerdictAllowed
+	VerdictDenied  = models.PolicyVerdictDenied
 )
 
 // Identities given to label sets that have none, so selectors can match
@@ -93,6 +36,8 @@ type tracer struct {
 	endpoints  statedb.Table[*tables.Endpoint]
 }
 
+// newTraceRoutes serves POST /v1/policy/trace: models.PolicyTraceRequest
+// in, models.PolicyTraceResponse out.
 func newTraceRoutes(c *controller) apiserver.RoutesOut {
 	t := &tracer{c: c, rules: c.rulesTbl, identities: c.identitiesTbl, endpoints: c.endpointsTbl}
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
@@ -101,7 +46,7 @@ func newTraceRoutes(c *controller) apiserver.RoutesOut {
 }
 
 func (t *tracer) handle(w http.ResponseWriter, r *http.Request) (any, int, error) {
-	var req TraceRequest
+	var req models.PolicyTraceRequest
 	if err := apiserver.DecodeJSON(w, r, &req); err != nil {
 		return nil, 0, err
 	}
@@ -117,7 +62,7 @@ func (t *tracer) handle(w http.ResponseWriter, r *http.Request) (any, int, error
 // with the destination's identity, the destination's ingress policy with
 // the source's; in each, a matching deny (under the peer's identity or
 // the wildcard 0) wins, then a matching allow, then default deny.
-func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
+func (t *tracer) trace(req models.PolicyTraceRequest) (*models.PolicyTraceResponse, error) {
 	proto, err := traceProtocol(req.Protocol)
 	if err != nil {
 		return nil, apiserver.WithStatus(http.StatusBadRequest, err)
@@ -128,7 +73,7 @@ func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
 	txn := t.c.db.ReadTxn()
 	snap := newSnapshot(t.c.cfg, statedb.Collect(t.rules.All(txn)), statedb.Collect(t.identities.All(txn)), t.c.cidr.prefixes())
 
-	resp := &TraceResponse{Rules: []TraceRule{}}
+	resp := &models.PolicyTraceResponse{Rules: []models.PolicyTraceRule{}}
 	src, err := t.resolve(txn, snap, req.SrcLabels, hypotheticalSrc, &resp.Explanation, "source")
 	if err != nil {
 		return nil, apiserver.WithStatus(http.StatusBadRequest, fmt.Errorf("src-labels: %w", err))
@@ -152,7 +97,7 @@ func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
 
 	var decisive []string
 	verdict, reason := VerdictAllowed, ""
-	stage := func(dir uint8, ep, peer *resolvedPeer) *TraceStage {
+	stage := func(dir uint8, ep, peer *resolvedPeer) *models.PolicyTraceStage {
 		pol := snap.policyOf(ep.info.labels)
 		st, rules := evaluate(pol, dir, peer.info.id, proto, req.Dport)
 		name := "egress of the source"
@@ -161,7 +106,7 @@ func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
 		}
 		resp.Explanation = append(resp.Explanation, name+": "+st.Reason)
 		for _, e := range st.Entries {
-			resp.Explanation = append(resp.Explanation, fmt.Sprintf("  matches %s %s (rules %s)", verdictWord(e.Deny), e.Key, strings.Join(e.RuleKeys, ", ")))
+			resp.Explanation = append(resp.Explanation, fmt.Sprintf("  matches %s %s (rules %s)", verdictWord(e.Deny), tables.PolicyKey(e.Key), strings.Join(e.RuleKeys, ", ")))
 		}
 		if st.Verdict == VerdictDenied && verdict == VerdictAllowed {
 			verdict, reason, decisive = VerdictDenied, name+": "+st.Reason, rules
@@ -182,7 +127,7 @@ func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
 	}
 	if verdict == VerdictAllowed {
 		var parts []string
-		for _, st := range []*TraceStage{resp.Egress, resp.Ingress} {
+		for _, st := range []*models.PolicyTraceStage{resp.Egress, resp.Ingress} {
 			if st == nil {
 				continue
 			}
@@ -204,8 +149,8 @@ func (t *tracer) trace(req TraceRequest) (*TraceResponse, error) {
 
 // evaluate looks the packet up in one direction of a computed policy.
 // It returns the stage and the rules that decide it.
-func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) (*TraceStage, []string) {
-	st := &TraceStage{Entries: []tables.PolicyEntry{}, Rules: pol.rules}
+func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) (*models.PolicyTraceStage, []string) {
+	st := &models.PolicyTraceStage{Entries: []models.PolicyEntry{}, Rules: pol.rules}
 	if st.Rules == nil {
 		st.Rules = []string{}
 	}
@@ -228,12 +173,13 @@ func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto
 			allows = append(allows, e)
 		}
 	}
+	var matched []tables.PolicyEntry
 	switch {
 	case len(denies) > 0:
-		st.Entries = denies
+		matched = denies
 		st.Verdict, st.Reason = VerdictDenied, "denied by a deny rule (deny wins over any allow)"
 	case len(allows) > 0:
-		st.Entries = allows
+		matched = allows
 		st.Verdict, st.Reason = VerdictAllowed, "allowed"
 	default:
 		st.Verdict, st.Reason = VerdictDenied, "default deny: no entry allows the flow"
@@ -243,10 +189,16 @@ func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto
 		return st, pol.defaultDenyBy[dir]
 	}
 	var rules []string
-	for _, e := range st.Entries {
+	for _, e := range matched {
+		st.Entries = append(st.Entries, entryModel(e))
 		rules = append(rules, e.RuleKeys...)
 	}
 	return st, rules
+}
+
+// entryModel is a computed policy entry as a trace shows it.
+func entryModel(e tables.PolicyEntry) models.PolicyEntry {
+	return models.PolicyEntry{Key: models.PolicyKey(e.Key), Deny: e.Deny, RuleKeys: e.RuleKeys}
 }
 
 // matches reports whether a packet of protocol proto to port (ICMP type)
@@ -262,18 +214,18 @@ func verdictWord(deny bool) string {
 	return "allow"
 }
 
-func traceRule(snap *snapshot, key string) TraceRule {
+func traceRule(snap *snapshot, key string) models.PolicyTraceRule {
 	switch key {
 	case RuleAllowLocalhost:
-		return TraceRule{Key: key, Description: "--allow-localhost=always: the host may reach every endpoint with ingress default deny"}
+		return models.PolicyTraceRule{Key: key, Description: "--allow-localhost=always: the host may reach every endpoint with ingress default deny"}
 	case RuleNoDefaultDeny:
-		return TraceRule{Key: key, Description: "no rule turns default deny on for this direction: what no deny rule matches is allowed"}
+		return models.PolicyTraceRule{Key: key, Description: "no rule turns default deny on for this direction: what no deny rule matches is allowed"}
 	}
 	r, ok := snap.rule(key)
 	if !ok {
-		return TraceRule{Key: key}
+		return models.PolicyTraceRule{Key: key}
 	}
-	return TraceRule{Key: key, Description: r.desc, Namespace: r.row.Namespace, Labels: r.row.Labels}
+	return models.PolicyTraceRule{Key: key, Description: r.desc, Namespace: r.row.Namespace, Labels: r.row.Labels}
 }
 
 func traceProtocol(s string) (uint8, error) {
@@ -303,12 +255,12 @@ type resolvedPeer struct {
 	endpoint     bool // policy is enforced on it
 }
 
-func (p *resolvedPeer) model() TracePeer {
+func (p *resolvedPeer) model() models.PolicyTracePeer {
 	id := p.info.id
 	if p.hypothetical {
 		id = 0
 	}
-	return TracePeer{Identity: id, Labels: p.info.labels.Strings()}
+	return models.PolicyTracePeer{Identity: id, Labels: p.info.labels.Strings()}
 }
 
 // resolve finds the identity of a label set: "cidr:ADDR" is the CIDR

@@ -6,10 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/membrane-net/membrane/api/models"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 )
 
-func traceRuleKeys(r *TraceResponse) []string {
+func traceRuleKeys(r *models.PolicyTraceResponse) []string {
 	var out []string
 	for _, rule := range r.Rules {
 		out = append(out, rule.Key)
@@ -44,7 +45,7 @@ func TestTrace(t *testing.T) {
 	db := []string{"app=db", "io.kubernetes.pod.namespace=prod"} // any source
 	cases := []struct {
 		name     string
-		req      TraceRequest
+		req      models.PolicyTraceRequest
 		verdict  string
 		reason   string
 		rules    []string
@@ -52,21 +53,21 @@ func TestTrace(t *testing.T) {
 		egress   bool
 		noStages string // "egress" or "ingress": that stage does not apply
 	}{
-		{"allowed by an allow rule", TraceRequest{SrcLabels: db, DstLabels: web, Dport: 80, Protocol: "TCP"},
+		{"allowed by an allow rule", models.PolicyTraceRequest{SrcLabels: db, DstLabels: web, Dport: 80, Protocol: "TCP"},
 			VerdictAllowed, "allowed", []string{"1/0", "3/0"}, true, true, ""},
-		{"another port: default deny", TraceRequest{SrcLabels: db, DstLabels: web, Dport: 81},
+		{"another port: default deny", models.PolicyTraceRequest{SrcLabels: db, DstLabels: web, Dport: 81},
 			VerdictDenied, "default deny", []string{"1/0", "2/0"}, true, true, ""}, // both turn default deny on
-		{"deny wins", TraceRequest{SrcLabels: db, DstLabels: web, Dport: 9090},
+		{"deny wins", models.PolicyTraceRequest{SrcLabels: db, DstLabels: web, Dport: 9090},
 			VerdictDenied, "deny rule", []string{"2/0"}, true, true, ""},
-		{"egress default deny of the source", TraceRequest{SrcLabels: db, DstLabels: []string{"k8s:app=cache"}, Dport: 80},
+		{"egress default deny of the source", models.PolicyTraceRequest{SrcLabels: db, DstLabels: []string{"k8s:app=cache"}, Dport: 80},
 			VerdictDenied, "egress of the source: default deny", []string{"3/0"}, false, true, ""},
-		{"unknown labels are matched directly", TraceRequest{SrcLabels: []string{"k8s:app=cache"}, DstLabels: db, Dport: 5432},
+		{"unknown labels are matched directly", models.PolicyTraceRequest{SrcLabels: []string{"k8s:app=cache"}, DstLabels: db, Dport: 5432},
 			VerdictAllowed, "not enforced", nil, false, false, ""},
-		{"to a CIDR: the source's egress only", TraceRequest{SrcLabels: db, DstLabels: []string{"cidr:192.0.2.10"}, Dport: 443},
+		{"to a CIDR: the source's egress only", models.PolicyTraceRequest{SrcLabels: db, DstLabels: []string{"cidr:192.0.2.10"}, Dport: 443},
 			VerdictAllowed, "allowed", []string{"3/0"}, false, true, "ingress"},
-		{"to an address of no rule: world", TraceRequest{SrcLabels: db, DstLabels: []string{"cidr:198.51.100.1"}, Dport: 443},
+		{"to an address of no rule: world", models.PolicyTraceRequest{SrcLabels: db, DstLabels: []string{"cidr:198.51.100.1"}, Dport: 443},
 			VerdictDenied, "default deny", []string{"3/0"}, false, true, "ingress"},
-		{"from the host: allow-localhost", TraceRequest{SrcLabels: []string{"reserved:host"}, DstLabels: web, Dport: 22},
+		{"from the host: allow-localhost", models.PolicyTraceRequest{SrcLabels: []string{"reserved:host"}, DstLabels: web, Dport: 22},
 			VerdictAllowed, "allowed", []string{RuleAllowLocalhost}, true, false, "egress"},
 	}
 	for _, tc := range cases {
@@ -101,7 +102,7 @@ func TestTrace(t *testing.T) {
 	}
 
 	// Descriptions come with the rules.
-	_, resp, _ := e.trace(t, TraceRequest{SrcLabels: db, DstLabels: web, Dport: 80})
+	_, resp, _ := e.trace(t, models.PolicyTraceRequest{SrcLabels: db, DstLabels: web, Dport: 80})
 	if resp.Rules[0].Description != "db may reach web on 80" || resp.Source.Identity != 257 || resp.Destination.Identity != 256 {
 		t.Errorf("trace: %+v", resp)
 	}
@@ -110,7 +111,7 @@ func TestTrace(t *testing.T) {
 func TestTraceInvalid(t *testing.T) {
 	e := startTestEngine(t, DefaultConfig)
 	e.sync(t)
-	for _, req := range []TraceRequest{
+	for _, req := range []models.PolicyTraceRequest{
 		{DstLabels: []string{"app=web"}},
 		{SrcLabels: []string{"app=web"}, DstLabels: []string{"app=db"}, Protocol: "ANY"},
 		{SrcLabels: []string{"app=web"}, DstLabels: []string{"app=db"}, Protocol: "carrier-pigeon"},
@@ -128,7 +129,7 @@ func TestTraceNever(t *testing.T) {
 	e.addIdentities(t, computeIdentities()...)
 	e.addRules(t, allowDBToWeb80())
 	e.sync(t)
-	_, resp, body := e.trace(t, TraceRequest{SrcLabels: []string{"app=cache"}, DstLabels: []string{"app=web", "io.kubernetes.pod.namespace=prod"}, Dport: 80})
+	_, resp, body := e.trace(t, models.PolicyTraceRequest{SrcLabels: []string{"app=cache"}, DstLabels: []string{"app=web", "io.kubernetes.pod.namespace=prod"}, Dport: 80})
 	if resp == nil || resp.Verdict != VerdictAllowed || resp.IngressEnforced {
 		t.Errorf("enable-policy=never: %s", body)
 	}

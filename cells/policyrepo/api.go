@@ -2,42 +2,20 @@ package policyrepo
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-// ImportResponse answers PUT /v1/policy.
-type ImportResponse struct {
-	Revision uint64 `json:"revision"`
-	Rules    int    `json:"rules"` // rules imported
-}
-
-// RulesResponse answers GET /v1/policy.
-type RulesResponse struct {
-	Revision uint64               `json:"revision"`
-	Rules    []*tables.PolicyRule `json:"rules"`
-}
-
-// DeleteRequest is the optional body of DELETE /v1/policy.
-type DeleteRequest struct {
-	// Labels select the rules to delete: those carrying all of them, as
-	// "[source:]key[=value]" (no source: any source). Empty: every rule.
-	Labels []string `json:"labels,omitempty"`
-}
-
-// DeleteResponse answers DELETE /v1/policy.
-type DeleteResponse struct {
-	Revision uint64 `json:"revision"`
-	Deleted  int    `json:"deleted"`
-}
-
+// routes serves /v1/policy; its documents are api/models' Policy* types.
 func (r *Repository) routes() apiserver.RoutesOut {
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
 		{Pattern: "PUT /v1/policy", Handler: apiserver.Handle(r.put)},
@@ -75,12 +53,29 @@ func (r *Repository) put(w http.ResponseWriter, req *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	return ImportResponse{Revision: rev, Rules: len(rules)}, http.StatusOK, nil
+	return models.PolicyImportResponse{Revision: rev, Rules: len(rules)}, http.StatusOK, nil
 }
 
 func (r *Repository) get(w http.ResponseWriter, req *http.Request) (any, int, error) {
 	txn := r.db.ReadTxn()
-	return RulesResponse{Revision: r.RevisionAt(txn), Rules: r.List(txn)}, http.StatusOK, nil
+	resp := models.PolicyRulesResponse{Revision: r.RevisionAt(txn), Rules: []*models.PolicyRule{}}
+	for _, row := range r.List(txn) {
+		m, err := ruleModel(row)
+		if err != nil {
+			return nil, 0, err
+		}
+		resp.Rules = append(resp.Rules, m)
+	}
+	return resp, http.StatusOK, nil
+}
+
+// ruleModel is a row of the policy-rules table as GET /v1/policy shows it.
+func ruleModel(row *tables.PolicyRule) (*models.PolicyRule, error) {
+	rule, err := json.Marshal(row.Rule)
+	if err != nil {
+		return nil, fmt.Errorf("encode rule %s: %w", row.Key, err)
+	}
+	return &models.PolicyRule{Key: row.Key, Rule: rule, Revision: row.Revision, Namespace: row.Namespace, Labels: row.Labels}, nil
 }
 
 func (r *Repository) del(w http.ResponseWriter, req *http.Request) (any, int, error) {
@@ -88,7 +83,7 @@ func (r *Repository) del(w http.ResponseWriter, req *http.Request) (any, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	var body DeleteRequest
+	var body models.PolicyDeleteRequest
 	if len(bytes.TrimSpace(data)) > 0 {
 		req.Body = io.NopCloser(bytes.NewReader(data))
 		if err := apiserver.DecodeJSON(w, req, &body); err != nil {
@@ -112,5 +107,5 @@ func (r *Repository) del(w http.ResponseWriter, req *http.Request) (any, int, er
 	case err != nil:
 		return nil, 0, fmt.Errorf("delete policy: %w", err)
 	}
-	return DeleteResponse{Revision: rev, Deleted: n}, http.StatusOK, nil
+	return models.PolicyDeleteResponse{Revision: rev, Deleted: n}, http.StatusOK, nil
 }

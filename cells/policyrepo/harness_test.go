@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/statedir"
@@ -102,22 +103,37 @@ func (a *testAgent) expect(method, body string, code int) map[string]any {
 	return out
 }
 
+// rulesList is GET /v1/policy with the rules read back into table rows,
+// so tests compare what the API shows with what the table holds.
+type rulesList struct {
+	Revision uint64
+	Rules    []*tables.PolicyRule
+}
+
 // list is GET /v1/policy decoded.
-func (a *testAgent) list() policyrepo.RulesResponse {
+func (a *testAgent) list() rulesList {
 	a.t.Helper()
 	resp, err := a.srv.Client().Get(a.srv.URL + "/v1/policy")
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out policyrepo.RulesResponse
+	var out models.PolicyRulesResponse
 	if resp.StatusCode != http.StatusOK {
 		a.t.Fatalf("GET /v1/policy: %s", resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		a.t.Fatal(err)
 	}
-	return out
+	l := rulesList{Revision: out.Revision}
+	for _, r := range out.Rules {
+		row := &tables.PolicyRule{Key: r.Key, Revision: r.Revision, Namespace: r.Namespace, Labels: r.Labels}
+		if err := json.Unmarshal(r.Rule, &row.Rule); err != nil {
+			a.t.Fatalf("GET /v1/policy: rule %s: %v", r.Key, err)
+		}
+		l.Rules = append(l.Rules, row)
+	}
+	return l
 }
 
 // rows returns the table's rows.

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/cells/monitor/events"
 )
 
 func (a *app) monitorCommand() *cobra.Command {
@@ -59,10 +56,10 @@ buffer was full (the monitor-event-lost counters of membrane bpf metrics).`,
 			if stats {
 				return a.monitorStats(cmd)
 			}
-			f := events.Filter{Endpoint: endpoint}
+			f := models.MonitorFilter{Endpoint: endpoint}
 			switch typ {
 			case "all":
-			case events.TypeDrop, events.TypeVerdict:
+			case models.MonitorTypeDrop, models.MonitorTypeVerdict:
 				f.Type = typ
 			default:
 				return fmt.Errorf("invalid --type %q: want drop, verdict or all", typ)
@@ -86,8 +83,8 @@ buffer was full (the monitor-event-lost counters of membrane bpf metrics).`,
 func (a *app) monitorStats(cmd *cobra.Command) error {
 	c, ctx, cancel := a.client(cmd)
 	defer cancel()
-	var st models.MonitorStats
-	if err := c.Get(ctx, "/v1/monitor/stats", &st); err != nil {
+	st, err := c.MonitorStats(ctx)
+	if err != nil {
 		return fmt.Errorf("monitor stats: %w", err)
 	}
 	return a.render(st, func(w io.Writer) error {
@@ -102,19 +99,15 @@ func (a *app) monitorStats(cmd *cobra.Command) error {
 var errConnectTimeout = errors.New("subscribing to the event stream timed out")
 
 // monitor streams events to stdout; ctx ending (Ctrl-C) ends it cleanly.
-func (a *app) monitor(parent context.Context, f events.Filter, count int) error {
+func (a *app) monitor(parent context.Context, f models.MonitorFilter, count int) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 
 	// --timeout bounds subscribing, not the stream.
 	timer := time.AfterFunc(a.timeout, func() { cancel(fmt.Errorf("%w: %w", errConnectTimeout, context.DeadlineExceeded)) })
-	path := "/v1/monitor"
-	if q := f.Query().Encode(); q != "" {
-		path += "?" + q
-	}
-	body, err := client.New(a.socket).Stream(ctx, path)
+	stream, err := client.New(a.socket).Monitor(ctx, f)
 	if !timer.Stop() && err == nil {
-		body.Close()
+		stream.Close()
 		err = context.Cause(ctx)
 	}
 	if err != nil {
@@ -126,9 +119,9 @@ func (a *app) monitor(parent context.Context, f events.Filter, count int) error 
 		}
 		return fmt.Errorf("monitor: %w", err)
 	}
-	defer body.Close()
+	defer stream.Close()
 
-	complete, err := a.printEvents(body, count)
+	complete, err := a.printEvents(stream, count)
 	switch {
 	case complete, parent.Err() != nil: // --count reached, or Ctrl-C
 		return nil
@@ -141,38 +134,31 @@ func (a *app) monitor(parent context.Context, f events.Filter, count int) error 
 // printEvents prints the records of an event stream. It returns complete
 // once it printed count events (loss reports do not count; 0: no limit),
 // otherwise when the stream ends (err nil) or fails.
-func (a *app) printEvents(stream io.Reader, count int) (complete bool, err error) {
-	sc := bufio.NewScanner(stream)
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
+func (a *app) printEvents(stream *client.MonitorStream, count int) (complete bool, err error) {
 	seen := 0
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(strings.TrimSpace(string(line))) == 0 {
-			continue
+	for {
+		ev, err := stream.Next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("monitor: %w", err)
 		}
-		var ev events.Event
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return false, fmt.Errorf("monitor: undecodable event from the agent: %w", err)
-		}
-		if err := a.printEvent(line, ev); err != nil {
+		if err := a.printEvent(stream.Record(), *ev); err != nil {
 			return false, err
 		}
-		if ev.Type == events.TypeLost {
+		if ev.Type == models.MonitorTypeLost {
 			continue
 		}
 		if seen++; count > 0 && seen >= count {
 			return true, nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return false, fmt.Errorf("monitor: reading the event stream: %w", err)
-	}
-	return false, nil
 }
 
 // printEvent prints one record in the -o format: the agent's JSON line as
 // is, a YAML document, or the one-line summary.
-func (a *app) printEvent(line []byte, ev events.Event) error {
+func (a *app) printEvent(line []byte, ev models.MonitorEvent) error {
 	var err error
 	switch a.output {
 	case outputJSON:
@@ -191,17 +177,17 @@ func (a *app) printEvent(line []byte, ev events.Event) error {
 // formatEvent is the one-line summary of an event, e.g.
 //
 //	12:00:01.123 DROP (policy-denied) ingress ep 1234 (default/web) 10.0.0.5:41234 -> 10.0.0.6:80 TCP identity 300 [k8s:app=db] -> 301 [k8s:app=web]
-func formatEvent(ev events.Event) string {
+func formatEvent(ev models.MonitorEvent) string {
 	var b strings.Builder
 	b.WriteString(ev.Time.Local().Format("15:04:05.000"))
 	b.WriteByte(' ')
 	switch ev.Type {
-	case events.TypeLost:
+	case models.MonitorTypeLost:
 		fmt.Fprintf(&b, "LOST %d events (this client did not keep up; narrow it with --type or --endpoint)", ev.Lost)
 		return b.String()
-	case events.TypeDrop:
+	case models.MonitorTypeDrop:
 		b.WriteString("DROP")
-	case events.TypeVerdict:
+	case models.MonitorTypeVerdict:
 		b.WriteString("FORWARD")
 	default:
 		b.WriteString(strings.ToUpper(ev.Type))
@@ -221,11 +207,11 @@ func formatEvent(ev events.Event) string {
 	return b.String()
 }
 
-func hostPort(p events.Peer) string { return joinHostPort(dash(p.IP), p.Port) }
+func hostPort(p models.MonitorPeer) string { return joinHostPort(dash(p.IP), p.Port) }
 
 // identityLabels renders "300 [k8s:app=db,...]", or the number alone
 // without labels.
-func identityLabels(id events.Identity) string {
+func identityLabels(id models.MonitorIdentity) string {
 	s := strconv.FormatUint(uint64(id.ID), 10)
 	if len(id.Labels) > 0 {
 		s += " [" + strings.Join(id.Labels, ",") + "]"

@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/cells/monitor/events"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
 
@@ -139,9 +138,9 @@ func TestMonitorAgentSession(t *testing.T) {
 	// The pod sending from an address not its own: only the drop passes
 	// --type drop.
 	r = d.sendUntil(d.background("monitor", "--type", "drop", "--endpoint", d.id, "--count", "1", "-o", "json"), d.both)
-	var ev events.Event
+	var ev models.MonitorEvent
 	mustJSON(t, r.stdout, &ev)
-	if ev.Type != events.TypeDrop || ev.Verdict != events.VerdictDropped || ev.Reason != "spoofed-source" || ev.Direction != "egress" ||
+	if ev.Type != models.MonitorTypeDrop || ev.Verdict != models.MonitorVerdictDropped || ev.Reason != "spoofed-source" || ev.Direction != "egress" ||
 		ev.Endpoint.ID != d.ep.ID || ev.Endpoint.Pod != "default/web" || ev.Endpoint.InterfaceIndex != 1 ||
 		ev.Source.IP != spoofed.String() || ev.Destination.IP != world.String() || ev.Destination.Port != 443 || ev.Protocol != "TCP" ||
 		time.Since(ev.Time).Abs() > time.Minute {

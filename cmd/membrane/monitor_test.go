@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/membrane-net/membrane/cells/monitor/events"
+	"github.com/membrane-net/membrane/api/client"
+	"github.com/membrane-net/membrane/api/models"
 )
 
 // TestMonitorOutput reads the events of packets run through the stock
@@ -41,8 +42,8 @@ func TestMonitorOutput(t *testing.T) {
 
 	// -o json prints the agent's records, one per line.
 	r = d.sendUntil(d.background("monitor", "--type", "verdict", "--count", "1", "-o", "json"), d.both)
-	var ev events.Event
-	if mustJSON(t, r.stdout, &ev); strings.Count(r.stdout, "\n") != 1 || ev.Type != events.TypeVerdict ||
+	var ev models.MonitorEvent
+	if mustJSON(t, r.stdout, &ev); strings.Count(r.stdout, "\n") != 1 || ev.Type != models.MonitorTypeVerdict ||
 		ev.Reason != "policy-not-enforced" || ev.Endpoint.ID != d.ep.ID || ev.Destination.IP != d.podIP.String() {
 		t.Fatalf("monitor -o json: %+v", r)
 	}
@@ -57,7 +58,7 @@ func TestMonitorOutput(t *testing.T) {
 	}
 	denied := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} DROP \(policy-denied\) ingress ep ` + d.id + ` \(default/web\) ` +
 		`192\.0\.2\.1:\d+ -> ` + regexp.QuoteMeta(d.podIP.String()) + `:80 TCP identity \d+ \[reserved:world[^\]]*\] -> ` +
-		regexp.QuoteMeta(identityLabels(events.Identity{ID: d.ep.Identity.ID, Labels: d.ep.Identity.Labels})) + `$`)
+		regexp.QuoteMeta(identityLabels(models.MonitorIdentity{ID: d.ep.Identity.ID, Labels: d.ep.Identity.Labels})) + `$`)
 	r = d.sendUntil(d.background("monitor", "--type", "drop", "--endpoint", d.id, "--count", "1"), d.toPod)
 	if r.code != 0 || !denied.MatchString(strings.TrimSuffix(r.stdout, "\n")) {
 		t.Fatalf("monitor printed %q, want a line matching %s", r.stdout, denied)
@@ -137,20 +138,20 @@ func u8(v uint8) *uint8 { return &v }
 // streamEvents are records in the agent's format, among them what the
 // agent's datapath cannot be made to send in a test: a loss report, ICMPv6,
 // IPv6 addresses, identities without labels.
-var streamEvents = []events.Event{
-	{Time: at, Type: events.TypeDrop, Verdict: events.VerdictDropped, Reason: "policy-denied",
-		Endpoint: events.Endpoint{ID: 1234, Pod: "default/web", InterfaceIndex: 41}, Direction: "ingress", Protocol: "TCP",
-		Source:      events.Peer{IP: "10.0.0.5", Port: 41234, Identity: events.Identity{ID: 300, Labels: []string{"k8s:app=db"}}},
-		Destination: events.Peer{IP: "10.0.0.6", Port: 80, Identity: events.Identity{ID: 301, Labels: []string{"k8s:app=web"}}}},
-	{Time: at.Add(time.Second), Type: events.TypeLost, Lost: 12},
-	{Time: at.Add(2 * time.Second), Type: events.TypeVerdict, Verdict: events.VerdictForwarded, Reason: "allowed-by-policy",
-		Endpoint: events.Endpoint{ID: 7}, Direction: "egress", Protocol: "ICMPv6", ICMPType: u8(128),
-		Source:      events.Peer{IP: "fd00::6", Identity: events.Identity{ID: 301, Labels: []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"}}},
-		Destination: events.Peer{IP: "2001:db8::1", Identity: events.Identity{ID: 2, Labels: []string{"reserved:world"}}}},
-	{Time: at.Add(3 * time.Second), Type: events.TypeDrop, Verdict: events.VerdictDropped, Reason: "spoofed-source",
-		Endpoint: events.Endpoint{ID: 7}, Direction: "egress", Protocol: "UDP",
-		Source:      events.Peer{IP: "fd00::99", Port: 53, Identity: events.Identity{ID: 2, Labels: []string{}}},
-		Destination: events.Peer{IP: "fd00::1", Port: 5353, Identity: events.Identity{Labels: []string{}}}},
+var streamEvents = []models.MonitorEvent{
+	{Time: at, Type: models.MonitorTypeDrop, Verdict: models.MonitorVerdictDropped, Reason: "policy-denied",
+		Endpoint: models.MonitorEndpoint{ID: 1234, Pod: "default/web", InterfaceIndex: 41}, Direction: "ingress", Protocol: "TCP",
+		Source:      models.MonitorPeer{IP: "10.0.0.5", Port: 41234, Identity: models.MonitorIdentity{ID: 300, Labels: []string{"k8s:app=db"}}},
+		Destination: models.MonitorPeer{IP: "10.0.0.6", Port: 80, Identity: models.MonitorIdentity{ID: 301, Labels: []string{"k8s:app=web"}}}},
+	{Time: at.Add(time.Second), Type: models.MonitorTypeLost, Lost: 12},
+	{Time: at.Add(2 * time.Second), Type: models.MonitorTypeVerdict, Verdict: models.MonitorVerdictForwarded, Reason: "allowed-by-policy",
+		Endpoint: models.MonitorEndpoint{ID: 7}, Direction: "egress", Protocol: "ICMPv6", ICMPType: u8(128),
+		Source:      models.MonitorPeer{IP: "fd00::6", Identity: models.MonitorIdentity{ID: 301, Labels: []string{"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"}}},
+		Destination: models.MonitorPeer{IP: "2001:db8::1", Identity: models.MonitorIdentity{ID: 2, Labels: []string{"reserved:world"}}}},
+	{Time: at.Add(3 * time.Second), Type: models.MonitorTypeDrop, Verdict: models.MonitorVerdictDropped, Reason: "spoofed-source",
+		Endpoint: models.MonitorEndpoint{ID: 7}, Direction: "egress", Protocol: "UDP",
+		Source:      models.MonitorPeer{IP: "fd00::99", Port: 53, Identity: models.MonitorIdentity{ID: 2, Labels: []string{}}},
+		Destination: models.MonitorPeer{IP: "fd00::1", Port: 5353, Identity: models.MonitorIdentity{Labels: []string{}}}},
 }
 
 var streamLines = []string{
@@ -196,7 +197,7 @@ func TestPrintEvents(t *testing.T) {
 	} {
 		var out bytes.Buffer
 		a := &app{output: outputTable, stdout: &out}
-		complete, err := a.printEvents(strings.NewReader(c.stream), c.count)
+		complete, err := a.printEvents(client.NewMonitorStream(strings.NewReader(c.stream)), c.count)
 		if complete != c.complete || (err == nil) != (c.err == "") || err != nil && !strings.HasPrefix(err.Error(), c.err) {
 			t.Errorf("%s: complete %v, error %v", c.name, complete, err)
 		}

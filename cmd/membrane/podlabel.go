@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -52,12 +51,12 @@ NAME may be NAMESPACE/NAME instead of -n. A pod registered from a manifest in
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
 			pod := &models.Pod{Namespace: ns, Name: name}
-			var cur models.Pod
-			err = c.Get(ctx, "/v1/pod/"+url.PathEscape(ns)+"/"+url.PathEscape(name), &cur)
+			cur, err := c.GetPod(ctx, ns, name)
 			switch {
 			case err == nil:
 				pod.UID, pod.Labels, pod.Annotations = cur.UID, cur.Labels, cur.Annotations
 			case client.IsStatus(err, http.StatusNotFound):
+				cur = &models.Pod{}
 			default:
 				return fmt.Errorf("label pod %s/%s: reading its metadata: %w", ns, name, err)
 			}

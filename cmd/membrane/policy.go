@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"github.com/membrane-net/membrane/api/models"
 )
 
 func (a *app) policyCommand() *cobra.Command {
@@ -77,11 +78,11 @@ uses a field Membrane does not support, naming the rule and the field.
 			}
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
-			var out any
-			if err := c.DoRaw(ctx, http.MethodPut, "/v1/policy", policyContentType(data), data, &out); err != nil {
+			resp, err := c.ImportPolicy(ctx, policyContentType(data), data)
+			if err != nil {
 				return fmt.Errorf("import policy from %s: %w", file, err)
 			}
-			return a.renderPolicyAnswer(out, "imported", "rules")
+			return a.renderPolicyAnswer(resp, "imported", "rules")
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "Policy file (JSON or YAML), or - for stdin")
@@ -135,41 +136,19 @@ delete" selects by). -o json and -o yaml print the agent's answer.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
-			var raw json.RawMessage
-			if err := c.Get(ctx, "/v1/policy", &raw); err != nil {
+			resp, err := c.GetPolicy(ctx)
+			if err != nil {
 				return fmt.Errorf("get policy: %w", err)
 			}
-			var out any
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return fmt.Errorf("get policy: decoding answer: %w", err)
-			}
-			return a.render(out, func(w io.Writer) error { return printPolicyRules(w, raw) })
+			return a.renderDocument(resp, func(w io.Writer, _ any) error { return printPolicyRules(w, resp) })
 		},
 	}
 }
 
-// policyRules is the answer of GET /v1/policy, as far as the table needs.
-type policyRules struct {
-	Revision *uint64 `json:"revision"`
-	Rules    []struct {
-		Key       string          `json:"key"`
-		Revision  uint64          `json:"revision"`
-		Namespace string          `json:"namespace"`
-		Labels    []string        `json:"labels"`
-		Rule      json.RawMessage `json:"rule"`
-	} `json:"rules"`
-}
-
 // printPolicyRules prints the revision, then each rule as a YAML document
 // under a comment that says where it came from.
-func printPolicyRules(w io.Writer, raw json.RawMessage) error {
-	var p policyRules
-	if err := json.Unmarshal(raw, &p); err != nil || p.Revision == nil {
-		var out any
-		json.Unmarshal(raw, &out)
-		return writeYAML(w, out) // an answer of another shape: show it as is
-	}
-	fmt.Fprintf(w, "# policy revision %d: %s\n", *p.Revision, plural(len(p.Rules), "rule"))
+func printPolicyRules(w io.Writer, p *models.PolicyRulesResponse) error {
+	fmt.Fprintf(w, "# policy revision %d: %s\n", p.Revision, plural(len(p.Rules), "rule"))
 	for _, r := range p.Rules {
 		fmt.Fprintf(w, "---\n# rule %s, imported at revision %d", r.Key, r.Revision)
 		if r.Namespace != "" {
@@ -188,12 +167,6 @@ func printPolicyRules(w io.Writer, raw json.RawMessage) error {
 		}
 	}
 	return nil
-}
-
-// policyDeleteRequest is the body of DELETE /v1/policy: the rules carrying
-// all these labels; no labels means every rule.
-type policyDeleteRequest struct {
-	Labels []string `json:"labels"`
 }
 
 func (a *app) policyDeleteCommand() *cobra.Command {
@@ -216,34 +189,23 @@ regenerated without them. Deleting nothing is an error (HTTP 404).`,
 			case !all && len(args) == 0:
 				return fmt.Errorf("no labels: give the labels of the rules to delete, or --all to delete every rule")
 			}
-			req := policyDeleteRequest{Labels: args}
-			if all {
-				req.Labels = []string{}
-			}
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
-			var out any
-			if err := c.Do(ctx, http.MethodDelete, "/v1/policy", req, &out); err != nil {
+			// No labels (--all): every rule.
+			resp, err := c.DeletePolicy(ctx, &models.PolicyDeleteRequest{Labels: args})
+			if err != nil {
 				return fmt.Errorf("delete policy: %w", err)
 			}
-			return a.renderPolicyAnswer(out, "deleted", "deleted")
+			return a.renderPolicyAnswer(resp, "deleted", "deleted")
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "Delete every rule")
 	return cmd
 }
 
-// policyTraceRequest is the body of POST /v1/policy/trace.
-type policyTraceRequest struct {
-	SrcLabels []string `json:"src-labels"`
-	DstLabels []string `json:"dst-labels"`
-	DPort     uint16   `json:"dport,omitempty"`
-	Protocol  string   `json:"protocol,omitempty"`
-}
-
 func (a *app) policyTraceCommand() *cobra.Command {
 	var (
-		req   policyTraceRequest
+		req   models.PolicyTraceRequest
 		dport string
 	)
 	cmd := &cobra.Command{
@@ -269,17 +231,17 @@ ICMP type).`,
 			}
 			if dport != "" {
 				var err error
-				if req.DPort, req.Protocol, err = parseDPort(dport); err != nil {
+				if req.Dport, req.Protocol, err = parseDPort(dport); err != nil {
 					return err
 				}
 			}
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
-			var out any
-			if err := c.Do(ctx, http.MethodPost, "/v1/policy/trace", req, &out); err != nil {
+			resp, err := c.TracePolicy(ctx, &req)
+			if err != nil {
 				return fmt.Errorf("policy trace: %w", err)
 			}
-			return a.render(out, func(w io.Writer) error { return printTrace(w, out) })
+			return a.renderDocument(resp, printTrace)
 		},
 	}
 	fl := cmd.Flags()
@@ -310,47 +272,22 @@ func parseDPort(s string) (uint16, string, error) {
 	return 0, "", fmt.Errorf("invalid --dport %q: protocol %q is not one of TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number", s, proto)
 }
 
-// traceAnswer is the answer of POST /v1/policy/trace (cells/policy), as
-// far as the table needs it.
-type traceAnswer struct {
-	Verdict string `json:"verdict"`
-	Reason  string `json:"reason"`
-	Rules   []struct {
-		Key         string   `json:"key"`
-		Description string   `json:"description"`
-		Namespace   string   `json:"namespace"`
-		Labels      []string `json:"labels"`
-	} `json:"rules"`
-	Source      *tracePeer  `json:"source"`
-	Destination *tracePeer  `json:"destination"`
-	Egress      *traceStage `json:"egress"`
-	Ingress     *traceStage `json:"ingress"`
-	Explanation []string    `json:"explanation"`
-}
-
-type tracePeer struct {
-	Identity uint32   `json:"identity"`
-	Labels   []string `json:"labels"`
-}
-
-type traceStage struct {
-	Enforced bool   `json:"enforced"`
-	Verdict  string `json:"verdict"`
-	Reason   string `json:"reason"`
-}
-
 // printTrace prints the verdict, why, the peers, each enforcement point
 // and the rules that decided; an answer of another shape as YAML.
 func printTrace(w io.Writer, out any) error {
 	b, _ := json.Marshal(out)
-	var tr traceAnswer
-	if json.Unmarshal(b, &tr) != nil || tr.Verdict == "" || tr.Source == nil || tr.Destination == nil {
+	var (
+		tr     models.PolicyTraceResponse
+		fields map[string]json.RawMessage
+	)
+	present := func(key string) bool { v, ok := fields[key]; return ok && string(v) != "null" }
+	if json.Unmarshal(b, &tr) != nil || json.Unmarshal(b, &fields) != nil || tr.Verdict == "" || !present("source") || !present("destination") {
 		return printFields(w, out, "verdict", "reason")
 	}
 	t := newTable(w)
 	t.row("Verdict:", tr.Verdict)
 	t.row("Reason:", dash(tr.Reason))
-	peer := func(p *tracePeer) string {
+	peer := func(p *models.PolicyTracePeer) string {
 		if p == nil {
 			return "-"
 		}
@@ -363,7 +300,7 @@ func printTrace(w io.Writer, out any) error {
 		}
 		return id + " [" + strings.Join(p.Labels, ",") + "]"
 	}
-	stage := func(s *traceStage) string {
+	stage := func(s *models.PolicyTraceStage) string {
 		if s == nil {
 			return "- (not an endpoint)"
 		}
@@ -378,8 +315,8 @@ func printTrace(w io.Writer, out any) error {
 		}
 		return out
 	}
-	t.row("Source:", peer(tr.Source))
-	t.row("Destination:", peer(tr.Destination))
+	t.row("Source:", peer(&tr.Source))
+	t.row("Destination:", peer(&tr.Destination))
 	t.row("Source egress:", stage(tr.Egress))
 	t.row("Destination ingress:", stage(tr.Ingress))
 	var rules []string
@@ -407,7 +344,23 @@ func printTrace(w io.Writer, out any) error {
 // ({"revision": 4, "rules": 2}) in table mode as "imported 2 rules, policy
 // revision 4"; other formats print the document.
 func (a *app) renderPolicyAnswer(out any, verb, countKey string) error {
-	return a.render(out, func(w io.Writer) error { return printPolicyAnswer(w, out, verb, countKey) })
+	return a.renderDocument(out, func(w io.Writer, doc any) error { return printPolicyAnswer(w, doc, verb, countKey) })
+}
+
+// renderDocument renders an answer of the policy API as the generic JSON
+// document it is on the wire (objects as maps, numbers as float64), as
+// the policy commands always have: -o json prints its keys sorted, and
+// table hands the document to print.
+func (a *app) renderDocument(answer any, print func(w io.Writer, doc any) error) error {
+	b, err := json.Marshal(answer)
+	if err != nil {
+		return fmt.Errorf("encoding JSON: %w", err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("decoding JSON: %w", err)
+	}
+	return a.render(doc, func(w io.Writer) error { return print(w, doc) })
 }
 
 // printPolicyAnswer is the table form of an import or delete answer; an

@@ -37,14 +37,14 @@ exactly as the agent sent them, -o yaml the same as YAML.`,
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
 			if len(args) == 0 {
-				raw, err := c.Raw(ctx, "/statedb/dump")
+				raw, err := c.StateDBDump(ctx, "")
 				if err != nil {
 					return fmt.Errorf("statedb: %w", err)
 				}
 				return a.printTableList(raw)
 			}
 			name := args[0]
-			raw, err := c.Raw(ctx, "/statedb/dump/"+name)
+			raw, err := c.StateDBDump(ctx, name)
 			if err != nil {
 				return fmt.Errorf("statedb table %s: %w", name, err)
 			}
@@ -68,7 +68,7 @@ exactly as the agent sent them, -o yaml the same as YAML.`,
 func (a *app) knownTables(cmd *cobra.Command) string {
 	c, ctx, cancel := a.client(cmd)
 	defer cancel()
-	raw, err := c.Raw(ctx, "/statedb/dump")
+	raw, err := c.StateDBDump(ctx, "")
 	if err != nil {
 		return ""
 	}
