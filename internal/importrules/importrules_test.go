@@ -1,0 +1,169 @@
+package importrules
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/membrane-net/membrane/"
+
+// infrastructure are the packages under cells/ that every cell may use:
+// they serve all cells rather than do a job of the endpoint story.
+var infrastructure = []string{
+	"cells/apiserver",      // the route type a cell provides; JSON errors
+	"cells/health",         // per-cell health scopes
+	"cells/infrastructure", // the group every hive starts from
+	"cells/statedir",       // where a cell persists its files
+}
+
+// seams are the allowed cell -> cell imports, each with its reason.
+var seams = map[[2]string]string{
+	// An API request needs an answer now (the new endpoint ID, a 409): the
+	// endpoint API calls the endpoint manager, through a small interface.
+	{"cells/endpointapi", "cells/endpointmanager"}: "request path",
+}
+
+type pkg struct {
+	ImportPath  string
+	Imports     []string
+	TestImports []string
+	Deps        []string
+}
+
+// list runs go list over patterns (with the transitive deps).
+func list(t *testing.T, patterns ...string) []pkg {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", append([]string{"list", "-deps=false", "-json"}, patterns...)...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, stderr.String())
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		p.ImportPath = strings.TrimPrefix(p.ImportPath, module)
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// ours returns the module's packages among paths, relative to the module.
+func ours(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if rel, ok := strings.CutPrefix(p, module); ok {
+			out = append(out, rel)
+		}
+	}
+	return out
+}
+
+// cellOf returns the cell a package under cells/ belongs to ("cells/X"),
+// or "" for the assembler (cells) and packages outside cells/.
+func cellOf(p string) string {
+	parts := strings.Split(p, "/")
+	if len(parts) < 2 || parts[0] != "cells" {
+		return ""
+	}
+	return "cells/" + parts[1]
+}
+
+// A cell may import the schema, the API contract, the datapath, labels,
+// the policy language and infrastructure, never another cell: cells talk
+// through tables.
+func TestCellsDoNotImportCells(t *testing.T) {
+	for _, p := range list(t, "./cells/...") {
+		from := cellOf(p.ImportPath)
+		if from == "" || slices.Contains(infrastructure, from) {
+			continue
+		}
+		for _, imp := range ours(append(p.Imports, p.TestImports...)) {
+			to := cellOf(imp)
+			if to == "" || to == from || slices.Contains(infrastructure, to) {
+				continue
+			}
+			if _, ok := seams[[2]string{from, to}]; ok {
+				continue
+			}
+			t.Errorf("%s imports %s: a cell reads and writes tables, it does not import another cell", p.ImportPath, imp)
+		}
+	}
+}
+
+// The clients (the CLI, the CNI plugin) speak the API contract in api/,
+// never an agent cell, directly or through another package.
+func TestClientsDoNotImportCells(t *testing.T) {
+	for _, p := range listDeps(t, "./cmd/membrane", "./plugins/...") {
+		for _, dep := range ours(p.Deps) {
+			if strings.HasPrefix(dep, "cells/") || strings.HasPrefix(dep, "statedb/") {
+				t.Errorf("%s depends on %s: clients use api/ only", p.ImportPath, dep)
+			}
+		}
+	}
+}
+
+// The schema is the bottom layer: it does not know the API or any cell.
+// The API contract does not know the schema or any cell (the agent converts
+// at its edge), so the CNI plugin that links it stays small.
+func TestSchemaAndAPIPointOneWay(t *testing.T) {
+	for _, p := range listDeps(t, "./statedb/...", "./api/...", "./policy/...", "./labels/...", "./datapath/...") {
+		for _, dep := range ours(p.Deps) {
+			bad := strings.HasPrefix(dep, "cells/")
+			if strings.HasPrefix(p.ImportPath, "api/") || strings.HasPrefix(p.ImportPath, "datapath/") {
+				bad = bad || strings.HasPrefix(dep, "statedb/")
+			}
+			if strings.HasPrefix(p.ImportPath, "statedb/") {
+				bad = bad || strings.HasPrefix(dep, "api/")
+			}
+			if bad {
+				t.Errorf("%s depends on %s", p.ImportPath, dep)
+			}
+		}
+	}
+}
+
+// membrane-cni is executed for every pod: it links no hive, statedb or
+// BPF library.
+func TestPluginStaysLean(t *testing.T) {
+	heavy := []string{"github.com/cilium/hive", "github.com/cilium/statedb", "github.com/cilium/ebpf", "k8s.io/"}
+	for _, p := range listDeps(t, "./plugins/membrane-cni") {
+		for _, dep := range p.Deps {
+			for _, h := range heavy {
+				if strings.HasPrefix(dep, h) {
+					t.Errorf("%s depends on %s", p.ImportPath, dep)
+				}
+			}
+		}
+	}
+}
+
+// listDeps is list with every package's transitive dependencies.
+func listDeps(t *testing.T, patterns ...string) []pkg {
+	t.Helper()
+	pkgs := list(t, patterns...)
+	for i := range pkgs {
+		if len(pkgs[i].Deps) == 0 {
+			t.Fatalf("go list gave no dependencies for %s", pkgs[i].ImportPath)
+		}
+	}
+	return pkgs
+}
