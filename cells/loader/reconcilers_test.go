@@ -13,12 +13,12 @@ import (
 // for deleting and pruning.
 func TestPolicyKeysTranslates(t *testing.T) {
 	key := func(id tables.NumericIdentity, proto uint8, port, end uint16) tables.PolicyKey {
-		return tables.PolicyKey{Direction: tables.DirIngress, Identity: id, Protocol: proto, Port: port, EndPort: end}
+		return tables.PolicyKey{Direction: maps.DirIngress, Identity: id, Protocol: proto, Port: port, EndPort: end}
 	}
 	row := &tables.EndpointPolicy{EndpointID: 7, Entries: []tables.PolicyEntry{
-		{Key: key(256, tables.ProtoTCP, 80, 84)}, // 80-83, 84
-		{Key: key(256, tables.ProtoTCP, 85, 85), Deny: true},
-		{Key: key(0, tables.ProtoAny, 0, 0)},
+		{Key: key(256, maps.ProtoTCP, 80, 84)}, // 80-83, 84
+		{Key: key(256, maps.ProtoTCP, 85, 85), Deny: true},
+		{Key: key(0, maps.ProtoAny, 0, 0)},
 	}}
 	got, err := policyKeys(row)
 	if err != nil {
@@ -40,7 +40,7 @@ func TestPolicyKeysTranslates(t *testing.T) {
 		}
 	}
 
-	row.Entries = append(row.Entries, tables.PolicyEntry{Key: key(256, tables.ProtoTCP, 84, 84), Deny: true})
+	row.Entries = append(row.Entries, tables.PolicyEntry{Key: key(256, maps.ProtoTCP, 84, 84), Deny: true})
 	keys, err := policyKeys(row)
 	if err == nil {
 		t.Fatalf("entries asking key 84 for allow and deny accepted: %v", keys)

@@ -4,6 +4,7 @@ import (
 	"iter"
 	"slices"
 
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -104,10 +105,10 @@ func computePolicy(cfg Config, ls labels.Labels, rules iter.Seq[*compiledRule], 
 			set.add(uint8(dir), 0, allPorts, false, RuleNoDefaultDeny)
 		}
 	}
-	if defaultDeny[tables.DirIngress] && cfg.AllowLocalhost == AllowLocalhostAlways {
-		set.add(tables.DirIngress, tables.IdentityHost, allPorts, false, RuleAllowLocalhost)
+	if defaultDeny[datapath.DirIngress] && cfg.AllowLocalhost == AllowLocalhostAlways {
+		set.add(datapath.DirIngress, tables.IdentityHost, allPorts, false, RuleAllowLocalhost)
 	}
-	p.ingressEnforced, p.egressEnforced = enforced[tables.DirIngress], enforced[tables.DirEgress]
+	p.ingressEnforced, p.egressEnforced = enforced[datapath.DirIngress], enforced[datapath.DirEgress]
 	p.entries = set.entries()
 	slices.Sort(p.rules)
 	for d := range p.defaultDenyBy {

@@ -22,6 +22,7 @@ import (
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/health"
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -259,22 +260,22 @@ func entry(s string) tables.PolicyEntry {
 	f := strings.Fields(s)
 	var e tables.PolicyEntry
 	if f[0] == "eg" {
-		e.Key.Direction = tables.DirEgress
+		e.Key.Direction = datapath.DirEgress
 	}
 	var id uint64
 	fmt.Sscan(f[1], &id)
 	e.Key.Identity = tables.NumericIdentity(id)
 	switch f[2] {
 	case "tcp":
-		e.Key.Protocol = tables.ProtoTCP
+		e.Key.Protocol = datapath.ProtoTCP
 	case "udp":
-		e.Key.Protocol = tables.ProtoUDP
+		e.Key.Protocol = datapath.ProtoUDP
 	case "sctp":
-		e.Key.Protocol = tables.ProtoSCTP
+		e.Key.Protocol = datapath.ProtoSCTP
 	case "icmp":
-		e.Key.Protocol = tables.ProtoICMP
+		e.Key.Protocol = datapath.ProtoICMP
 	case "icmpv6":
-		e.Key.Protocol = tables.ProtoICMPv6
+		e.Key.Protocol = datapath.ProtoICMPv6
 	}
 	rest := f[3:]
 	if len(rest) > 0 && rest[0] != "deny" {
@@ -302,7 +303,7 @@ func keysOf(es []tables.PolicyEntry) []string {
 
 func formatEntry(e tables.PolicyEntry) string {
 	dir := "in"
-	if e.Key.Direction == tables.DirEgress {
+	if e.Key.Direction == datapath.DirEgress {
 		dir = "eg"
 	}
 	proto := map[uint8]string{0: "any", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}[e.Key.Protocol]

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -139,7 +140,7 @@ func dropCovered(list []pending) []pending {
 	// can only be covered by one before it.
 	slices.SortFunc(list, func(a, b pending) int {
 		return cmp.Or(
-			compareBool(a.pp.proto != tables.ProtoAny, b.pp.proto != tables.ProtoAny),
+			compareBool(a.pp.proto != datapath.ProtoAny, b.pp.proto != datapath.ProtoAny),
 			cmp.Compare(int(b.pp.hi)-int(b.pp.lo), int(a.pp.hi)-int(a.pp.lo)),
 			cmp.Compare(a.pp.proto, b.pp.proto),
 			cmp.Compare(a.pp.lo, b.pp.lo),
@@ -165,7 +166,7 @@ func carve(allows, denies []pending) []pending {
 	for _, a := range allows {
 		pieces := []portProto{a.pp}
 		for _, d := range denies {
-			if d.pp.proto != tables.ProtoAny && d.pp.proto != a.pp.proto {
+			if d.pp.proto != datapath.ProtoAny && d.pp.proto != a.pp.proto {
 				continue
 			}
 			var next []portProto

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/membrane-net/membrane/datapath/maps"
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -14,14 +15,14 @@ import (
 func TestEntrySetCarving(t *testing.T) {
 	pp := func(proto uint8, lo, hi uint16) portProto { return portProto{proto: proto, lo: lo, hi: hi} }
 	s := newEntrySet()
-	s.add(tables.DirIngress, 256, pp(6, 0, 65535), false, "a")
-	s.add(tables.DirIngress, 256, pp(6, 80, 80), true, "b")
-	s.add(tables.DirIngress, 256, pp(6, 1, 79), true, "c") // together with b: only 0 and 81.. remain
-	s.add(tables.DirIngress, 256, pp(6, 443, 443), false, "d")
-	s.add(tables.DirIngress, 257, pp(17, 53, 53), false, "e")
-	s.add(tables.DirIngress, 257, pp(0, 0, 65535), true, "f") // covers every allow of 257
-	s.add(tables.DirEgress, 0, pp(6, 10, 20), true, "g")
-	s.add(tables.DirEgress, 256, pp(6, 15, 15), false, "h") // other identity: stays
+	s.add(datapath.DirIngress, 256, pp(6, 0, 65535), false, "a")
+	s.add(datapath.DirIngress, 256, pp(6, 80, 80), true, "b")
+	s.add(datapath.DirIngress, 256, pp(6, 1, 79), true, "c") // together with b: only 0 and 81.. remain
+	s.add(datapath.DirIngress, 256, pp(6, 443, 443), false, "d")
+	s.add(datapath.DirIngress, 257, pp(17, 53, 53), false, "e")
+	s.add(datapath.DirIngress, 257, pp(0, 0, 65535), true, "f") // covers every allow of 257
+	s.add(datapath.DirEgress, 0, pp(6, 10, 20), true, "g")
+	s.add(datapath.DirEgress, 256, pp(6, 15, 15), false, "h") // other identity: stays
 	got := s.entries()
 	// Port 0 alone cannot be written (it would read as every port): it is dropped.
 	expectEntries(t, got,
@@ -31,7 +32,7 @@ func TestEntrySetCarving(t *testing.T) {
 	// An allow covered by another keeps the broader one's rules: they
 	// alone decide the packets (443 lies inside a's 81-65535).
 	for _, e := range got {
-		if e.Key.Identity == 256 && !e.Deny && e.Key.Direction == tables.DirIngress && (len(e.RuleKeys) != 1 || e.RuleKeys[0] != "a") {
+		if e.Key.Identity == 256 && !e.Deny && e.Key.Direction == datapath.DirIngress && (len(e.RuleKeys) != 1 || e.RuleKeys[0] != "a") {
 			t.Errorf("rule keys of %s: %v", formatEntry(e), e.RuleKeys)
 		}
 	}
@@ -61,7 +62,7 @@ func datapathKeys(ep uint16, entries []tables.PolicyEntry) (map[maps.PolicyKey]b
 func lpmVerdict(t testing.TB, p *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) string {
 	t.Helper()
 	enforced := p.ingressEnforced
-	if dir == tables.DirEgress {
+	if dir == datapath.DirEgress {
 		enforced = p.egressEnforced
 	}
 	if !enforced {
@@ -156,10 +157,10 @@ func TestEntriesMatchDatapathLookup(t *testing.T) {
 		}
 		p := compute(cfg, webLabels, nil, rules...)
 		for _, peer := range []tables.NumericIdentity{1, 256, 257, 258} {
-			for _, proto := range []uint8{tables.ProtoTCP, tables.ProtoUDP, tables.ProtoICMP} {
+			for _, proto := range []uint8{datapath.ProtoTCP, datapath.ProtoUDP, datapath.ProtoICMP} {
 				for port := range uint16(26) {
-					st, _ := evaluate(p, tables.DirIngress, peer, proto, port)
-					if want := lpmVerdict(t, p, tables.DirIngress, peer, proto, port); st.Verdict != want {
+					st, _ := evaluate(p, datapath.DirIngress, peer, proto, port)
+					if want := lpmVerdict(t, p, datapath.DirIngress, peer, proto, port); st.Verdict != want {
 						t.Fatalf("peer %d proto %d port %d: trace says %s, datapath %s\nentries: %q\nrules: %+v",
 							peer, proto, port, st.Verdict, want, keysOf(p.entries), rules)
 					}

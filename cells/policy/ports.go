@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -16,14 +17,14 @@ type portProto struct {
 }
 
 // allPorts matches every packet of every protocol.
-var allPorts = portProto{proto: tables.ProtoAny, lo: 0, hi: 65535}
+var allPorts = portProto{proto: datapath.ProtoAny, lo: 0, hi: 65535}
 
 func (p portProto) allPortsOf() bool { return p.lo == 0 && p.hi == 65535 }
 
 // covers reports whether p matches every packet o matches: p's protocol
 // is o's or any, and p's range contains o's.
 func (p portProto) covers(o portProto) bool {
-	return (p.proto == tables.ProtoAny || p.proto == o.proto) && p.lo <= o.lo && o.hi <= p.hi
+	return (p.proto == datapath.ProtoAny || p.proto == o.proto) && p.lo <= o.lo && o.hi <= p.hi
 }
 
 // policyPorts turns the range into PolicyKey's encoding: (0, 0) for
@@ -88,8 +89,8 @@ func portProtosOf(toPorts []policyapi.PortRule, icmps []policyapi.ICMPRule) ([]p
 			if to < from {
 				to = from
 			}
-			if proto == tables.ProtoAny {
-				for _, p := range []uint8{tables.ProtoTCP, tables.ProtoUDP, tables.ProtoSCTP} {
+			if proto == datapath.ProtoAny {
+				for _, p := range []uint8{datapath.ProtoTCP, datapath.ProtoUDP, datapath.ProtoSCTP} {
 					out = append(out, portProto{proto: p, lo: from, hi: to})
 				}
 				continue

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -30,7 +31,7 @@ type compiledRule struct {
 	// subject selects the endpoints the rule applies to; nil selects none
 	// (a rule with only a nodeSelector, or an invalid endpointSelector).
 	subject *labelSelector
-	// sections by direction (tables.DirIngress, tables.DirEgress).
+	// sections by direction (datapath.DirIngress, datapath.DirEgress).
 	sections [2][]section
 	// defaultDeny: the rule turns default deny on for the direction.
 	defaultDeny [2]bool
@@ -73,7 +74,7 @@ func compileRule(row *tables.PolicyRule) *compiledRule {
 		}
 	}
 
-	in, eg := tables.DirIngress, tables.DirEgress
+	in, eg := datapath.DirIngress, datapath.DirEgress
 	for i, s := range r.Ingress {
 		c.addSection(in, false, fmt.Sprintf("ingress[%d]", i), peerFields{s.FromEndpoints, s.FromEntities, s.FromCIDR, s.FromCIDRSet, s.ToPorts, s.ICMPs})
 	}
@@ -192,7 +193,7 @@ func (c *compiledRule) addCIDR(s *section, p netip.Prefix, except []netip.Prefix
 }
 
 func peerField(dir uint8, what string) string {
-	if dir == tables.DirIngress {
+	if dir == datapath.DirIngress {
 		return "from" + what
 	}
 	return "to" + what

@@ -12,6 +12,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	datapath "github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -101,7 +102,7 @@ func (t *tracer) trace(req models.PolicyTraceRequest) (*models.PolicyTraceRespon
 		pol := snap.policyOf(ep.info.labels)
 		st, rules := evaluate(pol, dir, peer.info.id, proto, req.Dport)
 		name := "egress of the source"
-		if dir == tables.DirIngress {
+		if dir == datapath.DirIngress {
 			name = "ingress of the destination"
 		}
 		resp.Explanation = append(resp.Explanation, name+": "+st.Reason)
@@ -114,13 +115,13 @@ func (t *tracer) trace(req models.PolicyTraceRequest) (*models.PolicyTraceRespon
 		return st
 	}
 	if src.endpoint {
-		resp.Egress = stage(tables.DirEgress, src, dst)
+		resp.Egress = stage(datapath.DirEgress, src, dst)
 		resp.EgressEnforced = resp.Egress.Enforced
 	} else {
 		resp.Explanation = append(resp.Explanation, "egress of the source: not an endpoint, no policy applies")
 	}
 	if dst.endpoint {
-		resp.Ingress = stage(tables.DirIngress, dst, src)
+		resp.Ingress = stage(datapath.DirIngress, dst, src)
 		resp.IngressEnforced = resp.Ingress.Enforced
 	} else {
 		resp.Explanation = append(resp.Explanation, "ingress of the destination: not an endpoint, no policy applies")
@@ -155,7 +156,7 @@ func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto
 		st.Rules = []string{}
 	}
 	st.Enforced = pol.ingressEnforced
-	if dir == tables.DirEgress {
+	if dir == datapath.DirEgress {
 		st.Enforced = pol.egressEnforced
 	}
 	if !st.Enforced {
@@ -204,7 +205,7 @@ func entryModel(e tables.PolicyEntry) models.PolicyEntry {
 // matches reports whether a packet of protocol proto to port (ICMP type)
 // matches.
 func (p portProto) matches(proto uint8, port uint16) bool {
-	return (p.proto == tables.ProtoAny || p.proto == proto) && p.lo <= port && port <= p.hi
+	return (p.proto == datapath.ProtoAny || p.proto == proto) && p.lo <= port && port <= p.hi
 }
 
 func verdictWord(deny bool) string {
@@ -228,24 +229,16 @@ func traceRule(snap *snapshot, key string) models.PolicyTraceRule {
 	return models.PolicyTraceRule{Key: key, Description: r.desc, Namespace: r.row.Namespace, Labels: r.row.Labels}
 }
 
+// traceProtocol reads a traced packet's protocol: TCP when omitted.
 func traceProtocol(s string) (uint8, error) {
-	switch strings.ToUpper(strings.TrimSpace(s)) {
-	case "", "TCP":
-		return tables.ProtoTCP, nil
-	case "UDP":
-		return tables.ProtoUDP, nil
-	case "SCTP":
-		return tables.ProtoSCTP, nil
-	case "ICMP":
-		return tables.ProtoICMP, nil
-	case "ICMPV6":
-		return tables.ProtoICMPv6, nil
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return datapath.ProtoTCP, nil
 	}
-	n, err := strconv.ParseUint(s, 10, 8)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("protocol %q: want TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number (a packet has one protocol, not ANY)", s)
+	if p, ok := datapath.ParseProtocol(s); ok {
+		return p, nil
 	}
-	return uint8(n), nil
+	return 0, fmt.Errorf("protocol %q: want %s or a protocol number (a packet has one protocol, not ANY)", s, strings.Join(datapath.ProtocolNames(), ", "))
 }
 
 // resolvedPeer is one end of a traced flow.

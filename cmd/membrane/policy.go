@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/datapath/maps"
 )
 
 func (a *app) policyCommand() *cobra.Command {
@@ -261,15 +262,13 @@ func parseDPort(s string) (uint16, string, error) {
 	if !hasProto {
 		return uint16(port), "TCP", nil
 	}
-	for _, p := range []string{"TCP", "UDP", "SCTP", "ICMP", "ICMPv6"} {
-		if strings.EqualFold(p, proto) {
-			return uint16(port), p, nil
-		}
+	if p, ok := maps.ProtocolByName(proto); ok {
+		return uint16(port), maps.ProtocolName(p), nil // the canonical spelling
 	}
-	if n, err := strconv.ParseUint(proto, 10, 8); err == nil && n > 0 {
-		return uint16(port), proto, nil
+	if p, ok := maps.ParseProtocol(proto); ok {
+		return uint16(port), strconv.Itoa(int(p)), nil
 	}
-	return 0, "", fmt.Errorf("invalid --dport %q: protocol %q is not one of TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number", s, proto)
+	return 0, "", fmt.Errorf("invalid --dport %q: protocol %q is not one of %s or a protocol number", s, proto, strings.Join(maps.ProtocolNames(), ", "))
 }
 
 // printTrace prints the verdict, why, the peers, each enforcement point

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/policy/api"
-	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // Range gives the engine protocol numbers of the shared schema and
@@ -18,17 +18,17 @@ func TestPortProtocolRange(t *testing.T) {
 		from, to uint16
 		err      string
 	}{
-		{api.PortProtocol{Port: "80", Protocol: "TCP"}, tables.ProtoTCP, 80, 80, ""},
-		{api.PortProtocol{Port: "53", Protocol: "udp"}, tables.ProtoUDP, 53, 53, ""},
-		{api.PortProtocol{Port: "9000", EndPort: 9100, Protocol: "Sctp"}, tables.ProtoSCTP, 9000, 9100, ""},
-		{api.PortProtocol{Port: "443"}, tables.ProtoAny, 443, 443, ""},
-		{api.PortProtocol{Port: "8080", EndPort: 8080, Protocol: "ANY"}, tables.ProtoAny, 8080, 8080, ""},
-		{api.PortProtocol{Port: "0", Protocol: "TCP"}, tables.ProtoTCP, 0, 0, ""},
-		{api.PortProtocol{Port: "https", Protocol: "TCP"}, tables.ProtoTCP, 443, 443, ""},
-		{api.PortProtocol{Port: "DNS", Protocol: "UDP"}, tables.ProtoUDP, 53, 53, ""},
-		{api.PortProtocol{Port: "65535"}, tables.ProtoAny, 65535, 65535, ""},
-		{api.PortProtocol{Port: "8", Protocol: "ICMP"}, tables.ProtoICMP, 8, 8, ""},
-		{api.PortProtocol{Port: "128", Protocol: "icmpv6"}, tables.ProtoICMPv6, 128, 128, ""},
+		{api.PortProtocol{Port: "80", Protocol: "TCP"}, maps.ProtoTCP, 80, 80, ""},
+		{api.PortProtocol{Port: "53", Protocol: "udp"}, maps.ProtoUDP, 53, 53, ""},
+		{api.PortProtocol{Port: "9000", EndPort: 9100, Protocol: "Sctp"}, maps.ProtoSCTP, 9000, 9100, ""},
+		{api.PortProtocol{Port: "443"}, maps.ProtoAny, 443, 443, ""},
+		{api.PortProtocol{Port: "8080", EndPort: 8080, Protocol: "ANY"}, maps.ProtoAny, 8080, 8080, ""},
+		{api.PortProtocol{Port: "0", Protocol: "TCP"}, maps.ProtoTCP, 0, 0, ""},
+		{api.PortProtocol{Port: "https", Protocol: "TCP"}, maps.ProtoTCP, 443, 443, ""},
+		{api.PortProtocol{Port: "DNS", Protocol: "UDP"}, maps.ProtoUDP, 53, 53, ""},
+		{api.PortProtocol{Port: "65535"}, maps.ProtoAny, 65535, 65535, ""},
+		{api.PortProtocol{Port: "8", Protocol: "ICMP"}, maps.ProtoICMP, 8, 8, ""},
+		{api.PortProtocol{Port: "128", Protocol: "icmpv6"}, maps.ProtoICMPv6, 128, 128, ""},
 
 		{api.PortProtocol{Port: ""}, 0, 0, 0, "port is required"},
 		{api.PortProtocol{Port: "65536"}, 0, 0, 0, "out of range"},
@@ -63,15 +63,15 @@ func TestICMPFieldTypeNumber(t *testing.T) {
 		n           uint8
 		err         string
 	}{
-		{"", `8`, tables.ProtoICMP, 8, ""},
-		{"IPv4", `"EchoRequest"`, tables.ProtoICMP, 8, ""},
-		{"IPv4", `"echoreply"`, tables.ProtoICMP, 0, ""},
-		{"", `"DestinationUnreachable"`, tables.ProtoICMP, 3, ""},
-		{"IPv6", `"DestinationUnreachable"`, tables.ProtoICMPv6, 1, ""},
-		{"IPv6", `"EchoRequest"`, tables.ProtoICMPv6, 128, ""},
-		{"ipv6", `"NeighborAdvertisement"`, tables.ProtoICMPv6, 136, ""},
-		{"IPv6", `"129"`, tables.ProtoICMPv6, 129, ""},
-		{"IPv4", `255`, tables.ProtoICMP, 255, ""},
+		{"", `8`, maps.ProtoICMP, 8, ""},
+		{"IPv4", `"EchoRequest"`, maps.ProtoICMP, 8, ""},
+		{"IPv4", `"echoreply"`, maps.ProtoICMP, 0, ""},
+		{"", `"DestinationUnreachable"`, maps.ProtoICMP, 3, ""},
+		{"IPv6", `"DestinationUnreachable"`, maps.ProtoICMPv6, 1, ""},
+		{"IPv6", `"EchoRequest"`, maps.ProtoICMPv6, 128, ""},
+		{"ipv6", `"NeighborAdvertisement"`, maps.ProtoICMPv6, 136, ""},
+		{"IPv6", `"129"`, maps.ProtoICMPv6, 129, ""},
+		{"IPv4", `255`, maps.ProtoICMP, 255, ""},
 
 		{"IPv4", `256`, 0, 0, "out of range"},
 		{"IPv4", `-1`, 0, 0, "unknown IPv4 ICMP type"},

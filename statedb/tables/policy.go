@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/statedb/index"
 	"github.com/cilium/statedb/reconciler"
 
+	"github.com/membrane-net/membrane/datapath/maps"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 )
 
@@ -111,22 +112,6 @@ func NewPolicyRevisionTable(db *statedb.DB) (statedb.RWTable[*PolicyRevision], e
 	return statedb.NewTable(db, "policy-revision", PolicyRevisionIndex)
 }
 
-// Traffic directions, as the datapath numbers them.
-const (
-	DirIngress uint8 = 0 // into the endpoint (to-container program)
-	DirEgress  uint8 = 1 // out of the endpoint (from-container program)
-)
-
-// Protocol numbers (0 = any).
-const (
-	ProtoAny    uint8 = 0
-	ProtoICMP   uint8 = 1
-	ProtoTCP    uint8 = 6
-	ProtoUDP    uint8 = 17
-	ProtoICMPv6 uint8 = 58
-	ProtoSCTP   uint8 = 132
-)
-
 // PolicyKey is what one policy entry matches: a direction, a peer
 // identity (0: any peer), a protocol (0: any) and a port range
 // [Port, EndPort] (both 0: all ports; ICMP types are ports of
@@ -140,10 +125,6 @@ type PolicyKey struct {
 }
 
 func (k PolicyKey) String() string {
-	dir := "ingress"
-	if k.Direction == DirEgress {
-		dir = "egress"
-	}
 	ports := "any"
 	switch {
 	case k.Port == 0 && k.EndPort == 0:
@@ -152,7 +133,7 @@ func (k PolicyKey) String() string {
 	default:
 		ports = fmt.Sprintf("%d-%d", k.Port, k.EndPort)
 	}
-	return fmt.Sprintf("%s identity=%d proto=%d port=%s", dir, k.Identity, k.Protocol, ports)
+	return fmt.Sprintf("%s identity=%d proto=%d port=%s", maps.DirectionName(k.Direction), k.Identity, k.Protocol, ports)
 }
 
 // PolicyEntry is one computed allow or deny.
