@@ -12,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/hivetest"
 
-	"github.com/membrane-net/membrane/cells/statedir"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -24,9 +22,7 @@ import (
 // newPersistentEngine builds the engine with a state directory and with
 // the policy-rules table waiting for a restore, as in the agent.
 func newPersistentEngine(t *testing.T, dir string) *testEngine {
-	e := newTestEngine(t, DefaultConfig, true, statedir.Cell)
-	hive.AddConfigOverride(e.h, func(c *statedir.Config) { c.StateDir = dir })
-	return e
+	return newTestEngineIn(t, dir, DefaultConfig, true)
 }
 
 // restoreRules inserts rules one transaction each, in the order given
@@ -97,7 +93,7 @@ func TestCIDRIdentitiesSurviveRestart(t *testing.T) {
 	// First run: rules arrive one by one, so the numbers follow their
 	// arrival, not the order the next start sees them in.
 	e := newPersistentEngine(t, dir)
-	e.start(t)
+	e.h.StartTest()
 	e.addIdentities(t, computeIdentities()...)
 	e.addEndpoints(t, endpoint(1, 256))
 	e.restoreRules(t)
@@ -113,12 +109,12 @@ func TestCIDRIdentitiesSurviveRestart(t *testing.T) {
 	first := map[string]tables.NumericIdentity{"10.3.0.0/16": 1, "10.2.0.0/16": 2, "10.9.0.0/16": 3, "10.1.0.0/16": 4}
 	expectCIDRs(t, "first run", e.cidrIdentities(t), first)
 	expectCIDRs(t, "file after the first run", savedCIDRIdentities(t, dir), first)
-	e.h.Stop(hivetest.Logger(t), t.Context())
+	e.h.StopTest()
 
 	// Second run: the rules come back in key order, all in the first
 	// round, with "gone" missing and "new" added meanwhile.
 	e = newPersistentEngine(t, dir)
-	e.start(t)
+	e.h.StartTest()
 	e.addIdentities(t, computeIdentities()...)
 	e.addEndpoints(t, endpoint(1, 256))
 	e.restoreRules(t,
@@ -151,7 +147,7 @@ func TestCIDRIdentitiesSurviveRestart(t *testing.T) {
 func TestCIDRIdentitiesFileNotWrittenWithoutCIDRs(t *testing.T) {
 	dir := t.TempDir()
 	e := newPersistentEngine(t, dir)
-	e.start(t)
+	e.h.StartTest()
 	e.addIdentities(t, computeIdentities()...)
 	e.restoreRules(t, allowDBToWeb80())
 	if _, err := os.Stat(filepath.Join(dir, cidrStateFile)); !os.IsNotExist(err) {
@@ -218,7 +214,7 @@ func TestCIDRIdentitiesUnreadableFileIgnored(t *testing.T) {
 				hivetest.Logger(t).Handler(),
 			))
 			e := newPersistentEngine(t, dir)
-			e.startLogged(t, log)
+			e.h.StartTestLogged(log)
 			e.addIdentities(t, computeIdentities()...)
 			e.restoreRules(t, toCIDR("b", "10.2.0.0/16"), toCIDR("a", "10.1.0.0/16"))
 
@@ -240,7 +236,7 @@ func TestCIDRIdentitiesSaveRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newPersistentEngine(t, dir)
-	e.start(t)
+	e.h.StartTest()
 	e.addIdentities(t, computeIdentities()...)
 	e.addRules(t, toCIDR("a", "10.1.0.0/16"))
 	wtxn := e.db.WriteTxn(e.rules)

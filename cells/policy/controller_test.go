@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb/reconciler"
 
+	"github.com/membrane-net/membrane/internal/celltest"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -144,7 +145,7 @@ func TestControllerWritesOnlyChanges(t *testing.T) {
 // restart must not open (or close) the datapath for a moment.
 func TestControllerWaitsForRulesRestored(t *testing.T) {
 	e := newTestEngine(t, DefaultConfig, true)
-	e.start(t)
+	e.h.StartTest()
 	e.addIdentities(t, computeIdentities()...)
 	e.addEndpoints(t, endpoint(1, 256))
 	e.addRules(t, allowDBToWeb80()) // restored, but the restore is not done
@@ -268,7 +269,7 @@ func TestControllerCIDRIdentities(t *testing.T) {
 
 	// An endpoint's own entry for an address is never overwritten.
 	epEntry := &tables.IPCacheEntry{Prefix: p("198.51.100.7/32"), Identity: 256, Source: "endpoint", EndpointID: 1}
-	insertRows(t, e.db, e.ipcache, epEntry)
+	celltest.Insert(t, e.db, e.ipcache, epEntry)
 	e.addRules(t, cidrRule("4/0", 4, policyapi.EgressRule{ToCIDR: []string{"198.51.100.7"}}))
 	e.sync(t)
 	if got := e.ipcacheRows()[p("198.51.100.7/32")]; got.Source != "endpoint" {

@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -15,24 +12,21 @@ import (
 
 	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/cells/apiserver"
-	"github.com/membrane-net/membrane/cells/health"
 	datapath "github.com/membrane-net/membrane/datapath/maps"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-// testEngine is the policy cell with the shared tables and nothing else:
-// tests write rules, identities and endpoints rows as the other cells
-// would, and read what the engine wrote.
+// testEngine is the policy cell on the agent's infrastructure (celltest)
+// and nothing else: tests write rules, identities and endpoints rows as
+// the other cells would, and read what the engine wrote.
 type testEngine struct {
-	h          *hive.Hive
+	h          *celltest.Hive
 	db         *statedb.DB
 	rules      statedb.RWTable[*tables.PolicyRule]
 	revision   statedb.RWTable[*tables.PolicyRevision]
@@ -41,45 +35,38 @@ type testEngine struct {
 	ipcache    statedb.RWTable[*tables.IPCacheEntry]
 	policy     statedb.RWTable[*tables.EndpointPolicy]
 	c          *controller
-	health     *cell.SimpleHealth
-	api        http.Handler
 
 	// rulesRestored completes the policy-rules table's initialization
 	// (set when the engine was built with a pending repository restore).
 	rulesRestored func(statedb.WriteTxn)
 }
 
-// newTestEngine builds (does not start) the engine. With holdRules the
-// policy-rules table has a pending initializer, as while the repository
-// restores rules.
+// newTestEngine builds (does not start) the engine on a fresh state
+// directory. With holdRules the policy-rules table has a pending
+// initializer, as while the repository restores rules.
 func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell) *testEngine {
+	return newTestEngineIn(t, "", cfg, holdRules, extra...)
+}
+
+// newTestEngineIn is newTestEngine on the state directory stateDir.
+func newTestEngineIn(t testing.TB, stateDir string, cfg Config, holdRules bool, extra ...cell.Cell) *testEngine {
 	e := &testEngine{}
 	cells := []cell.Cell{
-		statedb.Cell,
-		job.Cell,
-		cell.Provide(
-			func() (cell.Health, *cell.SimpleHealth) { return cell.NewSimpleHealth() },
-			func(h *cell.SimpleHealth) hive.ScriptCmdOut {
-				return hive.NewScriptCmd("health", cell.SimpleHealthCmd(h))
-			},
-		),
-		tables.Cell,
 		Cell,
 		cell.Invoke(func(db *statedb.DB, r statedb.RWTable[*tables.PolicyRule], rev statedb.RWTable[*tables.PolicyRevision],
 			i statedb.RWTable[*tables.Identity], ep statedb.RWTable[*tables.Endpoint], ipc statedb.RWTable[*tables.IPCacheEntry],
-			pol statedb.RWTable[*tables.EndpointPolicy], c *controller, h *cell.SimpleHealth) {
-			e.db, e.rules, e.revision, e.identities, e.endpoints, e.ipcache, e.policy, e.c, e.health = db, r, rev, i, ep, ipc, pol, c, h
+			pol statedb.RWTable[*tables.EndpointPolicy], c *controller) {
+			e.db, e.rules, e.revision, e.identities, e.endpoints, e.ipcache, e.policy, e.c = db, r, rev, i, ep, ipc, pol, c
 			if holdRules {
 				wtxn := db.WriteTxn(r)
 				e.rulesRestored = r.RegisterInitializer(wtxn, "test-repository-restore")
 				wtxn.Commit()
 			}
 		}),
-		apiserver.RoutesHandler(func(h http.Handler) { e.api = h }),
 	}
-	e.h = hive.NewWithOptions(health.HiveOptions(), append(cells, extra...)...)
+	e.h = celltest.New(t, stateDir, append(cells, extra...)...)
 	if cfg != (Config{}) { // zero: the flags decide
-		hive.AddConfigOverride(e.h, func(c *Config) { *c = cfg })
+		hive.AddConfigOverride(e.h.Hive, func(c *Config) { *c = cfg })
 	}
 	return e
 }
@@ -87,20 +74,8 @@ func newTestEngine(t testing.TB, cfg Config, holdRules bool, extra ...cell.Cell)
 // startTestEngine builds and starts the engine; it stops with the test.
 func startTestEngine(t testing.TB, cfg Config) *testEngine {
 	e := newTestEngine(t, cfg, false)
-	e.start(t)
+	e.h.StartTest()
 	return e
-}
-
-func (e *testEngine) start(t testing.TB) {
-	e.startLogged(t, hivetest.Logger(t))
-}
-
-// startLogged starts the engine with the cells logging to log.
-func (e *testEngine) startLogged(t testing.TB, log *slog.Logger) {
-	if err := e.h.Start(log, context.Background()); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() { e.h.Stop(log, context.Background()) })
 }
 
 // sync waits until the engine has processed every change made so far.
@@ -122,64 +97,39 @@ func (e *testEngine) healthString() string {
 
 // engineHealth returns the level and status the engine's job reported.
 func (e *testEngine) engineHealth() (cell.Level, string) {
-	h := e.health.GetChild("policy.job-policy-engine")
-	if h == nil {
+	r, ok := e.h.HealthOf("policy.job-policy-engine")
+	if !ok {
 		return cell.StatusUnknown, ""
 	}
-	h.Lock()
-	defer h.Unlock()
-	status := h.Status
-	if h.Error != nil {
-		status += ": " + h.Error.Error()
+	status := r.Message
+	if r.Error != nil {
+		status += ": " + r.Error.Error()
 	}
-	return h.Level, status
-}
-
-// insertRows and deleteRow change one table in one write transaction.
-func insertRows[T any](t testing.TB, db *statedb.DB, tbl statedb.RWTable[T], rows ...T) {
-	t.Helper()
-	wtxn := db.WriteTxn(tbl)
-	defer wtxn.Abort()
-	for _, r := range rows {
-		if _, _, err := tbl.Insert(wtxn, r); err != nil {
-			t.Fatalf("insert into %s: %v", tbl.Name(), err)
-		}
-	}
-	wtxn.Commit()
-}
-
-func deleteRow[T any](t testing.TB, db *statedb.DB, tbl statedb.RWTable[T], row T) {
-	t.Helper()
-	wtxn := db.WriteTxn(tbl)
-	defer wtxn.Abort()
-	if _, _, err := tbl.Delete(wtxn, row); err != nil {
-		t.Fatalf("delete from %s: %v", tbl.Name(), err)
-	}
-	wtxn.Commit()
+	return r.Level, status
 }
 
 func (e *testEngine) addRules(t testing.TB, rs ...*tables.PolicyRule) {
-	insertRows(t, e.db, e.rules, rs...)
+	celltest.Insert(t, e.db, e.rules, rs...)
 }
 
 func (e *testEngine) deleteRule(t testing.TB, key string) {
-	deleteRow(t, e.db, e.rules, &tables.PolicyRule{Key: key})
+	celltest.Delete(t, e.db, e.rules, &tables.PolicyRule{Key: key})
 }
 
 func (e *testEngine) addIdentities(t testing.TB, ids ...*tables.Identity) {
-	insertRows(t, e.db, e.identities, ids...)
+	celltest.Insert(t, e.db, e.identities, ids...)
 }
 
 func (e *testEngine) deleteIdentity(t testing.TB, id tables.NumericIdentity) {
-	deleteRow(t, e.db, e.identities, &tables.Identity{ID: id})
+	celltest.Delete(t, e.db, e.identities, &tables.Identity{ID: id})
 }
 
 func (e *testEngine) addEndpoints(t testing.TB, eps ...*tables.Endpoint) {
-	insertRows(t, e.db, e.endpoints, eps...)
+	celltest.Insert(t, e.db, e.endpoints, eps...)
 }
 
 func (e *testEngine) deleteEndpoint(t testing.TB, id uint16) {
-	deleteRow(t, e.db, e.endpoints, &tables.Endpoint{ID: id})
+	celltest.Delete(t, e.db, e.endpoints, &tables.Endpoint{ID: id})
 }
 
 // row returns an endpoint's policy row.
@@ -192,17 +142,15 @@ func (e *testEngine) row(id uint16) (*tables.EndpointPolicy, bool) {
 func (e *testEngine) trace(t testing.TB, req models.PolicyTraceRequest) (int, *models.PolicyTraceResponse, string) {
 	t.Helper()
 	body, _ := json.Marshal(req)
-	rec := httptest.NewRecorder()
-	e.api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/policy/trace", strings.NewReader(string(body))))
-	data, _ := io.ReadAll(rec.Result().Body)
-	if rec.Code != http.StatusOK {
-		return rec.Code, nil, string(data)
+	code, data := e.h.Request(http.MethodPost, "/v1/policy/trace", string(body))
+	if code != http.StatusOK {
+		return code, nil, string(data)
 	}
 	var resp models.PolicyTraceResponse
 	if err := json.Unmarshal(data, &resp); err != nil {
 		t.Fatalf("trace answer: %v: %s", err, data)
 	}
-	return rec.Code, &resp, string(data)
+	return code, &resp, string(data)
 }
 
 // --- builders ---

@@ -182,7 +182,7 @@ func TestRandomisedIncrementalMatchesScratch(t *testing.T) {
 func runRandomised(t *testing.T, seed uint64, steps int, cfg Config) {
 	g := &randomInputs{rng: rand.New(rand.NewPCG(seed, 42)), nextID: 299}
 	e := newTestEngine(t, cfg, false)
-	e.start(t)
+	e.h.StartTest()
 	e.addIdentities(t, reserved()...)
 	var (
 		identities []tables.NumericIdentity

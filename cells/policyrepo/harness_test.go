@@ -1,7 +1,6 @@
 package policyrepo_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,24 +8,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
-	"github.com/cilium/hive/hivetest"
-	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/api/models"
-	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/policyrepo"
-	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/internal/celltest"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-// testAgent is the policy repository with just the infrastructure it
-// needs; its routes are served by an httptest server.
+// testAgent is the policy repository on the agent's infrastructure
+// (celltest); its routes are served by an httptest server.
 type testAgent struct {
 	t     *testing.T
-	h     *hive.Hive
+	h     *celltest.Hive
 	db    *statedb.DB
 	rules statedb.Table[*tables.PolicyRule]
 	repo  *policyrepo.Repository
@@ -36,28 +31,21 @@ type testAgent struct {
 func newTestAgent(t *testing.T, stateDir string) *testAgent {
 	t.Helper()
 	a := &testAgent{t: t}
-	a.h = hive.New(
-		statedb.Cell,
-		job.Cell,
-		cell.Provide(cell.NewSimpleHealth),
-		tables.Cell,
-		statedir.Cell,
+	a.h = celltest.New(t, stateDir,
 		policyrepo.Cell,
 		cell.Invoke(func(db *statedb.DB, rules statedb.Table[*tables.PolicyRule], repo *policyrepo.Repository) {
 			a.db, a.rules, a.repo = db, rules, repo
 		}),
-		apiserver.RoutesHandler(func(h http.Handler) { a.srv = httptest.NewServer(h) }),
 	)
-	hive.AddConfigOverride(a.h, func(c *statedir.Config) { c.StateDir = stateDir })
 	return a
 }
 
-// start starts the hive; stop is registered as cleanup.
+// start starts the hive and serves its routes; stop is registered as
+// cleanup.
 func (a *testAgent) start() *testAgent {
 	a.t.Helper()
-	if err := a.h.Start(hivetest.Logger(a.t), context.Background()); err != nil {
-		a.t.Fatalf("start: %v", err)
-	}
+	a.h.StartTest()
+	a.srv = httptest.NewServer(a.h.Routes)
 	a.t.Cleanup(a.stop)
 	return a
 }
@@ -66,7 +54,7 @@ func (a *testAgent) stop() {
 	if a.srv != nil {
 		a.srv.Close()
 		a.srv = nil
-		a.h.Stop(hivetest.Logger(a.t), context.Background())
+		a.h.StopTest()
 	}
 }
 
