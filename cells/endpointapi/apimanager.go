@@ -177,11 +177,8 @@ func (m *EndpointAPIManager) PatchLabels(id string, patch *models.LabelsPatch) (
 		switch ep.State {
 		case tables.StateDisconnecting, tables.StateDisconnected, tables.StateInvalid:
 			return apiserver.Errorf(http.StatusConflict, "endpoint %d is %s", ep.ID, ep.State)
-		case tables.StateWaitingForIdentity, tables.StateRestoring:
-			ep.AddLog("ok", "labels changed: "+next.String())
-			return nil
 		}
-		return ep.SetState(tables.StateWaitingForIdentity, "labels changed: "+next.String())
+		return ep.Relabelled("labels changed: " + next.String())
 	})
 }
 

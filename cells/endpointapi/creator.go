@@ -12,12 +12,9 @@ import (
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-var (
-	// Linux interface names: at most 15 bytes, no '/', no whitespace.
-	ifNameRe = regexp.MustCompile(`^[A-Za-z0-9_.\-@]{1,15}$`)
-	// Kubernetes namespace and pod names (DNS-1123 subdomain).
-	k8sNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
-)
+// ifNameRe is a Linux interface name: at most 15 bytes, no '/', no
+// whitespace.
+var ifNameRe = regexp.MustCompile(`^[A-Za-z0-9_.\-@]{1,15}$`)
 
 // NewEndpointFromChangeModel is the endpoint creator: it turns a request
 // into an endpoint row, validating every field, without looking at any
@@ -83,10 +80,10 @@ func NewEndpointFromChangeModel(req *models.EndpointChangeRequest) (*tables.Endp
 		if ep.K8sNamespace == "" {
 			ep.K8sNamespace = "default"
 		}
-		if !k8sNameRe.MatchString(ep.K8sPodName) {
+		if !tables.ValidK8sName(ep.K8sPodName) {
 			return nil, fmt.Errorf("k8s-pod-name %q is not a valid pod name", ep.K8sPodName)
 		}
-		if !k8sNameRe.MatchString(ep.K8sNamespace) {
+		if !tables.ValidK8sName(ep.K8sNamespace) {
 			return nil, fmt.Errorf("k8s-namespace %q is not a valid namespace", ep.K8sNamespace)
 		}
 	} else if ep.K8sNamespace != "" {

@@ -136,9 +136,7 @@ func (c *podLabelsController) sync(id uint16) error {
 		if first {
 			msg = "pod labels known: " + ep.PodLabels.String()
 		}
-		if ep.State == tables.StateRestoring || ep.State == tables.StateWaitingForIdentity {
-			ep.AddLog("ok", msg)
-		} else if err := ep.SetState(tables.StateWaitingForIdentity, msg); err != nil {
+		if err := ep.Relabelled(msg); err != nil {
 			return err
 		}
 	case !ep.LabelsResolved && time.Since(ep.Created) >= c.timeout:

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"regexp"
 	"sync"
 
 	"github.com/cilium/statedb"
@@ -24,8 +23,6 @@ const podsFile = "pods.json"
 // SourceAPI marks rows written through the API.
 const SourceAPI = "api"
 
-var k8sNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
-
 // Source writes the pods table.
 type Source struct {
 	log  *slog.Logger
@@ -37,10 +34,10 @@ type Source struct {
 
 // Validate checks a pod's names and labels.
 func Validate(p *models.Pod) error {
-	if !k8sNameRe.MatchString(p.Namespace) {
+	if !tables.ValidK8sName(p.Namespace) {
 		return fmt.Errorf("namespace %q is not a valid Kubernetes namespace", p.Namespace)
 	}
-	if !k8sNameRe.MatchString(p.Name) {
+	if !tables.ValidK8sName(p.Name) {
 		return fmt.Errorf("name %q is not a valid pod name", p.Name)
 	}
 	// As the endpoints of the pod will carry them (source k8s); the first

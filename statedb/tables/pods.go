@@ -2,6 +2,7 @@ package tables
 
 import (
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -20,6 +21,14 @@ type Pod struct {
 	// Source names who wrote the row ("api", "manifest:FILE").
 	Source string `json:"source"`
 }
+
+// k8sNameRe is a Kubernetes namespace or pod name (DNS-1123 subdomain).
+var k8sNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+
+// ValidK8sName reports whether s is a valid Kubernetes namespace or pod
+// name: every source of pods and endpoints checks names with it, so a row
+// of one is always findable by the other's key.
+func ValidK8sName(s string) bool { return k8sNameRe.MatchString(s) }
 
 // Key is "namespace/name", the primary key.
 func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }

@@ -102,6 +102,18 @@ func (e *Endpoint) SetState(to EndpointState, why string) error {
 	return nil
 }
 
+// Relabelled records that the endpoint's labels changed: it goes back to
+// waiting-for-identity, so the identity allocator gives it the identity of
+// its new labels. One that waits for an identity already, or is being
+// restored (it will be judged by its labels anyway), only logs why.
+func (e *Endpoint) Relabelled(why string) error {
+	if e.State == StateRestoring || e.State == StateWaitingForIdentity {
+		e.AddLog("ok", why)
+		return nil
+	}
+	return e.SetState(StateWaitingForIdentity, why)
+}
+
 // AddLog appends to the status log, dropping the oldest past the bound.
 func (e *Endpoint) AddLog(code, msg string) {
 	entry := StatusEntry{Timestamp: time.Now(), State: e.State, Code: code, Message: msg}
