@@ -107,6 +107,7 @@ func (p *persister) start() (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	p.health.OK("following the endpoints table")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
