@@ -19,6 +19,7 @@ import (
 	"github.com/membrane-net/membrane/cells/identity"
 	"github.com/membrane-net/membrane/cells/infrastructure"
 	"github.com/membrane-net/membrane/cells/ipam"
+	"github.com/membrane-net/membrane/cells/k8s"
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/monitor"
 	"github.com/membrane-net/membrane/cells/podmeta"
@@ -39,6 +40,7 @@ var DefaultCells = cell.Group(
 	status.Cell,
 	ipam.Cell,
 	podmeta.Cell,
+	k8s.Cell, // off unless --k8s-kubeconfig or in a pod
 	endpointmanager.Cell,
 	endpointapi.Cell,
 	identity.Cell,
