@@ -27,7 +27,7 @@ CNI_CONF         ?= /etc/cni/net.d/05-membrane.conflist
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 DESTDIR          ?=
 
-.PHONY: all build deps test check bpf bpf-check unit bench demo clean install uninstall
+.PHONY: all build deps test check bpf bpf-check deepcopy deepcopy-check unit bench demo clean install uninstall
 
 all: build
 
@@ -61,8 +61,19 @@ bpf:
 bpf-check: bpf
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale: run make bpf and commit"; exit 1; }
 
+# deepcopy regenerates the DeepCopy methods of the Kubernetes types in
+# k8s/apis (deepcopy-gen, the version go.mod pins).
+deepcopy:
+	$(GO) generate ./k8s/...
+
+# deepcopy-check fails if a zz_generated.deepcopy.go under k8s/ is not what
+# the generator makes of the types, or is not committed.
+deepcopy-check: deepcopy
+	@stale=$$(git status --porcelain -- ':(glob)k8s/**/zz_generated.deepcopy.go'); \
+	if [ -n "$$stale" ]; then echo "$$stale"; echo "k8s/: generated DeepCopy code is stale: run make deepcopy and commit"; exit 1; fi
+
 # test: everything, privileged suites included (run as root).
-test: deps check bpf-check
+test: deps check bpf-check deepcopy-check
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	cd $(CRI_SUITE) && $(GO) test -count=1 -timeout 10m ./...
 

@@ -161,6 +161,42 @@ func TestClientsStayLean(t *testing.T) {
 	}
 }
 
+// The Kubernetes objects (k8s/apis) and their CRDs (install/kubernetes)
+// are libraries for the agent's Kubernetes cells, like the policy
+// language: they may use the domain libraries, never a cell or the
+// schema.
+func TestKubernetesTypesAreLibraries(t *testing.T) {
+	for p, deps := range dependsOn(t, []string{"./k8s/...", "./install/..."}, "cells/", "statedb/") {
+		t.Errorf("%s depends on %s: Kubernetes types are a library, not a cell", p, strings.Join(deps, ", "))
+	}
+}
+
+// The CLI, like membrane-cni, talks to the agent only: it links none of
+// the Kubernetes libraries (client-go, apimachinery, ...), which the
+// agent's Kubernetes mode and the packages under k8s/ bring in.
+func TestCLIDoesNotLinkKubernetes(t *testing.T) {
+	for p, deps := range dependsOn(t, []string{"./cmd/membrane"}, "k8s.io/") {
+		t.Errorf("%s depends on %s", p, strings.Join(deps, ", "))
+	}
+}
+
+// dependsOn returns, for each package of patterns that has any, its
+// dependencies (direct or not) whose import path starts with one of
+// prefixes; the module's own packages are named relative to it ("cells/").
+func dependsOn(t *testing.T, patterns []string, prefixes ...string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, p := range listDeps(t, patterns...) {
+		for _, dep := range p.Deps {
+			dep = strings.TrimPrefix(dep, module)
+			if slices.ContainsFunc(prefixes, func(pre string) bool { return strings.HasPrefix(dep, pre) }) {
+				out[p.ImportPath] = append(out[p.ImportPath], dep)
+			}
+		}
+	}
+	return out
+}
+
 // listDeps is list with every package's transitive dependencies.
 func listDeps(t *testing.T, patterns ...string) []pkg {
 	t.Helper()
