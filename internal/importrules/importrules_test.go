@@ -142,22 +142,11 @@ func TestSchemaAndAPIPointOneWay(t *testing.T) {
 }
 
 // membrane-cni is executed for every pod: it links no hive, statedb, BPF
-// or Kubernetes library. The CLI links no Kubernetes library either: it
-// speaks the agent's API only.
-func TestClientsStayLean(t *testing.T) {
-	for pattern, heavy := range map[string][]string{
-		"./plugins/membrane-cni": {"github.com/cilium/hive", "github.com/cilium/statedb", "github.com/cilium/ebpf", "k8s.io/", "sigs.k8s.io/"},
-		"./cmd/membrane":         {"k8s.io/", "sigs.k8s.io/structured-merge-diff"},
-	} {
-		for _, p := range listDeps(t, pattern) {
-			for _, dep := range p.Deps {
-				for _, h := range heavy {
-					if strings.HasPrefix(dep, h) {
-						t.Errorf("%s depends on %s", p.ImportPath, dep)
-					}
-				}
-			}
-		}
+// or Kubernetes library.
+func TestPluginStaysLean(t *testing.T) {
+	heavy := []string{"github.com/cilium/hive", "github.com/cilium/statedb", "github.com/cilium/ebpf", "k8s.io/", "sigs.k8s.io/"}
+	for p, deps := range dependsOn(t, []string{"./plugins/membrane-cni"}, heavy...) {
+		t.Errorf("%s depends on %s", p, strings.Join(deps, ", "))
 	}
 }
 
