@@ -16,11 +16,13 @@ import (
 	"github.com/cilium/hive/cell"
 
 	"github.com/membrane-net/membrane/cells/k8s/client"
+	"github.com/membrane-net/membrane/cells/k8s/crds"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
 )
 
 // Cell is the Kubernetes mode's cell group.
 var Cell = cell.Group(
 	client.Cell,
+	crds.Cell,
 	pods.Cell,
 )
