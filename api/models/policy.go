@@ -71,7 +71,11 @@ const (
 // the datapath gives the flow, and why.
 type PolicyTraceResponse struct {
 	Verdict string `json:"verdict"` // PolicyVerdictAllowed or PolicyVerdictDenied
-	Reason  string `json:"reason"`
+	// Reason names the enforcement point that decided and what decided
+	// there (the rules that allowed or denied the flow, or turned default
+	// deny on); for an allowed flow every point that enforces policy, or
+	// that none does.
+	Reason string `json:"reason"`
 	// Rules are the rules that decided the verdict.
 	Rules           []PolicyTraceRule `json:"rules"`
 	IngressEnforced bool              `json:"ingress-enforced"` // of the destination
