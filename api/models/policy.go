@@ -26,9 +26,13 @@ type PolicyRule struct {
 	Rule json.RawMessage `json:"rule"`
 	// Revision is the policy revision that imported the rule.
 	Revision uint64 `json:"revision"`
-	// Namespace is set for rules of a CiliumNetworkPolicy: their
-	// selectors only match endpoints of that namespace.
+	// Namespace is set for rules of a CiliumNetworkPolicy: the rule
+	// applies to endpoints of that namespace, and its peer selectors are
+	// narrowed to it unless they name the namespace or a namespace label.
 	Namespace string `json:"namespace,omitempty"`
+	// Clusterwide is set for rules of a CiliumClusterwideNetworkPolicy:
+	// their peer selectors select only endpoints that have a namespace.
+	Clusterwide bool `json:"clusterwide,omitempty"`
 	// Labels are the rule's labels as "source:key=value" (what
 	// DELETE /v1/policy selects by).
 	Labels []string `json:"labels,omitempty"`

@@ -372,7 +372,8 @@ func (t *tracer) resolve(txn statedb.ReadTxn, snap *snapshot, ss []string, synth
 		*expl = append(*expl, fmt.Sprintf("%s: no identity has labels %s: matching them directly as an endpoint's", what, ls))
 		if _, ok := ls.Get(labels.SourceK8s, labels.NamespaceKey); !ok {
 			if _, ok := ls.Get(labels.SourceAny, labels.NamespaceKey); !ok {
-				*expl = append(*expl, fmt.Sprintf("%s: note: no %s:%s label, so no rule of a CiliumNetworkPolicy (namespaced) selects it; every pod has one",
+				*expl = append(*expl, fmt.Sprintf("%s: note: no %s:%s label, which every pod has: no rule of a CiliumNetworkPolicy applies to it, "+
+					"and peer selectors scoped to a namespace, or clusterwide to pods, do not select it",
 					what, labels.SourceK8s, labels.NamespaceKey))
 			}
 		}
