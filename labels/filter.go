@@ -6,12 +6,14 @@ import (
 	"strings"
 )
 
-// DefaultFilterPatterns are the patterns every filter starts with. The two
+// DefaultFilterPatterns are the patterns every filter starts with. The
 // inclusions only matter once a user adds inclusions of their own (allow-list
-// mode): the namespace and the app.kubernetes.io labels stay relevant then.
+// mode): the namespace, the namespace's labels and the app.kubernetes.io
+// labels stay relevant then.
 var DefaultFilterPatterns = []string{
-	`io\.kubernetes\.pod\.namespace$`, // keep the namespace: policies select on it
-	`app\.kubernetes\.io`,             // keep the recommended application labels
+	`io\.kubernetes\.pod\.namespace$`,    // keep the namespace: policies select on it
+	`io\.cilium\.k8s\.namespace\.labels`, // keep the namespace's labels (io.cilium.k8s.namespace.labels.KEY): policies select on them
+	`app\.kubernetes\.io`,                // keep the recommended application labels
 
 	`!io\.kubernetes`,                              // other io.kubernetes.* (container name, pod name, ...)
 	`!kubernetes\.io`,                              // kubernetes.io/* (hostname, ...)

@@ -24,6 +24,8 @@ func TestDefaultFilterKeepsWorkloadDropsPerPodLabels(t *testing.T) {
 		"k8s:tier=frontend",
 		"k8s:app.kubernetes.io/name=shop",
 		"k8s:io.kubernetes.pod.namespace=prod",
+		"k8s:io.cilium.k8s.namespace.labels.team=shop",
+		"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=prod",
 		"reserved:host",
 		"container:role=edge",
 
@@ -50,6 +52,8 @@ func TestDefaultFilterKeepsWorkloadDropsPerPodLabels(t *testing.T) {
 		"container:role=edge",
 		"k8s:app=web",
 		"k8s:app.kubernetes.io/name=shop",
+		"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=prod",
+		"k8s:io.cilium.k8s.namespace.labels.team=shop",
 		"k8s:io.kubernetes.pod.namespace=prod",
 		"k8s:tier=frontend",
 		"reserved:host",
@@ -89,7 +93,8 @@ func TestCustomExclusions(t *testing.T) {
 }
 
 // One inclusion turns the filter into an allow list; the default inclusions
-// (namespace, app.kubernetes.io) and reserved labels stay.
+// (namespace, the namespace's labels, app.kubernetes.io) and reserved
+// labels stay.
 func TestCustomInclusionIsAllowList(t *testing.T) {
 	f, err := NewFilter(`k8s:app$`)
 	if err != nil {
@@ -101,8 +106,12 @@ func TestCustomInclusionIsAllowList(t *testing.T) {
 	got := f.Filter(mustList(t,
 		"k8s:app=web", "k8s:env=prod", "container:app=x",
 		"k8s:io.kubernetes.pod.namespace=ns", "k8s:app.kubernetes.io/part-of=shop",
+		"k8s:io.cilium.k8s.namespace.labels.faction=alliance",
+		"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=ns",
 		"reserved:world", "k8s:pod-template-hash=abc")).Strings()
-	want := []string{"k8s:app=web", "k8s:app.kubernetes.io/part-of=shop", "k8s:io.kubernetes.pod.namespace=ns", "reserved:world"}
+	want := []string{"k8s:app=web", "k8s:app.kubernetes.io/part-of=shop",
+		"k8s:io.cilium.k8s.namespace.labels.faction=alliance", "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=ns",
+		"k8s:io.kubernetes.pod.namespace=ns", "reserved:world"}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}

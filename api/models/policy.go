@@ -26,9 +26,13 @@ type PolicyRule struct {
 	Rule json.RawMessage `json:"rule"`
 	// Revision is the policy revision that imported the rule.
 	Revision uint64 `json:"revision"`
-	// Namespace is set for rules of a CiliumNetworkPolicy: their
-	// selectors only match endpoints of that namespace.
+	// Namespace is set for rules of a CiliumNetworkPolicy: the rule
+	// applies to endpoints of that namespace, and its peer selectors are
+	// narrowed to it unless they name the namespace or a namespace label.
 	Namespace string `json:"namespace,omitempty"`
+	// Clusterwide is set for rules of a CiliumClusterwideNetworkPolicy:
+	// their peer selectors select only endpoints that have a namespace.
+	Clusterwide bool `json:"clusterwide,omitempty"`
 	// Labels are the rule's labels as "source:key=value" (what
 	// DELETE /v1/policy selects by).
 	Labels []string `json:"labels,omitempty"`
@@ -71,7 +75,11 @@ const (
 // the datapath gives the flow, and why.
 type PolicyTraceResponse struct {
 	Verdict string `json:"verdict"` // PolicyVerdictAllowed or PolicyVerdictDenied
-	Reason  string `json:"reason"`
+	// Reason names the enforcement point that decided and what decided
+	// there (the rules that allowed or denied the flow, or turned default
+	// deny on); for an allowed flow every point that enforces policy, or
+	// that none does.
+	Reason string `json:"reason"`
 	// Rules are the rules that decided the verdict.
 	Rules           []PolicyTraceRule `json:"rules"`
 	IngressEnforced bool              `json:"ingress-enforced"` // of the destination

@@ -45,7 +45,7 @@ func (def Config) Flags(fs *pflag.FlagSet) {
 	fs.StringSlice("identity-label-filter", def.IdentityLabelFilter,
 		"Label patterns added to the default security-label filter: [source:][!]regex on the key, anchored at its start; "+
 			"'!' excludes (k8s:!version$); one inclusion (k8s:app) keeps only matching labels plus the namespace, "+
-			"app.kubernetes.io and reserved labels. Comma-separated or repeated")
+			"the namespace's labels, app.kubernetes.io and reserved labels. Comma-separated or repeated")
 }
 
 func newFilter(cfg Config) (*labels.Filter, error) {

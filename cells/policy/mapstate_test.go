@@ -159,7 +159,7 @@ func TestEntriesMatchDatapathLookup(t *testing.T) {
 		for _, peer := range []tables.NumericIdentity{1, 256, 257, 258} {
 			for _, proto := range []uint8{datapath.ProtoTCP, datapath.ProtoUDP, datapath.ProtoICMP} {
 				for port := range uint16(26) {
-					st, _ := evaluate(p, datapath.DirIngress, peer, proto, port)
+					st, _ := evaluate(cfg, p, datapath.DirIngress, peer, proto, port)
 					if want := lpmVerdict(t, p, datapath.DirIngress, peer, proto, port); st.Verdict != want {
 						t.Fatalf("peer %d proto %d port %d: trace says %s, datapath %s\nentries: %q\nrules: %+v",
 							peer, proto, port, st.Verdict, want, keysOf(p.entries), rules)

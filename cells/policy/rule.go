@@ -28,6 +28,11 @@ type compiledRule struct {
 	row  *tables.PolicyRule
 	desc string
 
+	// scope is the rule's origin (namespaced, clusterwide or plain), which
+	// scopes its selectors; subjectInit: its endpointSelector names
+	// reserved:init (its clusterwide peers are then not scoped).
+	scope       ruleScope
+	subjectInit bool
 	// subject selects the endpoints the rule applies to; nil selects none
 	// (a rule with only a nodeSelector, or an invalid endpointSelector).
 	subject *labelSelector
@@ -64,9 +69,10 @@ type peerFields struct {
 // here mean a row written by something else.)
 func compileRule(row *tables.PolicyRule) *compiledRule {
 	r := &row.Rule
-	c := &compiledRule{key: row.Key, row: row, desc: r.Description, selectors: map[string]identitySelector{}}
+	c := &compiledRule{key: row.Key, row: row, desc: r.Description, selectors: map[string]identitySelector{},
+		scope: scopeOf(row), subjectInit: namesInit(r.EndpointSelector)}
 	if r.EndpointSelector != nil {
-		sel, err := newLabelSelector(*r.EndpointSelector, row.Namespace, true)
+		sel, err := newSubjectSelector(*r.EndpointSelector, c.scope)
 		if err != nil {
 			c.problems = append(c.problems, fmt.Errorf("endpointSelector: %w", err))
 		} else {
@@ -116,7 +122,7 @@ func (c *compiledRule) addSection(dir uint8, deny bool, at string, f peerFields)
 	peers := 0
 	for i, es := range f.endpoints {
 		peers++
-		sel, err := newLabelSelector(es, c.row.Namespace, false)
+		sel, err := newPeerSelector(es, c.scope, c.subjectInit)
 		if err != nil {
 			c.problems = append(c.problems, fmt.Errorf("%s.%s[%d]: %w", at, peerField(dir, "Endpoints"), i, err))
 			continue

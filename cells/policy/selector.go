@@ -8,6 +8,7 @@ import (
 
 	"github.com/membrane-net/membrane/labels"
 	policyapi "github.com/membrane-net/membrane/policy/api"
+	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // identitySelector selects identities: a label selector (fromEndpoints,
@@ -87,9 +88,13 @@ type labelSelector struct {
 
 // parseLabelKey splits a selector key "source:key" ("k8s:app"); a key
 // without a source, or with source "any", matches labels of any source.
+// As in Cilium, a key without ':' that begins with "reserved." names a
+// reserved label ("reserved.init" is reserved:init).
 func parseLabelKey(s string) (source, key string) {
 	if i := strings.IndexByte(s, ':'); i >= 0 {
 		source, key = s[:i], s[i+1:]
+	} else if k, ok := strings.CutPrefix(s, labels.SourceReserved+"."); ok {
+		source, key = labels.SourceReserved, k
 	} else {
 		key = s
 	}
@@ -99,12 +104,117 @@ func parseLabelKey(s string) (source, key string) {
 	return source, key
 }
 
-// newLabelSelector normalises an endpoint selector. A non-empty namespace
-// restricts the selector to that namespace's endpoints (the label
-// k8s:io.kubernetes.pod.namespace): always for a rule's own endpoint
-// selector (forceNamespace), and for a peer selector unless it names the
-// namespace label itself, as Cilium does for CiliumNetworkPolicy rules.
-func newLabelSelector(es policyapi.EndpointSelector, namespace string, forceNamespace bool) (*labelSelector, error) {
+// Label keys that scope selectors (Cilium's translation of namespaced and
+// clusterwide policies looks for them).
+const (
+	// namespaceLabelsPrefix begins the keys of the labels a pod's endpoint
+	// carries for its namespace's labels
+	// (io.cilium.k8s.namespace.labels.KEY=VALUE).
+	namespaceLabelsPrefix = "io.cilium.k8s.namespace.labels."
+	// initKey is the reserved label of endpoints whose identity is not
+	// known yet (reserved:init).
+	initKey = "init"
+)
+
+// ruleScope is what a rule's origin says about the endpoints its
+// selectors may select: a CiliumNetworkPolicy has a namespace, a
+// CiliumClusterwideNetworkPolicy is clusterwide, a plain rule neither.
+type ruleScope struct {
+	namespace   string
+	clusterwide bool
+}
+
+func scopeOf(row *tables.PolicyRule) ruleScope {
+	return ruleScope{namespace: row.Namespace, clusterwide: row.Clusterwide && row.Namespace == ""}
+}
+
+// newSubjectSelector is a rule's endpointSelector. A namespaced rule
+// applies only to endpoints of its namespace: as in Cilium, the
+// namespace replaces a k8s:io.kubernetes.pod.namespace of matchLabels
+// (a rule cannot reach into another namespace) and is added otherwise.
+// Clusterwide and plain rules select by the selector as written.
+func newSubjectSelector(es policyapi.EndpointSelector, scope ruleScope) (*labelSelector, error) {
+	if scope.namespace != "" && len(es.MatchLabels) > 0 {
+		ml := make(map[string]string, len(es.MatchLabels))
+		for k, v := range es.MatchLabels {
+			if src, key := parseLabelKey(k); src != labels.SourceK8s || key != labels.NamespaceKey {
+				ml[k] = v
+			}
+		}
+		es.MatchLabels = ml
+	}
+	reqs, err := requirementsOf(es)
+	if err != nil {
+		return nil, err
+	}
+	if scope.namespace != "" {
+		reqs = append(reqs, namespaceIs(scope.namespace))
+	}
+	return makeLabelSelector(reqs), nil
+}
+
+// newPeerSelector is a fromEndpoints/toEndpoints selector of a rule,
+// scoped as Cilium translates the peers of a CiliumNetworkPolicy and a
+// CiliumClusterwideNetworkPolicy (allow and deny sections alike):
+//
+//   - a selector that names a reserved label (reserved:host) is used as
+//     written, and so is one that names the namespace label
+//     io.kubernetes.pod.namespace (of source k8s or any);
+//   - otherwise, in a namespaced rule, a selector that names no
+//     namespace label (io.cilium.k8s.namespace.labels.*, of source k8s
+//     or any) selects only endpoints of the rule's namespace; one that
+//     names a namespace label selects in every namespace;
+//   - otherwise, in a clusterwide rule, the selector selects only
+//     endpoints that have a namespace (k8s:io.kubernetes.pod.namespace
+//     exists), so {} means every pod, not every identity; except in a
+//     rule whose endpointSelector names reserved:init (subjectInit):
+//     its peers are used as written.
+//
+// Plain rules use their peer selectors as written.
+func newPeerSelector(es policyapi.EndpointSelector, scope ruleScope, subjectInit bool) (*labelSelector, error) {
+	reqs, err := requirementsOf(es)
+	if err != nil {
+		return nil, err
+	}
+	names := func(match func(requirement) bool) bool { return slices.ContainsFunc(reqs, match) }
+	k8sOrAny := func(r requirement) bool { return r.source == "" || r.source == labels.SourceK8s }
+	switch {
+	case names(func(r requirement) bool { return r.source == labels.SourceReserved }):
+	case names(func(r requirement) bool { return k8sOrAny(r) && r.key == labels.NamespaceKey }):
+	case scope.namespace != "":
+		if !names(func(r requirement) bool { return k8sOrAny(r) && strings.HasPrefix(r.key, namespaceLabelsPrefix) }) {
+			reqs = append(reqs, namespaceIs(scope.namespace))
+		}
+	case scope.clusterwide:
+		if !subjectInit {
+			reqs = append(reqs, requirement{source: labels.SourceK8s, key: labels.NamespaceKey, op: opExists})
+		}
+	}
+	return makeLabelSelector(reqs), nil
+}
+
+// namesInit reports whether an endpoint selector names the reserved
+// label init, in matchLabels or matchExpressions: Cilium then keeps a
+// clusterwide rule's peers unscoped.
+func namesInit(es *policyapi.EndpointSelector) bool {
+	if es == nil {
+		return false
+	}
+	isInit := func(k string) bool {
+		src, key := parseLabelKey(k)
+		return src == labels.SourceReserved && key == initKey
+	}
+	return slices.ContainsFunc(slices.Collect(maps.Keys(es.MatchLabels)), isInit) ||
+		slices.ContainsFunc(es.MatchExpressions, func(e policyapi.LabelSelectorRequirement) bool { return isInit(e.Key) })
+}
+
+func namespaceIs(ns string) requirement {
+	return requirement{source: labels.SourceK8s, key: labels.NamespaceKey, op: opIn, values: []string{ns}}
+}
+
+// requirementsOf normalises matchLabels and matchExpressions into one
+// list of requirements.
+func requirementsOf(es policyapi.EndpointSelector) ([]requirement, error) {
 	var reqs []requirement
 	for _, k := range slices.Sorted(maps.Keys(es.MatchLabels)) {
 		source, key := parseLabelKey(k)
@@ -134,15 +244,7 @@ func newLabelSelector(es policyapi.EndpointSelector, namespace string, forceName
 		}
 		reqs = append(reqs, r)
 	}
-	if namespace != "" {
-		named := slices.ContainsFunc(reqs, func(r requirement) bool {
-			return r.key == labels.NamespaceKey && (r.source == "" || r.source == labels.SourceK8s)
-		})
-		if forceNamespace || !named {
-			reqs = append(reqs, requirement{source: labels.SourceK8s, key: labels.NamespaceKey, op: opIn, values: []string{namespace}})
-		}
-	}
-	return makeLabelSelector(reqs), nil
+	return reqs, nil
 }
 
 func makeLabelSelector(reqs []requirement) *labelSelector {

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/membrane-net/membrane/labels"
@@ -53,7 +55,7 @@ func TestLabelSelectorMatches(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := newLabelSelector(tc.sel, "", false)
+			s, err := newPeerSelector(tc.sel, ruleScope{}, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +73,7 @@ func TestLabelSelectorInvalid(t *testing.T) {
 		{MatchExpressions: []policyapi.LabelSelectorRequirement{expr("app", opExists, "x")}},
 		{MatchExpressions: []policyapi.LabelSelectorRequirement{expr("k8s:", opExists)}},
 	} {
-		if s, err := newLabelSelector(es, "", false); err == nil {
+		if s, err := newPeerSelector(es, ruleScope{}, false); err == nil {
 			t.Errorf("%+v: want an error, got selector %s", es, s)
 		}
 	}
@@ -81,7 +83,7 @@ func TestLabelSelectorInvalid(t *testing.T) {
 // it once; different selectors have different keys.
 func TestLabelSelectorKey(t *testing.T) {
 	key := func(es policyapi.EndpointSelector, ns string) string {
-		s, err := newLabelSelector(es, ns, false)
+		s, err := newPeerSelector(es, ruleScope{namespace: ns}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,39 +104,121 @@ func TestLabelSelectorKey(t *testing.T) {
 	}
 }
 
-func TestNamespaceRestriction(t *testing.T) {
-	prodWeb := ls("app=web", "io.kubernetes.pod.namespace=prod")
-	devWeb := ls("app=web", "io.kubernetes.pod.namespace=dev")
+// How a rule's origin scopes its selectors, case by case as Cilium
+// translates CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy rules
+// (its examples/policies/kubernetes are built from these cases): which of
+// five endpoints each selector selects. Peers of deny sections are
+// scoped by the same function as peers of allow sections.
+func TestSelectorScope(t *testing.T) {
+	eps := map[string]labels.Labels{
+		// prod is labelled faction=alliance, dev faction=empire.
+		"prod": ls("app=web", "io.kubernetes.pod.namespace=prod", "io.cilium.k8s.namespace.labels.faction=alliance"),
+		"dev":  ls("app=web", "io.kubernetes.pod.namespace=dev", "io.cilium.k8s.namespace.labels.faction=empire"),
+		// An endpoint without a namespace: a container started outside any pod.
+		"bare": {{Source: "container", Key: "app", Value: "web"}},
+		"host": {{Source: labels.SourceReserved, Key: "host"}},
+		"init": {{Source: labels.SourceReserved, Key: "init"}},
+	}
+	cnp := ruleScope{namespace: "prod"}
+	ccnp := ruleScope{clusterwide: true}
+	plain := ruleScope{}
+	nsExists := policyapi.EndpointSelector{MatchExpressions: []policyapi.LabelSelectorRequirement{expr("io.kubernetes.pod.namespace", opExists)}}
+	factionIn := policyapi.EndpointSelector{MatchExpressions: []policyapi.LabelSelectorRequirement{
+		expr("k8s:io.cilium.k8s.namespace.labels.faction", opIn, "alliance", "empire")}}
 	cases := []struct {
-		name     string
-		sel      policyapi.EndpointSelector
-		force    bool // a rule's endpointSelector
-		prod     bool
-		dev      bool
-		emptySel bool
+		name        string
+		scope       ruleScope
+		subject     bool // the rule's endpointSelector, not a peer
+		subjectInit bool // the rule's endpointSelector names reserved:init
+		sel         policyapi.EndpointSelector
+		want        []string
 	}{
-		{name: "peer restricted to the rule's namespace", sel: esel("app", "web"), prod: true},
-		{name: "empty peer selector: the rule's namespace", sel: policyapi.EndpointSelector{}, prod: true},
-		{name: "peer naming the namespace label is not restricted", sel: esel("k8s:io.kubernetes.pod.namespace", "dev"), dev: true},
-		{name: "peer naming the namespace in an expression", sel: policyapi.EndpointSelector{
-			MatchExpressions: []policyapi.LabelSelectorRequirement{expr("io.kubernetes.pod.namespace", opExists)},
-		}, prod: true, dev: true},
-		{name: "subject always restricted", sel: esel("k8s:io.kubernetes.pod.namespace", "dev"), force: true},
-		{name: "empty subject: the namespace's endpoints", sel: policyapi.EndpointSelector{}, force: true, prod: true},
+		// A CiliumNetworkPolicy in prod.
+		{name: "cnp peer: the rule's namespace", scope: cnp, sel: esel("app", "web"), want: []string{"prod"}},
+		{name: "cnp peer {}: the rule's namespace", scope: cnp, sel: policyapi.EndpointSelector{}, want: []string{"prod"}},
+		{name: "cnp peer naming the namespace", scope: cnp, sel: esel("k8s:io.kubernetes.pod.namespace", "dev"), want: []string{"dev"}},
+		{name: "cnp peer naming the namespace, any source", scope: cnp, sel: nsExists, want: []string{"dev", "prod"}},
+		{name: "cnp peer naming the namespace of another source", scope: cnp, sel: esel("container:io.kubernetes.pod.namespace", "dev")},
+		{name: "cnp peer on a namespace label: every namespace", scope: cnp,
+			sel: esel("io.cilium.k8s.namespace.labels.faction", "empire"), want: []string{"dev"}},
+		{name: "cnp peer on a namespace label of source k8s", scope: cnp,
+			sel: esel("k8s:io.cilium.k8s.namespace.labels.faction", "alliance"), want: []string{"prod"}},
+		{name: "cnp peer on a namespace label, in an expression", scope: cnp, sel: factionIn, want: []string{"dev", "prod"}},
+		{name: "cnp peer on a namespace label and a pod label", scope: cnp,
+			sel: esel("io.cilium.k8s.namespace.labels.faction", "empire", "app", "web"), want: []string{"dev"}},
+		{name: "cnp peer on a namespace label of another source", scope: cnp,
+			sel: esel("container:io.cilium.k8s.namespace.labels.faction", "empire")},
+		{name: "cnp peer on a key that only begins like namespace labels", scope: cnp,
+			sel: esel("io.cilium.k8s.namespace.labelsfaction", "x")},
+		{name: "cnp peer on a reserved label", scope: cnp, sel: esel("reserved:host", ""), want: []string{"host"}},
+		{name: "cnp peer on a reserved label, Cilium's dotted spelling", scope: cnp, sel: esel("reserved.host", ""), want: []string{"host"}},
+		{name: "cnp subject: its namespace", scope: cnp, subject: true, sel: policyapi.EndpointSelector{}, want: []string{"prod"}},
+		{name: "cnp subject: another namespace in matchLabels is replaced", scope: cnp, subject: true,
+			sel: esel("k8s:io.kubernetes.pod.namespace", "dev"), want: []string{"prod"}},
+		{name: "cnp subject on a namespace label stays in its namespace", scope: cnp, subject: true,
+			sel: esel("io.cilium.k8s.namespace.labels.faction", "empire")},
+
+		// A CiliumClusterwideNetworkPolicy.
+		{name: "ccnp peer {}: every endpoint with a namespace", scope: ccnp, sel: policyapi.EndpointSelector{}, want: []string{"dev", "prod"}},
+		{name: "ccnp peer: endpoints with a namespace", scope: ccnp, sel: esel("app", "web"), want: []string{"dev", "prod"}},
+		{name: "ccnp peer on a namespace label", scope: ccnp,
+			sel: esel("io.cilium.k8s.namespace.labels.faction", "alliance"), want: []string{"prod"}},
+		{name: "ccnp peer naming the namespace", scope: ccnp, sel: esel("io.kubernetes.pod.namespace", "dev"), want: []string{"dev"}},
+		{name: "ccnp peer naming the namespace as absent", scope: ccnp, sel: policyapi.EndpointSelector{
+			MatchExpressions: []policyapi.LabelSelectorRequirement{expr("k8s:io.kubernetes.pod.namespace", opDoesNotExist)},
+		}, want: []string{"bare", "host", "init"}},
+		{name: "ccnp peer on a reserved label", scope: ccnp, sel: esel("reserved:init", ""), want: []string{"init"}},
+		{name: "ccnp peer of a rule for init endpoints: as written", scope: ccnp, subjectInit: true,
+			sel: esel("app", "web"), want: []string{"bare", "dev", "prod"}},
+		{name: "ccnp subject: as written", scope: ccnp, subject: true, sel: esel("app", "web"), want: []string{"bare", "dev", "prod"}},
+
+		// A plain rule: as written.
+		{name: "plain peer", scope: plain, sel: esel("app", "web"), want: []string{"bare", "dev", "prod"}},
+		{name: "plain peer {}", scope: plain, sel: policyapi.EndpointSelector{}, want: []string{"bare", "dev", "host", "init", "prod"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := newLabelSelector(tc.sel, "prod", tc.force)
+			var s *labelSelector
+			var err error
+			if tc.subject {
+				s, err = newSubjectSelector(tc.sel, tc.scope)
+			} else {
+				s, err = newPeerSelector(tc.sel, tc.scope, tc.subjectInit)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := s.matchesLabels(prodWeb); got != tc.prod {
-				t.Errorf("prod endpoint: got %v, want %v", got, tc.prod)
+			var got []string
+			for _, name := range slices.Sorted(maps.Keys(eps)) {
+				if s.matchesLabels(eps[name]) {
+					got = append(got, name)
+				}
 			}
-			if got := s.matchesLabels(devWeb); got != tc.dev {
-				t.Errorf("dev endpoint: got %v, want %v", got, tc.dev)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%s selects %v, want %v", s, got, tc.want)
 			}
 		})
+	}
+}
+
+// A rule's endpointSelector names reserved:init in either spelling, in
+// matchLabels or matchExpressions.
+func TestNamesInit(t *testing.T) {
+	for _, tc := range []struct {
+		sel  *policyapi.EndpointSelector
+		want bool
+	}{
+		{nil, false},
+		{sel("reserved:init", ""), true},
+		{sel("reserved.init", ""), true},
+		{&policyapi.EndpointSelector{MatchExpressions: []policyapi.LabelSelectorRequirement{expr("reserved:init", opExists)}}, true},
+		{sel("init", ""), false},
+		{sel("k8s:init", ""), false},
+		{sel("reserved:host", ""), false},
+	} {
+		if got := namesInit(tc.sel); got != tc.want {
+			t.Errorf("%+v: %v, want %v", tc.sel, got, tc.want)
+		}
 	}
 }
 
@@ -160,7 +244,7 @@ func TestLabelSelectorPeers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := newLabelSelector(tc.sel, "", false)
+			s, err := newPeerSelector(tc.sel, ruleScope{}, false)
 			if err != nil {
 				t.Fatal(err)
 			}

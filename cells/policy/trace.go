@@ -100,15 +100,14 @@ func (t *tracer) trace(req models.PolicyTraceRequest) (*models.PolicyTraceRespon
 	verdict, reason := VerdictAllowed, ""
 	stage := func(dir uint8, ep, peer *resolvedPeer) *models.PolicyTraceStage {
 		pol := snap.policyOf(ep.info.labels)
-		st, rules := evaluate(pol, dir, peer.info.id, proto, req.Dport)
-		name := "egress of the source"
-		if dir == datapath.DirIngress {
-			name = "ingress of the destination"
-		}
+		st, rules := evaluate(t.c.cfg, pol, dir, peer.info.id, proto, req.Dport)
+		name := stageName(dir)
 		resp.Explanation = append(resp.Explanation, name+": "+st.Reason)
 		for _, e := range st.Entries {
 			resp.Explanation = append(resp.Explanation, fmt.Sprintf("  matches %s %s (rules %s)", verdictWord(e.Deny), tables.PolicyKey(e.Key), strings.Join(e.RuleKeys, ", ")))
 		}
+		// The first point that drops the packet decides: the source's
+		// egress comes before the destination's ingress.
 		if st.Verdict == VerdictDenied && verdict == VerdictAllowed {
 			verdict, reason, decisive = VerdictDenied, name+": "+st.Reason, rules
 		}
@@ -127,17 +126,7 @@ func (t *tracer) trace(req models.PolicyTraceRequest) (*models.PolicyTraceRespon
 		resp.Explanation = append(resp.Explanation, "ingress of the destination: not an endpoint, no policy applies")
 	}
 	if verdict == VerdictAllowed {
-		var parts []string
-		for _, st := range []*models.PolicyTraceStage{resp.Egress, resp.Ingress} {
-			if st == nil {
-				continue
-			}
-			parts = append(parts, st.Reason)
-			for _, e := range st.Entries {
-				decisive = append(decisive, e.RuleKeys...)
-			}
-		}
-		reason = strings.Join(parts, "; ")
+		reason, decisive = allowedReason(t.c.cfg, resp.Egress, resp.Ingress)
 	}
 	resp.Verdict, resp.Reason = verdict, reason
 	slices.Sort(decisive)
@@ -148,9 +137,76 @@ func (t *tracer) trace(req models.PolicyTraceRequest) (*models.PolicyTraceRespon
 	return resp, nil
 }
 
+// stageName names an enforcement point of a traced flow.
+func stageName(dir uint8) string {
+	if dir == datapath.DirIngress {
+		return "ingress of the destination"
+	}
+	return "egress of the source"
+}
+
+// allowedReason says why a flow every enforcement point let through is
+// allowed: the enforced points, each with the rules whose entries allowed
+// it (which are also the rules returned); when none is enforced, that
+// no policy applies.
+func allowedReason(cfg Config, egress, ingress *models.PolicyTraceStage) (string, []string) {
+	var parts, rules []string
+	for _, p := range []struct {
+		dir uint8
+		st  *models.PolicyTraceStage
+	}{{datapath.DirEgress, egress}, {datapath.DirIngress, ingress}} {
+		if p.st == nil || !p.st.Enforced {
+			continue
+		}
+		parts = append(parts, stageName(p.dir)+": "+p.st.Reason)
+		for _, e := range p.st.Entries {
+			rules = append(rules, e.RuleKeys...)
+		}
+	}
+	if len(parts) > 0 {
+		return strings.Join(parts, "; "), rules
+	}
+	if cfg.EnablePolicy == EnforcementNever {
+		return "not enforced: --enable-policy=never", nil
+	}
+	switch {
+	case egress != nil && ingress != nil:
+		return "not enforced: neither the egress of the source nor the ingress of the destination enforces policy", nil
+	case egress != nil:
+		return "not enforced: the egress of the source does not enforce policy (the destination is not an endpoint)", nil
+	default:
+		return "not enforced: the ingress of the destination does not enforce policy (the source is not an endpoint)", nil
+	}
+}
+
+// ruleList names rules in a reason: "rule 1/0", "rules 1/0, 2/0"; the
+// engine's own entries by their names: "(allow-localhost)",
+// "rule 1/0 and (allow-localhost)".
+func ruleList(keys []string) string {
+	var rules, own []string
+	for _, k := range slices.Compact(slices.Sorted(slices.Values(keys))) {
+		if strings.HasPrefix(k, "(") {
+			own = append(own, k)
+		} else {
+			rules = append(rules, k)
+		}
+	}
+	var parts []string
+	switch len(rules) {
+	case 0:
+	case 1:
+		parts = append(parts, "rule "+rules[0])
+	default:
+		parts = append(parts, "rules "+strings.Join(rules, ", "))
+	}
+	return strings.Join(append(parts, own...), " and ")
+}
+
 // evaluate looks the packet up in one direction of a computed policy.
-// It returns the stage and the rules that decide it.
-func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) (*models.PolicyTraceStage, []string) {
+// It returns the stage, whose reason names what decided it (the rules
+// whose entries matched, or those that turned default deny on), and the
+// rules that decide it.
+func evaluate(cfg Config, pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto uint8, port uint16) (*models.PolicyTraceStage, []string) {
 	st := &models.PolicyTraceStage{Entries: []models.PolicyEntry{}, Rules: pol.rules}
 	if st.Rules == nil {
 		st.Rules = []string{}
@@ -160,7 +216,10 @@ func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto
 		st.Enforced = pol.egressEnforced
 	}
 	if !st.Enforced {
-		st.Verdict, st.Reason = VerdictAllowed, "not enforced (no rule selecting the endpoint has a section for this direction, or default deny is off): allowed"
+		st.Verdict, st.Reason = VerdictAllowed, "not enforced: no rule selecting the endpoint turns default deny on for this direction, and no deny rule applies"
+		if cfg.EnablePolicy == EnforcementNever {
+			st.Reason = "not enforced: --enable-policy=never"
+		}
 		return st, nil
 	}
 	var denies, allows []tables.PolicyEntry
@@ -174,25 +233,34 @@ func evaluate(pol *identityPolicy, dir uint8, peer tables.NumericIdentity, proto
 			allows = append(allows, e)
 		}
 	}
-	var matched []tables.PolicyEntry
-	switch {
-	case len(denies) > 0:
+	matched := allows
+	if len(denies) > 0 {
 		matched = denies
-		st.Verdict, st.Reason = VerdictDenied, "denied by a deny rule (deny wins over any allow)"
-	case len(allows) > 0:
-		matched = allows
-		st.Verdict, st.Reason = VerdictAllowed, "allowed"
-	default:
-		st.Verdict, st.Reason = VerdictDenied, "default deny: no entry allows the flow"
-		if len(pol.defaultDenyBy[dir]) == 0 {
-			st.Reason += " (--enable-policy=always)"
-		}
-		return st, pol.defaultDenyBy[dir]
 	}
 	var rules []string
 	for _, e := range matched {
 		st.Entries = append(st.Entries, entryModel(e))
 		rules = append(rules, e.RuleKeys...)
+	}
+	switch {
+	case len(denies) > 0:
+		st.Verdict, st.Reason = VerdictDenied, "denied by "+ruleList(rules)+" (a deny wins over any allow)"
+	case len(allows) > 0:
+		st.Verdict, st.Reason = VerdictAllowed, "allowed by "+ruleList(rules)
+		switch {
+		case slices.Equal(rules, []string{RuleNoDefaultDeny}):
+			st.Reason += ": no rule turns default deny on for this direction, and no deny matches"
+		case slices.Equal(rules, []string{RuleAllowLocalhost}):
+			st.Reason += ": --allow-localhost=always lets the host reach endpoints whose ingress is default deny"
+		}
+	default:
+		rules = pol.defaultDenyBy[dir]
+		st.Verdict = VerdictDenied
+		if len(rules) == 0 {
+			st.Reason = "default deny (--enable-policy=always): no entry allows the flow"
+		} else {
+			st.Reason = "default deny (turned on by " + ruleList(rules) + "): no entry allows the flow"
+		}
 	}
 	return st, rules
 }
@@ -304,7 +372,8 @@ func (t *tracer) resolve(txn statedb.ReadTxn, snap *snapshot, ss []string, synth
 		*expl = append(*expl, fmt.Sprintf("%s: no identity has labels %s: matching them directly as an endpoint's", what, ls))
 		if _, ok := ls.Get(labels.SourceK8s, labels.NamespaceKey); !ok {
 			if _, ok := ls.Get(labels.SourceAny, labels.NamespaceKey); !ok {
-				*expl = append(*expl, fmt.Sprintf("%s: note: no %s:%s label, so no rule of a CiliumNetworkPolicy (namespaced) selects it; every pod has one",
+				*expl = append(*expl, fmt.Sprintf("%s: note: no %s:%s label, which every pod has: no rule of a CiliumNetworkPolicy applies to it, "+
+					"and peer selectors scoped to a namespace, or clusterwide to pods, do not select it",
 					what, labels.SourceK8s, labels.NamespaceKey))
 			}
 		}

@@ -7,7 +7,7 @@
 //
 //	PUT    /v1/policy   body: JSON or YAML (rules, CiliumNetworkPolicy, List, "---" stream)
 //	                    -> 200 {"revision": N, "rules": COUNT}; 400 naming the field; 413 past 1 MiB
-//	GET    /v1/policy   -> {"revision": N, "rules": [{key, revision, namespace, labels, rule}, ...]}
+//	GET    /v1/policy   -> {"revision": N, "rules": [{key, revision, namespace, clusterwide, labels, rule}, ...]}
 //	DELETE /v1/policy   body: {"labels": ["k8s:io.cilium.k8s.policy.name=web", ...]} deletes the
 //	                    rules carrying all of them; no body deletes everything
 //	                    -> 200 {"revision": N, "deleted": COUNT}; 404 when nothing matches

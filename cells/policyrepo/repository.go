@@ -80,11 +80,12 @@ func (r *Repository) Import(rules []api.ParsedRule) (revision uint64, replaced i
 	}
 	for i, pr := range rules {
 		row := &tables.PolicyRule{
-			Key:       strconv.FormatUint(rev, 10) + "/" + strconv.Itoa(i),
-			Rule:      pr.Rule,
-			Revision:  rev,
-			Namespace: pr.Namespace,
-			Labels:    slices.Clone(pr.Labels),
+			Key:         strconv.FormatUint(rev, 10) + "/" + strconv.Itoa(i),
+			Rule:        pr.Rule,
+			Revision:    rev,
+			Namespace:   pr.Namespace,
+			Clusterwide: pr.Clusterwide(),
+			Labels:      slices.Clone(pr.Labels),
 		}
 		if _, _, err := r.rules.Insert(wtxn, row); err != nil {
 			return 0, 0, fmt.Errorf("insert policy rule %s: %w", row.Key, err)

@@ -1,6 +1,7 @@
 package policyrepo_test
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -270,7 +271,7 @@ func TestRestartRestoresRulesAndRevision(t *testing.T) {
 	}
 	for i := range got.Rules {
 		g, w := got.Rules[i], want.Rules[i]
-		if g.Namespace != w.Namespace || !slices.Equal(g.Labels, w.Labels) || g.Revision != w.Revision {
+		if g.Namespace != w.Namespace || g.Clusterwide != w.Clusterwide || !slices.Equal(g.Labels, w.Labels) || g.Revision != w.Revision {
 			t.Errorf("rule %s: %+v, want %+v", g.Key, g, w)
 		}
 	}
@@ -309,5 +310,54 @@ func TestRestoreRefusesCorruptState(t *testing.T) {
 				t.Errorf("error does not name the file: %v", err)
 			}
 		})
+	}
+}
+
+// A CiliumClusterwideNetworkPolicy's rules are marked clusterwide (the
+// engine scopes their peer selectors by it), in the table, in GET and
+// across a restart; a policy.json written before rows carried the mark
+// gets it back from the label the import derived from the object.
+func TestClusterwideRules(t *testing.T) {
+	const ccnp = `
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: dns}
+spec:
+  endpointSelector: {}
+  egress:
+  - toEndpoints: [{matchLabels: {k8s-app: kube-dns}}]
+`
+	dir := t.TempDir()
+	a := newTestAgent(t, dir).start()
+	a.expect("PUT", webCNPv2, 200)
+	a.expect("PUT", ccnp, 200)
+	a.expect("PUT", plainRules, 200)
+	check := func(when string, rules []*tables.PolicyRule) {
+		t.Helper()
+		got := map[string]bool{}
+		for _, r := range rules {
+			got[r.Key] = r.Clusterwide
+		}
+		if want := map[string]bool{"1/0": false, "2/0": true, "3/0": false, "3/1": false}; !maps.Equal(got, want) {
+			t.Errorf("%s: clusterwide by rule %v, want %v", when, got, want)
+		}
+	}
+	check("table", a.rows())
+	check("GET", a.list().Rules)
+	a.stop()
+	check("after restart", newTestAgent(t, dir).start().list().Rules)
+
+	old := `{"revision": 1, "rules": [{"key": "1/0", "revision": 1, "rule": {"endpointSelector": {}},
+	  "labels": ["k8s:io.cilium.k8s.policy.derived-from=CiliumClusterwideNetworkPolicy", "k8s:io.cilium.k8s.policy.name=dns"]},
+	  {"key": "1/1", "revision": 1, "rule": {"endpointSelector": {}}, "namespace": "prod",
+	  "labels": ["k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy", "k8s:io.cilium.k8s.policy.name=web", "k8s:io.cilium.k8s.policy.namespace=prod"]}]}`
+	dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "policy.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rules := newTestAgent(t, dir).start().rows()
+	slices.SortFunc(rules, func(a, b *tables.PolicyRule) int { return strings.Compare(a.Key, b.Key) })
+	if len(rules) != 2 || !rules[0].Clusterwide || rules[1].Clusterwide {
+		t.Errorf("restored from an older file: %+v", rules)
 	}
 }

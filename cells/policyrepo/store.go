@@ -2,15 +2,21 @@ package policyrepo
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/cilium/statedb"
 
+	"github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
 // policyFile holds the rules and the revision across restarts, in the
 // form GET /v1/policy answers.
 const policyFile = "policy.json"
+
+// derivedFromCCNP is the label of every rule imported from a
+// CiliumClusterwideNetworkPolicy.
+var derivedFromCCNP = api.RuleLabel{Source: api.LabelSourceK8s, Key: api.PolicyLabelDerivedFrom, Value: api.KindCCNP}.String()
 
 type stateFile struct {
 	Revision uint64               `json:"revision"`
@@ -44,6 +50,11 @@ func (r *Repository) restore(done func(statedb.WriteTxn)) error {
 		}
 		if err := row.Rule.Validate(); err != nil {
 			return fmt.Errorf("restore policy: state file %s: rule %s: %w (fix it, or move the file away to start without policy)", r.dir.Path(policyFile), row.Key, err)
+		}
+		if !row.Clusterwide && row.Namespace == "" && slices.Contains(row.Labels, derivedFromCCNP) {
+			// Written before rows said so: the rule came from a
+			// CiliumClusterwideNetworkPolicy, and is scoped as one.
+			row.Clusterwide = true
 		}
 		if _, _, err := r.rules.Insert(wtxn, row); err != nil {
 			return fmt.Errorf("restore policy rule %s: %w", row.Key, err)

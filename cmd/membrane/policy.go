@@ -303,14 +303,14 @@ func printTrace(w io.Writer, out any) error {
 		if s == nil {
 			return "- (not an endpoint)"
 		}
-		out := s.Verdict + ", not enforced"
-		if s.Enforced {
-			out = s.Verdict + ", enforced"
+		if !s.Enforced {
+			// Its reason says "not enforced" again.
+			return s.Verdict + ", not enforced"
 		}
-		// The reason of an unenforced point says so again; a bare
-		// verdict adds nothing.
-		if s.Reason != "" && s.Reason != s.Verdict && !strings.HasPrefix(s.Reason, "not enforced") {
-			out += ": " + s.Reason
+		// "allowed by rule 1/0" reads "allowed, enforced: by rule 1/0".
+		out := s.Verdict + ", enforced"
+		if reason := strings.TrimPrefix(s.Reason, s.Verdict+" "); reason != "" && reason != s.Verdict {
+			out += ": " + reason
 		}
 		return out
 	}

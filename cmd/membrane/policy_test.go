@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -211,17 +212,28 @@ func TestPolicyTrace(t *testing.T) {
 	lines := strings.Split(out, "\n")
 	wantLines(t, strings.Join(lines[:7], "\n")+"\n",
 		"Verdict:               denied",
-		"Reason:                ingress of the destination: default deny: no entry allows the flow",
+		"Reason:                ingress of the destination: default deny (turned on by rule 1/0): no entry allows the flow",
 		"Source:                identity "+identity("a")+" [k8s:app=a,"+ns+"]",
 		"Destination:           identity "+identity("web")+" [k8s:app=web,"+ns+"]",
 		"Source egress:         allowed, not enforced",
-		"Destination ingress:   denied, enforced: default deny: no entry allows the flow",
+		"Destination ingress:   denied, enforced: default deny (turned on by rule 1/0): no entry allows the flow",
 		"Rules:                 1/0 (namespace default): web from frontend [k8s:io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy,"+
 			"k8s:io.cilium.k8s.policy.name=web-allow,k8s:io.cilium.k8s.policy.namespace=default]",
 	)
 	if !strings.HasPrefix(lines[7], "Explanation:           source: identity "+identity("a")) || !strings.HasPrefix(lines[8], strings.Repeat(" ", 23)) {
 		t.Errorf("trace:\n%s", out)
 	}
+
+	// An allowed flow: the reason names the rule that allowed it on the
+	// side that enforces policy, not the side that does not.
+	out = ok(t, trace("k8s:app=frontend,"+ns, "k8s:app=web,"+ns, "--dport", "80")...)
+	lines = strings.Split(out, "\n")
+	wantLines(t, strings.Join(slices.Concat(lines[:2], lines[4:6]), "\n")+"\n",
+		"Verdict:               allowed",
+		"Reason:                ingress of the destination: allowed by rule 1/0",
+		"Source egress:         allowed, not enforced",
+		"Destination ingress:   allowed, enforced: by rule 1/0",
+	)
 
 	// Port and protocol reach the policy engine: only TCP port 80 is allowed.
 	for dport, verdict := range map[string]string{"80/TCP": "allowed", "80": "allowed", "80/udp": "denied", "81": "denied",

@@ -11,13 +11,14 @@ import (
 
 // TestDocsExamples keeps docs/policy.md honest: every YAML and JSON
 // policy example in its rule-language part parses, and the example marked
-// "(refused)" is refused with exactly the problems the page shows.
+// "(refused)" is refused with exactly the problems the page shows; the
+// YAML policies of its enforcement part parse.
 func TestDocsExamples(t *testing.T) {
 	data, err := os.ReadFile("../../docs/policy.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, _, _ := strings.Cut(string(data), "## Enforcement semantics")
+	doc, semantics, _ := strings.Cut(string(data), "## Enforcement semantics")
 	blocks := regexp.MustCompile("(?s)```(yaml|json)\n(.*?)```").FindAllStringSubmatch(doc, -1)
 	if len(blocks) < 5 {
 		t.Fatalf("found %d examples in docs/policy.md", len(blocks))
@@ -49,5 +50,12 @@ func TestDocsExamples(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Error("docs/policy.md has no refused example")
+	}
+	// The policies the enforcement part shows (how selectors are scoped)
+	// parse too.
+	for _, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(semantics, -1) {
+		if _, err := api.Parse([]byte(b[1])); err != nil {
+			t.Errorf("docs/policy.md example does not parse: %v\n%s", err, b[1])
+		}
 	}
 }

@@ -32,14 +32,23 @@ type ParsedRule struct {
 	// Rule is the validated rule in canonical form (see Parse). Its Labels
 	// include those derived from a CNP/CCNP's metadata.
 	Rule Rule
-	// Namespace is a CiliumNetworkPolicy's namespace: the rule's selectors
-	// only select endpoints of that namespace (as in Cilium). Empty for
+	// Namespace is a CiliumNetworkPolicy's namespace: the rule applies
+	// only to endpoints of that namespace, and its peer selectors are
+	// narrowed to it unless they name the namespace or a namespace label
+	// (as Cilium translates a CNP). Empty for
 	// CiliumClusterwideNetworkPolicy rules and plain rules.
 	Namespace string
 	// Labels are Rule.Labels as sorted, unique "source:key=value" strings.
 	Labels []string
 	// Object is the CNP or CCNP the rule came from; nil for a plain rule.
 	Object *ObjectRef
+}
+
+// Clusterwide reports whether the rule comes from a
+// CiliumClusterwideNetworkPolicy: its peer selectors then select only
+// endpoints that have a namespace (as Cilium translates a CCNP).
+func (pr ParsedRule) Clusterwide() bool {
+	return pr.Object != nil && pr.Object.Kind == KindCCNP
 }
 
 // ObjectRef names a CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy.

@@ -439,6 +439,7 @@ func TestParseUnsupportedFields(t *testing.T) {
 		{`"ingress": [{"fromGroups": [{"aws": {}}]}]`, "ingress[0].fromGroups"},
 		{`"ingress": [{"fromNodes": [{}]}]`, "ingress[0].fromNodes"},
 		{`"ingress": [{"authentication": {"mode": "required"}}]`, "ingress[0].authentication"},
+		{`"ingress": [{"auth": {"type": "spire"}}]`, "ingress[0].auth"},
 		{`"ingressDeny": [{"fromRequires": [{}]}]`, "ingressDeny[0].fromRequires"},
 		{`"ingressDeny": [{"fromGroups": [{}]}]`, "ingressDeny[0].fromGroups"},
 		{`"ingressDeny": [{"fromNodes": [{}]}]`, "ingressDeny[0].fromNodes"},
@@ -448,6 +449,7 @@ func TestParseUnsupportedFields(t *testing.T) {
 		{`"egress": [{"toGroups": [{}]}]`, "egress[0].toGroups"},
 		{`"egress": [{"toNodes": [{}]}]`, "egress[0].toNodes"},
 		{`"egress": [{"authentication": {"mode": "required"}}]`, "egress[0].authentication"},
+		{`"egress": [{"auth": {"type": "null"}}]`, "egress[0].auth"},
 		{`"egressDeny": [{"toRequires": [{}]}]`, "egressDeny[0].toRequires"},
 		{`"egressDeny": [{"toServices": [{}]}]`, "egressDeny[0].toServices"},
 		{`"egressDeny": [{"toGroups": [{}]}]`, "egressDeny[0].toGroups"},
@@ -477,6 +479,36 @@ func TestParseUnsupportedFields(t *testing.T) {
 	_, err := api.Parse([]byte(`[{"endpointSelector": {}}, {"endpointSelector": {}, "ingress": [{"toPorts": [{"ports": [{"port": "80"}], "rules": {"http": [{}]}}]}]}]`))
 	if want := "rule 2: ingress[0].toPorts[0].rules: L7 rules (http/dns/kafka) are not supported; Membrane enforces L3/L4 only"; err == nil || err.Error() != want {
 		t.Errorf("got  %v\nwant %s", err, want)
+	}
+}
+
+// Mutual authentication is refused with the same explanation in both of
+// Cilium's spellings: auth (before 1.15) and authentication.
+func TestParseAuthenticationSpellings(t *testing.T) {
+	for field, body := range map[string]string{
+		"authentication": "authentication:\n      mode: required",
+		"auth":           "auth:\n      type: spire",
+	} {
+		t.Run(field, func(t *testing.T) {
+			_, err := api.Parse([]byte(`apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: ssh-with-auth
+spec:
+  endpointSelector:
+    matchLabels:
+      role: bastion
+  egress:
+  - toEndpoints:
+    - matchLabels:
+        role: sshd
+    ` + body + `
+`))
+			want := `CiliumNetworkPolicy "default/ssh-with-auth": spec.egress[0].` + field + `: ` + field + ` (mutual authentication`
+			if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), ") is not supported") || !errors.Is(err, api.ErrUnsupported) {
+				t.Errorf("got  %v\nwant %s...) is not supported", err, want)
+			}
+		})
 	}
 }
 

@@ -122,6 +122,8 @@ type IngressRule struct {
 	FromGroups     Unsupported `json:"fromGroups,omitempty"`
 	FromNodes      Unsupported `json:"fromNodes,omitempty"`
 	Authentication Unsupported `json:"authentication,omitempty"`
+	// Auth is authentication's spelling before Cilium 1.15.
+	Auth Unsupported `json:"auth,omitempty"`
 }
 
 // IngressDenyRule denies traffic into the selected endpoints.
@@ -153,6 +155,8 @@ type EgressRule struct {
 	ToGroups       Unsupported `json:"toGroups,omitempty"`
 	ToNodes        Unsupported `json:"toNodes,omitempty"`
 	Authentication Unsupported `json:"authentication,omitempty"`
+	// Auth is authentication's spelling before Cilium 1.15.
+	Auth Unsupported `json:"auth,omitempty"`
 }
 
 // EgressDenyRule denies traffic out of the selected endpoints.

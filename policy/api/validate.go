@@ -41,6 +41,7 @@ var unsupportedHints = map[string]string{
 	"fromNodes":         "fromNodes is not supported: Membrane has no node registry; use fromEntities host or remote-node",
 	"toNodes":           "toNodes is not supported: Membrane has no node registry; use toEntities host or remote-node",
 	"authentication":    "authentication (mutual authentication) is not supported",
+	"auth":              "auth (mutual authentication; authentication's spelling before Cilium 1.15) is not supported",
 	"terminatingTLS":    "terminatingTLS is not supported: TLS interception needs an L7 proxy; Membrane enforces L3/L4 only",
 	"originatingTLS":    "originatingTLS is not supported: TLS origination needs an L7 proxy; Membrane enforces L3/L4 only",
 	"serverNames":       "serverNames (TLS SNI matching) is not supported; Membrane enforces L3/L4 only",

@@ -22,9 +22,15 @@ type PolicyRule struct {
 	Key      string         `json:"key"`
 	Rule     policyapi.Rule `json:"rule"`
 	Revision uint64         `json:"revision"`
-	// Namespace is set for rules of a CiliumNetworkPolicy: their selectors
-	// only match endpoints of that namespace (as in Cilium).
+	// Namespace is set for rules of a CiliumNetworkPolicy: the rule
+	// applies to endpoints of that namespace only, and its peer selectors
+	// are narrowed to it unless they name the namespace or namespace
+	// labels themselves (as Cilium translates a CNP).
 	Namespace string `json:"namespace,omitempty"`
+	// Clusterwide is set for rules of a CiliumClusterwideNetworkPolicy:
+	// their peer selectors select only endpoints that have a namespace
+	// (as Cilium translates a CCNP). Plain rules have neither.
+	Clusterwide bool `json:"clusterwide,omitempty"`
 	// Labels are the rule's labels as "source:key=value" (for DELETE).
 	Labels []string `json:"labels,omitempty"`
 }
