@@ -30,7 +30,7 @@ import (
 // Cell provides *Registered and registers the CRDs in Kubernetes mode.
 var Cell = cell.Module(
 	"k8s-crds",
-	"cilium.io/v2 CustomResourceDefinitions",
+	"CustomResourceDefinitions of the cilium group",
 	cell.Provide(newRegistered),
 	cell.Invoke(register),
 )
