@@ -13,8 +13,10 @@ PKGS    := ./...
 # reference CNI plugins as the benchmark baseline, iperf3 and sockperf for
 # the datapath benchmark, clang/llvm/libbpf-dev to check the committed BPF
 # object against its sources, podman and containerd (+ runc) for the
-# runtime suites.
-APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd
+# runtime suites, etcd-server for the Kubernetes-mode tests' API server
+# (internal/kubetest runs its own etcd on free loopback ports; the
+# package's system service, if systemd starts it, is left alone).
+APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd etcd-server
 # The containerd CRI suite is a module of its own (test/containerd), so the
 # main module does not carry the CRI API and gRPC.
 CRI_SUITE := test/containerd
@@ -37,7 +39,10 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane-cni ./plugins/membrane-cni
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane ./cmd/membrane
 
-# deps installs the Debian packages that are missing (needs root).
+# deps installs the Debian packages that are missing (needs root), and
+# builds kube-apiserver (module test/kube-apiserver) into a cache outside
+# the repository when it is not there yet: minutes once, then nothing
+# (MEMBRANE_KUBE_BIN_DIR moves the cache; see scripts/kube-apiserver.sh).
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -46,6 +51,7 @@ deps:
 	fi
 	$(GO) mod download
 	cd $(CRI_SUITE) && $(GO) mod download
+	GO=$(GO) ./scripts/kube-apiserver.sh
 
 # check: formatting and vet.
 check:

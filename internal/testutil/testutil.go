@@ -19,7 +19,14 @@ func RequirePrivileged(t testing.TB) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	msg := "needs root (network namespaces, veths, BPF); run the suite as root"
+	SkipOrFail(t, "needs root (network namespaces, veths, BPF); run the suite as root")
+}
+
+// SkipOrFail skips a test that cannot run here for the reason msg (no
+// root, a tool not installed), or fails it when MEMBRANE_REQUIRE_PRIVILEGED=1
+// (set by CI), where the skip would hide a broken suite.
+func SkipOrFail(t testing.TB, msg string) {
+	t.Helper()
 	if os.Getenv("MEMBRANE_REQUIRE_PRIVILEGED") == "1" {
 		t.Fatal(msg + " (MEMBRANE_REQUIRE_PRIVILEGED=1)")
 	}
