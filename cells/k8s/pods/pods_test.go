@@ -20,8 +20,8 @@ func TestPodRowCarriesNamespaceLabelsAndServiceAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"app": "web",
-		"io.cilium.k8s.namespace.labels.team":                        "a",
+		"app":                                 "web",
+		"io.cilium.k8s.namespace.labels.team": "a",
 		"io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name": "prod",
 		"io.cilium.k8s.policy.serviceaccount":                        "web-sa",
 	}
