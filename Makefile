@@ -29,7 +29,7 @@ CNI_CONF         ?= /etc/cni/net.d/05-membrane.conflist
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 DESTDIR          ?=
 
-.PHONY: all build deps test check bpf bpf-check deepcopy deepcopy-check unit bench demo clean install uninstall
+.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check unit bench demo clean install uninstall
 
 all: build
 
@@ -39,10 +39,8 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane-cni ./plugins/membrane-cni
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/membrane ./cmd/membrane
 
-# deps installs the Debian packages that are missing (needs root), and
-# builds kube-apiserver (module test/kube-apiserver) into a cache outside
-# the repository when it is not there yet: minutes once, then nothing
-# (MEMBRANE_KUBE_BIN_DIR moves the cache; see scripts/kube-apiserver.sh).
+# deps installs the Debian packages that are missing (needs root) and
+# downloads the Go modules.
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -51,6 +49,12 @@ deps:
 	fi
 	$(GO) mod download
 	cd $(CRI_SUITE) && $(GO) mod download
+
+# test-deps: deps, and kube-apiserver (module test/kube-apiserver) built
+# into a cache outside the repository when it is not there yet: minutes
+# once, then nothing (MEMBRANE_KUBE_BIN_DIR moves the cache; see
+# scripts/kube-apiserver.sh). Only the tests need it, not the demo.
+test-deps: deps
 	GO=$(GO) ./scripts/kube-apiserver.sh
 
 # check: formatting and vet.
@@ -79,7 +83,7 @@ deepcopy-check: deepcopy
 	if [ -n "$$stale" ]; then echo "$$stale"; echo "k8s/: generated DeepCopy code is stale: run make deepcopy and commit"; exit 1; fi
 
 # test: everything, privileged suites included (run as root).
-test: deps check bpf-check deepcopy-check
+test: test-deps check bpf-check deepcopy-check
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	cd $(CRI_SUITE) && $(GO) test -count=1 -timeout 10m ./...
 
