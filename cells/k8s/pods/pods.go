@@ -147,11 +147,11 @@ func (w *watcher) namespaceChanged(obj any) {
 	if !ok || w.podIndexer == nil {
 		return
 	}
-	var keys []string
-	for _, o := range w.podIndexer.List() {
-		if p := o.(*corev1.Pod); p.Namespace == ns.Name {
-			keys = append(keys, p.Namespace+"/"+p.Name)
-		}
+	// The pod informer indexes its cache by namespace.
+	keys, err := w.podIndexer.IndexKeys(cache.NamespaceIndex, ns.Name)
+	if err != nil {
+		w.log.Warn("Pods of a relabelled namespace not rewritten", "namespace", ns.Name, "error", err)
+		return
 	}
 	w.sync(keys)
 }
