@@ -23,7 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/membrane-net/membrane/cells/k8s/client"
+	"github.com/membrane-net/membrane/k8s/client"
 	"github.com/membrane-net/membrane/install/kubernetes/crds"
 )
 

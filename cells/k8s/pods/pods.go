@@ -38,7 +38,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/membrane-net/membrane/cells/k8s/client"
+	"github.com/membrane-net/membrane/k8s/client"
 	mblabels "github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
