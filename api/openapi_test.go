@@ -255,8 +255,10 @@ var modelSchemas = map[string]struct {
 	"IPAMAllocation":              {reflect.TypeFor[models.IPAMAllocation](), response},
 	// Pod is a PUT body whose namespace and name may come from the path
 	// only, and an answer: only the request rules apply.
-	"Pod":    {reflect.TypeFor[models.Pod](), request},
-	"Status": {reflect.TypeFor[models.Status](), response},
+	"Pod":              {reflect.TypeFor[models.Pod](), request},
+	"Status":           {reflect.TypeFor[models.Status](), response},
+	"KubernetesStatus": {reflect.TypeFor[models.KubernetesStatus](), response},
+	"KubernetesCache":  {reflect.TypeFor[models.KubernetesCache](), response},
 
 	// /v1/policy (PUT's body is a policy document, not a model).
 	"PolicyImportResponse": {reflect.TypeFor[models.PolicyImportResponse](), response},

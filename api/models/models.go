@@ -185,4 +185,31 @@ type Status struct {
 	Endpoints map[string]int    `json:"endpoints"` // by state
 	Modules   map[string]string `json:"modules"`   // health of each cell
 	Message   string            `json:"message,omitempty"`
+	// Kubernetes is the connection to the API server; absent outside
+	// Kubernetes mode.
+	Kubernetes *KubernetesStatus `json:"kubernetes,omitempty"`
+}
+
+// KubernetesStatus is the agent's connection to the Kubernetes API
+// server: whether it answers, and whether each watched resource's cache
+// has synced. An unreachable API server does not make the agent
+// unhealthy: its pods keep connectivity and policy.
+type KubernetesStatus struct {
+	// Server is the API server's address and this node's name.
+	Server    string `json:"server"`
+	Reachable bool   `json:"reachable"`
+	// Since is when Reachable last changed.
+	Since       time.Time         `json:"since,omitzero"`
+	LastError   string            `json:"lastError,omitempty"`
+	LastErrorAt time.Time         `json:"lastErrorAt,omitzero"`
+	Caches      []KubernetesCache `json:"caches,omitempty"`
+}
+
+// KubernetesCache is one watched resource.
+type KubernetesCache struct {
+	Name        string    `json:"name"`
+	Synced      bool      `json:"synced"`
+	Detail      string    `json:"detail,omitempty"`
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 }

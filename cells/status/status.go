@@ -38,6 +38,7 @@ type params struct {
 
 	DB        *statedb.DB
 	Endpoints statedb.Table[*tables.Endpoint]
+	K8s       statedb.Table[*tables.K8sStatus]
 	Health    *health.Registry
 	Flags     Flags `optional:"true"`
 }
@@ -52,7 +53,9 @@ func newRoutes(p params) apiserver.RoutesOut {
 			Endpoints: map[string]int{},
 			Modules:   map[string]string{},
 		}
-		for ep := range p.Endpoints.All(p.DB.ReadTxn()) {
+		txn := p.DB.ReadTxn()
+		s.Kubernetes = kubernetesStatus(txn, p.K8s)
+		for ep := range p.Endpoints.All(txn) {
 			s.Endpoints[string(ep.State)]++
 		}
 		for name, rep := range p.Health.Snapshot() {
@@ -78,4 +81,27 @@ func newRoutes(p params) apiserver.RoutesOut {
 		{Pattern: "GET /v1/healthz", Handler: apiserver.Handle(healthz)},
 		{Pattern: "GET /v1/config", Handler: apiserver.Handle(config)},
 	}}
+}
+
+// kubernetesStatus is the k8s-status table as the API shows it; nil when
+// the agent is not in Kubernetes mode (no api-server row).
+func kubernetesStatus(txn statedb.ReadTxn, table statedb.Table[*tables.K8sStatus]) *models.KubernetesStatus {
+	srv, _, found := table.Get(txn, tables.K8sStatusNameIndex.Query(tables.K8sAPIServer))
+	if !found {
+		return nil
+	}
+	out := &models.KubernetesStatus{
+		Server: srv.Detail, Reachable: srv.OK, Since: srv.Since,
+		LastError: srv.LastError, LastErrorAt: srv.LastErrorAt,
+	}
+	for row := range table.All(txn) {
+		if row.Name == tables.K8sAPIServer {
+			continue
+		}
+		out.Caches = append(out.Caches, models.KubernetesCache{
+			Name: row.Name, Synced: row.OK, Detail: row.Detail,
+			LastError: row.LastError, LastErrorAt: row.LastErrorAt,
+		})
+	}
+	return out
 }

@@ -755,3 +755,47 @@ func TestNormalize(t *testing.T) {
 		"2025-01-02T03:04:02Z   ready                  ok     regenerated ipcache and endpoint map",
 	)
 }
+
+// TestStatusKubernetes renders the Kubernetes connection: an unreachable
+// API server with its last error, one cache synced and one not.
+func TestStatusKubernetes(t *testing.T) {
+	local := time.Local
+	time.Local = time.UTC
+	t.Cleanup(func() { time.Local = local })
+	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	s := &models.Status{
+		Version: "0.1.0", Uptime: "1m", Healthy: true,
+		Endpoints: map[string]int{"ready": 1},
+		Modules:   map[string]string{"k8s-client": "OK: API server unreachable"},
+		Kubernetes: &models.KubernetesStatus{
+			Server: "https://10.0.0.1:6443 (node n1)", Reachable: false, Since: at,
+			LastError: "API server unreachable: connection\nrefused", LastErrorAt: at,
+			Caches: []models.KubernetesCache{
+				{Name: "namespaces", Synced: true, Detail: "every namespace"},
+				{Name: "pods", Synced: false, LastError: "watch failed", LastErrorAt: at},
+			},
+		},
+	}
+	var out strings.Builder
+	if err := printStatus(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out.String(),
+		"Agent:        healthy",
+		"Version:      0.1.0",
+		"Uptime:       1m",
+		"Kubernetes:   https://10.0.0.1:6443 (node n1): UNREACHABLE since 2026-12-04 10:00:00",
+		"Last error:   2026-12-04 10:00:00 API server unreachable: connection refused",
+		"",
+		"KUBERNETES CACHE   SYNCED                  LAST ERROR",
+		"namespaces         yes (every namespace)   -",
+		"pods               no                      2026-12-04 10:00:00 watch failed",
+		"",
+		"CELL         HEALTH",
+		"k8s-client   OK: API server unreachable",
+		"",
+		"ENDPOINT STATE   COUNT",
+		"ready            1",
+		"total            1",
+	)
+}

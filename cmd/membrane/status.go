@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,8 +71,42 @@ func printStatus(w io.Writer, s *models.Status) error {
 	}
 	t.row("Version:", dash(s.Version))
 	t.row("Uptime:", dash(s.Uptime))
+	if k := s.Kubernetes; k != nil {
+		conn := "reachable"
+		if !k.Reachable {
+			conn = "UNREACHABLE"
+		}
+		if !k.Since.IsZero() {
+			conn += " since " + k.Since.Local().Format(time.DateTime)
+		}
+		t.row("Kubernetes:", k.Server+": "+conn)
+		if k.LastError != "" {
+			t.row("Last error:", k.LastErrorAt.Local().Format(time.DateTime)+" "+oneLine(k.LastError))
+		}
+	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	if k := s.Kubernetes; k != nil && len(k.Caches) > 0 {
+		fmt.Fprintln(w)
+		t = newTable(w, "KUBERNETES CACHE", "SYNCED", "LAST ERROR")
+		for _, c := range k.Caches {
+			synced := "no"
+			if c.Synced {
+				synced = "yes"
+				if c.Detail != "" {
+					synced += " (" + c.Detail + ")"
+				}
+			}
+			last := "-"
+			if c.LastError != "" {
+				last = c.LastErrorAt.Local().Format(time.DateTime) + " " + oneLine(c.LastError)
+			}
+			t.row(c.Name, synced, last)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
 	}
 
 	fmt.Fprintln(w)

@@ -3,6 +3,11 @@
 // built from --k8s-kubeconfig or, inside a pod, from the in-cluster
 // service-account config, and the node's name (--node-name). Without
 // either config the clientset is disabled and the mode's cells do nothing.
+//
+// It also keeps the k8s-status table: whether the API server answers
+// (a probe of /readyz every few seconds) and, through Status, whether each
+// watcher of the group has synced its cache and its last error.
+// Try it: membrane status; membrane statedb k8s-status.
 package client
 
 import (
@@ -25,13 +30,15 @@ func (def Config) Flags(fs *pflag.FlagSet) {
 		"Name of this node in the cluster: the agent watches the pods scheduled here (default: $NODE_NAME, then the hostname)")
 }
 
-// Cell provides *k8sclient.Clientset.
+// Cell provides *k8sclient.Clientset and *Status, and probes the API
+// server.
 var Cell = cell.Module(
 	"k8s-client",
 	"Kubernetes API server connection",
 
 	cell.Config(Config{}),
-	cell.Provide(newClientset),
+	cell.Provide(newClientset, newStatus),
+	cell.Invoke(registerProbe),
 )
 
 func newClientset(cfg Config) (*k8sclient.Clientset, error) {

@@ -23,8 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/membrane-net/membrane/k8s/client"
 	"github.com/membrane-net/membrane/install/kubernetes/crds"
+	"github.com/membrane-net/membrane/k8s/client"
 )
 
 // Cell provides *Registered and registers the CRDs in Kubernetes mode.

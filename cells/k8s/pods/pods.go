@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
+	k8scell "github.com/membrane-net/membrane/cells/k8s/client"
 	"github.com/membrane-net/membrane/k8s/client"
 	mblabels "github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -63,19 +64,20 @@ var Cell = cell.Module(
 // failed write left stale converges without an event.
 const resync = 10 * time.Minute
 
-func register(cs *client.Clientset, jobs job.Group, log *slog.Logger, db *statedb.DB, pods statedb.RWTable[*tables.Pod]) {
+func register(cs *client.Clientset, status *k8scell.Status, jobs job.Group, log *slog.Logger, db *statedb.DB, pods statedb.RWTable[*tables.Pod]) {
 	if !cs.IsEnabled() {
 		return
 	}
-	w := &watcher{cs: cs, log: log, db: db, pods: pods}
+	w := &watcher{cs: cs, status: status, log: log, db: db, pods: pods}
 	jobs.Add(job.OneShot("watch-pods", w.run))
 }
 
 type watcher struct {
-	cs   *client.Clientset
-	log  *slog.Logger
-	db   *statedb.DB
-	pods statedb.RWTable[*tables.Pod]
+	cs     *client.Clientset
+	status *k8scell.Status
+	log    *slog.Logger
+	db     *statedb.DB
+	pods   statedb.RWTable[*tables.Pod]
 
 	nsIndexer  cache.Indexer // namespaces, by name
 	podIndexer cache.Indexer // this node's pods, by namespace/name
@@ -108,18 +110,27 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 		return err
 	}
 
+	for name, inf := range map[string]cache.SharedIndexInformer{"namespaces": nsInformer, "pods": podInformer} {
+		if err := inf.SetWatchErrorHandlerWithContext(w.status.WatchErrors(name, w.log)); err != nil {
+			return err
+		}
+		w.status.Cache(name, false, "")
+	}
+
 	health.OK(fmt.Sprintf("waiting for namespaces from %s", w.cs.Server))
 	nsFactory.Start(ctx.Done())
 	defer nsFactory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), nsInformer.HasSynced) {
 		return nil // stopping
 	}
+	w.status.Cache("namespaces", true, "every namespace")
 	health.OK(fmt.Sprintf("waiting for the pods of node %s", w.cs.NodeName))
 	podFactory.Start(ctx.Done())
 	defer podFactory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.HasSynced) {
 		return nil
 	}
+	w.status.Cache("pods", true, "pods of node "+w.cs.NodeName)
 	w.log.Info("Pods and namespaces synced from the API server", "server", w.cs.Server, "node", w.cs.NodeName)
 	health.OK(fmt.Sprintf("synced: pods of node %s, namespaces", w.cs.NodeName))
 	<-ctx.Done()
