@@ -14,6 +14,10 @@
 //     regeneration with 10,000 identities and 1,000 rules and its policy
 //     map size, and the time from PUT /v1/policy to 200 endpoints enforcing
 //     it.
+//   - BenchmarkBinaries: the size of membrane-cni, the CLI and the agent,
+//     and the start time of membrane-cni (CNI VERSION) against ptp,
+//     alternated, and of `membrane --help`: the clients link no
+//     Kubernetes library, and this shows what a start costs.
 //
 // Benchmarks report numbers (b.ReportMetric, and a table printed on
 // standard output before each benchmark's result line); they assert no

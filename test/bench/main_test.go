@@ -19,6 +19,6 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	os.Exit(e2eutil.RunSuite(m, "membrane-bench-bin", func(dir string) {
-		bins = e2eutil.Build(dir, "", e2eutil.AgentBin, e2eutil.PluginBin, e2eutil.CnitoolBin)
+		bins = e2eutil.Build(dir, "", e2eutil.AgentBin, e2eutil.PluginBin, e2eutil.CLIBin, e2eutil.CnitoolBin)
 	}))
 }
