@@ -53,7 +53,7 @@ deps:
 # test-deps: deps, and kube-apiserver (module test/kube-apiserver) built
 # into a cache outside the repository when it is not there yet: minutes
 # once, then nothing (MEMBRANE_KUBE_BIN_DIR moves the cache; see
-# scripts/kube-apiserver.sh). Only the tests need it, not the demo.
+# scripts/kube-apiserver.sh). The tests and benchmarks need it, not the demo.
 test-deps: deps
 	GO=$(GO) ./scripts/kube-apiserver.sh
 
@@ -92,7 +92,7 @@ unit:
 	$(GO) test -short -count=1 $(PKGS)
 	cd $(CRI_SUITE) && $(GO) test -short -count=1 ./...
 
-bench: deps build
+bench: test-deps build
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/...
 	cd $(CRI_SUITE) && $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
 

@@ -212,4 +212,6 @@ type KubernetesCache struct {
 	Detail      string    `json:"detail,omitempty"`
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	// Events counts the watch events received, the initial list included.
+	Events uint64 `json:"events"`
 }

@@ -100,7 +100,7 @@ func kubernetesStatus(txn statedb.ReadTxn, table statedb.Table[*tables.K8sStatus
 		}
 		out.Caches = append(out.Caches, models.KubernetesCache{
 			Name: row.Name, Synced: row.OK, Detail: row.Detail,
-			LastError: row.LastError, LastErrorAt: row.LastErrorAt,
+			LastError: row.LastError, LastErrorAt: row.LastErrorAt, Events: row.Events,
 		})
 	}
 	return out

@@ -771,8 +771,8 @@ func TestStatusKubernetes(t *testing.T) {
 			Server: "https://10.0.0.1:6443 (node n1)", Reachable: false, Since: at,
 			LastError: "API server unreachable: connection\nrefused", LastErrorAt: at,
 			Caches: []models.KubernetesCache{
-				{Name: "namespaces", Synced: true, Detail: "every namespace"},
-				{Name: "pods", Synced: false, LastError: "watch failed", LastErrorAt: at},
+				{Name: "namespaces", Synced: true, Detail: "every namespace", Events: 3},
+				{Name: "pods", Synced: false, LastError: "watch failed", LastErrorAt: at, Events: 0},
 			},
 		},
 	}
@@ -787,9 +787,9 @@ func TestStatusKubernetes(t *testing.T) {
 		"Kubernetes:   https://10.0.0.1:6443 (node n1): UNREACHABLE since 2026-12-04 10:00:00",
 		"Last error:   2026-12-04 10:00:00 API server unreachable: connection refused",
 		"",
-		"KUBERNETES CACHE   SYNCED                  LAST ERROR",
-		"namespaces         yes (every namespace)   -",
-		"pods               no                      2026-12-04 10:00:00 watch failed",
+		"KUBERNETES CACHE   SYNCED                  EVENTS   LAST ERROR",
+		"namespaces         yes (every namespace)   3        -",
+		"pods               no                      0        2026-12-04 10:00:00 watch failed",
 		"",
 		"CELL         HEALTH",
 		"k8s-client   OK: API server unreachable",

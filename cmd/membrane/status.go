@@ -89,7 +89,7 @@ func printStatus(w io.Writer, s *models.Status) error {
 	}
 	if k := s.Kubernetes; k != nil && len(k.Caches) > 0 {
 		fmt.Fprintln(w)
-		t = newTable(w, "KUBERNETES CACHE", "SYNCED", "LAST ERROR")
+		t = newTable(w, "KUBERNETES CACHE", "SYNCED", "EVENTS", "LAST ERROR")
 		for _, c := range k.Caches {
 			synced := "no"
 			if c.Synced {
@@ -102,7 +102,7 @@ func printStatus(w io.Writer, s *models.Status) error {
 			if c.LastError != "" {
 				last = c.LastErrorAt.Local().Format(time.DateTime) + " " + oneLine(c.LastError)
 			}
-			t.row(c.Name, synced, last)
+			t.row(c.Name, synced, strconv.FormatUint(c.Events, 10), last)
 		}
 		if err := t.flush(); err != nil {
 			return err

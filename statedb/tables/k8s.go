@@ -1,6 +1,7 @@
 package tables
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,10 +31,13 @@ type K8sStatus struct {
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 	// Since is when OK last changed.
 	Since time.Time `json:"since,omitzero"`
+	// Events counts the watch events the agent received for the resource
+	// (the initial list included): what the cluster costs this agent.
+	Events uint64 `json:"events,omitempty"`
 }
 
 func (s *K8sStatus) TableHeader() []string {
-	return []string{"Name", "OK", "Detail", "LastError", "Since"}
+	return []string{"Name", "OK", "Detail", "Events", "LastError", "Since"}
 }
 
 func (s *K8sStatus) TableRow() []string {
@@ -45,7 +49,7 @@ func (s *K8sStatus) TableRow() []string {
 	if last != "" {
 		last = s.LastErrorAt.UTC().Format(time.RFC3339) + " " + strings.ReplaceAll(last, "\n", " ")
 	}
-	return []string{s.Name, ok, s.Detail, last, s.Since.UTC().Format(time.RFC3339)}
+	return []string{s.Name, ok, s.Detail, strconv.FormatUint(s.Events, 10), last, s.Since.UTC().Format(time.RFC3339)}
 }
 
 // K8sStatusNameIndex is the primary index: the name.

@@ -14,6 +14,11 @@
 //     regeneration with 10,000 identities and 1,000 rules and its policy
 //     map size, and the time from PUT /v1/policy to 200 endpoints enforcing
 //     it.
+//   - BenchmarkCNIAddKubernetes: `cnitool add` p50/p99 in Kubernetes mode
+//     (a real kube-apiserver) for pods whose identity exists and pods that
+//     need a new one, against the same pods on a local-mode agent and
+//     against ptp, alternated; then the API server writes the agent makes
+//     per pod lifecycle and the watch events it receives per pod start.
 //   - BenchmarkBinaries: the size of membrane-cni, the CLI and the agent,
 //     and the start time of membrane-cni (CNI VERSION) against ptp,
 //     alternated, and of `membrane --help`: the clients link no

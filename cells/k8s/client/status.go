@@ -71,6 +71,11 @@ func (s *Status) Cache(resource string, synced bool, detail string) {
 	s.set(resource, synced, detail, nil)
 }
 
+// Event counts one watch event (add, update or delete) of a resource.
+func (s *Status) Event(resource string) {
+	s.update(resource, func(row *tables.K8sStatus) { row.Events++ })
+}
+
 // WatchErrors is an informer's watch error handler that records the
 // failure in the resource's row (the informer retries by itself) and logs
 // it like client-go's default handler does.

@@ -96,16 +96,16 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 	w.podIndexer = podInformer.GetIndexer()
 
 	if _, err := nsInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { w.namespaceChanged(obj) },
-		UpdateFunc: func(_, obj any) { w.namespaceChanged(obj) },
-		DeleteFunc: func(obj any) { w.namespaceChanged(obj) },
+		AddFunc:    func(obj any) { w.status.Event("namespaces"); w.namespaceChanged(obj) },
+		UpdateFunc: func(_, obj any) { w.status.Event("namespaces"); w.namespaceChanged(obj) },
+		DeleteFunc: func(obj any) { w.status.Event("namespaces"); w.namespaceChanged(obj) },
 	}); err != nil {
 		return err
 	}
 	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { w.podChanged(obj) },
-		UpdateFunc: func(_, obj any) { w.podChanged(obj) },
-		DeleteFunc: func(obj any) { w.podChanged(obj) },
+		AddFunc:    func(obj any) { w.status.Event("pods"); w.podChanged(obj) },
+		UpdateFunc: func(_, obj any) { w.status.Event("pods"); w.podChanged(obj) },
+		DeleteFunc: func(obj any) { w.status.Event("pods"); w.podChanged(obj) },
 	}); err != nil {
 		return err
 	}
