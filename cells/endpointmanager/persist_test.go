@@ -78,9 +78,10 @@ func TestAcknowledgedEndpointsAreOnDisk(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// A second agent on the same state dir, the first never stopped (as
-	// after a kill), restores what was acknowledged.
-	m2, _ := startManager(t, state)
+	// A second agent on what the first left on disk, the first never
+	// stopped (as after a kill), restores what was acknowledged. (A copy:
+	// the first still holds its state dir's lock, as a live agent would.)
+	m2, _ := startManager(t, celltest.CopyStateDir(t, state))
 	txn := m2.db.ReadTxn()
 	if _, _, ok := m2.endpoints.Get(txn, tables.EndpointIDIndex.Query(a.ID)); ok {
 		t.Errorf("deleted endpoint %d restored", a.ID)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/membrane-net/membrane/bpf"
 	"github.com/membrane-net/membrane/datapath/maps"
+	"github.com/membrane-net/membrane/internal/dirlock"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -71,9 +72,15 @@ func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, er
 		return nil, fmt.Errorf("--datapath-mode=%q: want auto, tcx or tc", cfg.DatapathMode)
 	}
 	dp := &Datapath{}
+	var rootLock *dirlock.Lock
 	lc.Append(cell.Hook{
 		OnStart: func(cell.HookContext) error {
 			if err := ensureBPFFS(cfg.BPFRoot); err != nil {
+				return err
+			}
+			// Two agents on one root would fight over the same pinned maps.
+			var err error
+			if rootLock, err = dirlock.Acquire(cfg.BPFRoot, "--bpf-root"); err != nil {
 				return err
 			}
 			spec, err := bpf.Spec()
@@ -110,7 +117,7 @@ func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, er
 			if dp.Maps != nil {
 				dp.Maps.close()
 			}
-			return nil
+			return rootLock.Unlock()
 		},
 	})
 	return dp, nil

@@ -94,6 +94,8 @@ func TestAPIPodsSurviveRestart(t *testing.T) {
 	if _, err := src.Upsert(&models.Pod{Namespace: "default", Name: "Bad Name"}, SourceAPI); err == nil {
 		t.Fatal("invalid pod name accepted")
 	}
-	_, db, pods := startSource(t, "", state)
+	// The first never stopped, as after a kill: a second on what it left
+	// on disk (a copy: the first holds its state dir's lock).
+	_, db, pods := startSource(t, "", celltest.CopyStateDir(t, state))
 	waitPods(t, db, pods, map[string]string{"default/web": "web"})
 }

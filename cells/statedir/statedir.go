@@ -3,6 +3,11 @@
 // restart (identities, IPAM allocations, endpoints). Files are written
 // atomically (temporary file, fsync, rename), so a crash leaves either the
 // old or the new content, never a torn file.
+//
+// The agent holds the directory exclusively while it runs
+// (internal/dirlock): a second agent given the same --state-dir refuses
+// to start, naming the first one's PID, instead of handing out the same
+// IPs and overwriting its files.
 package statedir
 
 import (
@@ -17,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/internal/atomicfile"
+	"github.com/membrane-net/membrane/internal/dirlock"
 )
 
 // Config of the state directory.
@@ -45,10 +51,18 @@ func newDir(lc cell.Lifecycle, c Config) (Dir, error) {
 		return Dir{}, errors.New("--state-dir must not be empty")
 	}
 	d := Dir{path: c.StateDir}
-	lc.Append(cell.Hook{OnStart: func(cell.HookContext) error {
-		_, err := Open(c.StateDir)
-		return err
-	}})
+	var lock *dirlock.Lock
+	lc.Append(cell.Hook{
+		OnStart: func(cell.HookContext) error {
+			if _, err := Open(c.StateDir); err != nil {
+				return err
+			}
+			var err error
+			lock, err = dirlock.Acquire(c.StateDir, "--state-dir")
+			return err
+		},
+		OnStop: func(cell.HookContext) error { return lock.Unlock() },
+	})
 	return d, nil
 }
 

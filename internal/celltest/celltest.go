@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -205,4 +206,16 @@ func HoldInitialization[T any](db *statedb.DB, tbl statedb.RWTable[T], name stri
 		complete(wtxn)
 		wtxn.Commit()
 	}
+}
+
+// CopyStateDir copies a state directory to a new temporary one, for a
+// test that starts a second hive on what a first one, never stopped (as
+// after a kill), left on disk: the first still holds the original's lock.
+func CopyStateDir(t testing.TB, dir string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "state")
+	if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
+		t.Fatalf("copy state dir: %v", err)
+	}
+	return dst
 }
