@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/spf13/pflag"
+	"golang.org/x/net/netutil"
 )
 
 // Config of the API server.
@@ -119,13 +120,18 @@ func newServer(p params) (*Server, error) {
 	}))
 	sort.Strings(s.Patterns)
 
-	srv := &http.Server{Handler: logRequests(p.Log, mux), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           logRequests(p.Log, readBodyFirst(mux)),
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idleTimeout,
+	}
 	p.Lifecycle.Append(cell.Hook{
 		OnStart: func(cell.HookContext) error {
 			ln, err := listen(p.Config.Socket)
 			if err != nil {
 				return err
 			}
+			ln = netutil.LimitListener(ln, maxConns)
 			p.Log.Info("API listening", "socket", p.Config.Socket)
 			go func() {
 				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -202,3 +208,7 @@ func (w *statusWriter) Flush() {
 		f.Flush()
 	}
 }
+
+// Unwrap lets http.ResponseController reach the connection (read
+// deadlines for the body, see readBodyFirst).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
