@@ -17,6 +17,9 @@ import (
 const (
 	KindCNP  = "CiliumNetworkPolicy"
 	KindCCNP = "CiliumClusterwideNetworkPolicy"
+	// KindNP is Kubernetes' own NetworkPolicy (apiVersion
+	// networking.k8s.io/v1), translated into a rule (netpol.go).
+	KindNP = "NetworkPolicy"
 
 	// APIVersion is the only apiVersion of CNP/CCNP objects.
 	APIVersion = "cilium.io/v2"
@@ -261,7 +264,7 @@ func (p *parser) object(m map[string]any, loc, defaultKind string) {
 	switch kind {
 	case KindCNP, KindCCNP:
 		p.policyObject(m, kind, loc)
-	case "List", KindCNP + "List", KindCCNP + "List":
+	case "List", KindCNP + "List", KindCCNP + "List", KindNP + "List":
 		p.checkKeys(m, loc, "", "apiVersion", "kind", "metadata", "items")
 		items, ok := m["items"].([]any)
 		if !ok && m["items"] != nil {
@@ -278,12 +281,12 @@ func (p *parser) object(m map[string]any, loc, defaultKind string) {
 			}
 			p.object(im, iloc, itemKind)
 		}
-	case "NetworkPolicy":
-		p.ps.add(loc, "kind", unsupported("a Kubernetes NetworkPolicy is not supported; write it as a CiliumNetworkPolicy"))
+	case KindNP:
+		p.networkPolicy(m, loc)
 	case "":
-		p.ps.addf(loc, "kind", "required: %s, %s or List", KindCNP, KindCCNP)
+		p.ps.addf(loc, "kind", "required: %s, %s, %s or List", KindCNP, KindCCNP, KindNP)
 	default:
-		p.ps.addf(loc, "kind", "%q is not a policy: want %s, %s or a List of them", kind, KindCNP, KindCCNP)
+		p.ps.addf(loc, "kind", "%q is not a policy: want %s, %s, %s or a List of them", kind, KindCNP, KindCCNP, KindNP)
 	}
 }
 
@@ -306,48 +309,10 @@ func (p *parser) policyObject(m map[string]any, kind, loc string) {
 	if av, ok := m["apiVersion"]; ok && av != APIVersion {
 		p.ps.addf(loc, "apiVersion", "%s is not supported for %s (want %s)", describe(av), kind, APIVersion)
 	}
-
-	obj := ObjectRef{Kind: kind}
-	meta, ok := m["metadata"].(map[string]any)
+	obj, uid, at, ok := p.objectMeta(m, kind, loc)
 	if !ok {
-		p.ps.addf(atJoin(loc, kind), "metadata", "required, with a name")
 		return
 	}
-	p.checkKeys(meta, loc, "metadata", objectMetaFields...)
-	obj.Name, _ = meta["name"].(string)
-	ns, nsGiven := meta["namespace"]
-	obj.Namespace, _ = ns.(string)
-	uid, _ := meta["uid"].(string)
-	switch {
-	case obj.Name == "":
-		p.ps.addf(atJoin(loc, kind), "metadata.name", "required")
-		return
-	case len(obj.Name) > 253 || !dnsSubdomainRe.MatchString(obj.Name):
-		p.ps.addf(atJoin(loc, kind), "metadata.name", "%q is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)", obj.Name)
-		return
-	}
-	switch {
-	case kind == KindCCNP && nsGiven && ns != nil && ns != "":
-		p.ps.addf(atJoin(loc, obj.String()), "metadata.namespace", "a %s is cluster-wide and has no namespace", KindCCNP)
-		return
-	case kind == KindCNP && obj.Namespace == "":
-		if nsGiven && ns != nil && ns != "" {
-			p.ps.addf(atJoin(loc, kind), "metadata.namespace", "must be a string, not %s", describe(ns))
-			return
-		}
-		obj.Namespace = DefaultNamespace
-	case kind == KindCNP && (len(obj.Namespace) > 63 || !dnsLabelRe.MatchString(obj.Namespace)):
-		p.ps.addf(atJoin(loc, kind), "metadata.namespace", "%q is not a valid namespace (lowercase letters, digits and '-', at most 63)", obj.Namespace)
-		return
-	}
-
-	// Once named, the object's name locates it better than its position.
-	at := atJoin(p.doc, obj.String())
-	if p.seen[obj] {
-		p.ps.addf(at, "", "appears more than once in the document")
-		return
-	}
-	p.seen[obj] = true
 
 	derived := obj.derivedLabels(uid)
 	spec, specs := m["spec"], m["specs"]
@@ -374,6 +339,56 @@ func (p *parser) policyObject(m map[string]any, kind, loc string) {
 	default:
 		p.ps.addf(at, "specs", "must be a list of rules, not %s", describe(specs))
 	}
+}
+
+// objectMeta reads an object's metadata: its reference (a namespaced
+// kind without a namespace gets DefaultNamespace), its uid, and where
+// messages about it point from now on. ok is false, and the problem
+// recorded, when the object cannot be named or appeared before.
+func (p *parser) objectMeta(m map[string]any, kind, loc string) (obj ObjectRef, uid, at string, ok bool) {
+	obj = ObjectRef{Kind: kind}
+	meta, isMap := m["metadata"].(map[string]any)
+	if !isMap {
+		p.ps.addf(atJoin(loc, kind), "metadata", "required, with a name")
+		return obj, "", "", false
+	}
+	p.checkKeys(meta, loc, "metadata", objectMetaFields...)
+	obj.Name, _ = meta["name"].(string)
+	ns, nsGiven := meta["namespace"]
+	obj.Namespace, _ = ns.(string)
+	uid, _ = meta["uid"].(string)
+	switch {
+	case obj.Name == "":
+		p.ps.addf(atJoin(loc, kind), "metadata.name", "required")
+		return obj, "", "", false
+	case len(obj.Name) > 253 || !dnsSubdomainRe.MatchString(obj.Name):
+		p.ps.addf(atJoin(loc, kind), "metadata.name", "%q is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)", obj.Name)
+		return obj, "", "", false
+	}
+	switch {
+	case kind == KindCCNP && nsGiven && ns != nil && ns != "":
+		p.ps.addf(atJoin(loc, obj.String()), "metadata.namespace", "a %s is cluster-wide and has no namespace", KindCCNP)
+		return obj, "", "", false
+	case kind == KindCCNP:
+	case obj.Namespace == "":
+		if nsGiven && ns != nil && ns != "" {
+			p.ps.addf(atJoin(loc, kind), "metadata.namespace", "must be a string, not %s", describe(ns))
+			return obj, "", "", false
+		}
+		obj.Namespace = DefaultNamespace
+	case len(obj.Namespace) > 63 || !dnsLabelRe.MatchString(obj.Namespace):
+		p.ps.addf(atJoin(loc, kind), "metadata.namespace", "%q is not a valid namespace (lowercase letters, digits and '-', at most 63)", obj.Namespace)
+		return obj, "", "", false
+	}
+
+	// Once named, the object's name locates it better than its position.
+	at = atJoin(p.doc, obj.String())
+	if p.seen[obj] {
+		p.ps.addf(at, "", "appears more than once in the document")
+		return obj, "", "", false
+	}
+	p.seen[obj] = true
+	return obj, uid, at, true
 }
 
 // checkKeys reports keys of m outside known.
