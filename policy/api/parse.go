@@ -33,17 +33,19 @@ const (
 // about it.
 type ParsedRule struct {
 	// Rule is the validated rule in canonical form (see Parse). Its Labels
-	// include those derived from a CNP/CCNP's metadata.
+	// include those derived from a CNP/CCNP/NetworkPolicy's metadata.
 	Rule Rule
-	// Namespace is a CiliumNetworkPolicy's namespace: the rule applies
-	// only to endpoints of that namespace, and its peer selectors are
-	// narrowed to it unless they name the namespace or a namespace label
-	// (as Cilium translates a CNP). Empty for
+	// Namespace is a CiliumNetworkPolicy's (or NetworkPolicy's)
+	// namespace: the rule applies only to endpoints of that namespace, and
+	// its peer selectors are narrowed to it unless they name the namespace
+	// or a namespace label (as Cilium translates a CNP; a NetworkPolicy's
+	// translation names the namespace itself). Empty for
 	// CiliumClusterwideNetworkPolicy rules and plain rules.
 	Namespace string
 	// Labels are Rule.Labels as sorted, unique "source:key=value" strings.
 	Labels []string
-	// Object is the CNP or CCNP the rule came from; nil for a plain rule.
+	// Object is the CNP, CCNP or NetworkPolicy the rule came from; nil
+	// for a plain rule.
 	Object *ObjectRef
 }
 
@@ -54,9 +56,10 @@ func (pr ParsedRule) Clusterwide() bool {
 	return pr.Object != nil && pr.Object.Kind == KindCCNP
 }
 
-// ObjectRef names a CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy.
+// ObjectRef names a CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy
+// or NetworkPolicy.
 type ObjectRef struct {
-	Kind      string // KindCNP or KindCCNP
+	Kind      string // KindCNP, KindCCNP or KindNP
 	Namespace string // empty for a CCNP
 	Name      string
 }
@@ -112,6 +115,9 @@ func (o ObjectRef) derivedLabels(uid string) []RuleLabel {
 //     k8s:io.cilium.k8s.policy.name=NAME,
 //     k8s:io.cilium.k8s.policy.namespace=NS);
 //   - a CiliumClusterwideNetworkPolicy, the same without a namespace;
+//   - a Kubernetes NetworkPolicy (apiVersion networking.k8s.io/v1),
+//     translated into one rule of its namespace with the upstream
+//     semantics and derived-from=NetworkPolicy (netpol.go);
 //   - a list of such objects: kind List (or CiliumNetworkPolicyList, ...),
 //     a JSON list, or a YAML stream of documents separated by "---".
 //
@@ -250,7 +256,7 @@ func (p *parser) document(v any, at string) {
 		}
 		p.rule(v, atJoin(at, "rule 1"), "", nil, "")
 	default:
-		p.ps.addf(at, "", "a policy document is a rule, a list of rules or a %s object, not %s", KindCNP, describe(v))
+		p.ps.addf(at, "", "a policy document is a rule, a list of rules or a policy object (%s, %s, %s), not %s", KindCNP, KindCCNP, KindNP, describe(v))
 	}
 }
 

@@ -306,7 +306,7 @@ func TestParseRejections(t *testing.T) {
 
 		// Documents and objects.
 		{"empty document", "# nothing\n---\n", `the document holds no rules`, false},
-		{"not a rule", `"hello"`, `a policy document is a rule, a list of rules or a CiliumNetworkPolicy object`, false},
+		{"not a rule", `"hello"`, `a policy document is a rule, a list of rules or a policy object (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy), not the string "hello"`, false},
 		{"CNP without name", `{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {}, "spec": {"endpointSelector": {}}}`,
 			`CiliumNetworkPolicy: metadata.name: required`, false},
 		{"CNP without rules", `{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "x"}}`,
