@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/api/models"
+	policyapi "github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -63,10 +64,12 @@ func scriptCmds(engine func() *testEngine) map[string]script.Cmd {
 		"policy/rules": script.Command(
 			script.CmdUsage{
 				Summary: "write the policy-rules table as the repository would",
-				Args:    "insert FILE.json | delete KEY... | restored",
+				Args:    "insert FILE.json | import REVISION FILE | delete KEY... | restored",
 				Detail: []string{
 					"insert: FILE holds a JSON list of rows: {key, revision, namespace, rule} with the",
-					"rule in Cilium's format. restored: the repository has restored its rules.",
+					"rule in Cilium's format. import: FILE is a policy document as PUT /v1/policy takes",
+					"it (rules, CNP, CCNP, NetworkPolicy), parsed as the repository parses it into rows",
+					"REVISION/0, REVISION/1, ... restored: the repository has restored its rules.",
 				},
 			},
 			func(s *script.State, args ...string) (script.WaitFunc, error) {
@@ -91,6 +94,29 @@ func scriptCmds(engine func() *testEngine) map[string]script.Cmd {
 							if _, _, err := e.rules.Insert(wtxn, r); err != nil {
 								return nil, err
 							}
+						}
+					}
+				case "import":
+					if len(args) != 3 {
+						return nil, script.ErrUsage
+					}
+					rev, err := strconv.ParseUint(args[1], 10, 64)
+					if err != nil {
+						return nil, err
+					}
+					data, err := os.ReadFile(s.Path(args[2]))
+					if err != nil {
+						return nil, err
+					}
+					parsed, err := policyapi.Parse(data)
+					if err != nil {
+						return nil, fmt.Errorf("%s: %w", args[2], err)
+					}
+					for i, pr := range parsed {
+						row := &tables.PolicyRule{Key: fmt.Sprintf("%d/%d", rev, i), Revision: rev, Rule: pr.Rule,
+							Namespace: pr.Namespace, Clusterwide: pr.Clusterwide(), Labels: pr.Labels}
+						if _, _, err := e.rules.Insert(wtxn, row); err != nil {
+							return nil, err
 						}
 					}
 				case "delete":

@@ -20,8 +20,8 @@ import (
 func (a *app) policyCommand() *cobra.Command {
 	return groupCommand("policy", "Import, show, delete and trace network policy",
 		`Policy is written in Cilium's rule format (JSON or YAML: a list of rules, or
-CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy objects) against labels,
-and enforced in the datapath against the identities of those labels. Every
+CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy objects) or as Kubernetes
+NetworkPolicy objects (translated into rules), against labels, and enforced in the datapath against the identities of those labels. Every
 import or delete bumps the policy revision; endpoints report the revision
 their datapath enforces (membrane endpoint list).
 
@@ -47,9 +47,12 @@ func (a *app) policyImportCommand() *cobra.Command {
 its rules to the repository and answers with the new policy revision. The
 agent refuses the whole file (nothing is imported) if any rule is invalid or
 uses a field Membrane does not support, naming the rule and the field.
-"-" reads stdin. A rule's labels are what "membrane policy delete" selects it by.`,
+"-" reads stdin. A rule's labels are what "membrane policy delete" selects it by.
+Importing an object (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,
+NetworkPolicy) again replaces the rules of its previous import.`,
 		Example: `  membrane policy import -f web-allow.yaml
   kubectl get cnp -A -o yaml | membrane policy import -f -
+  kubectl get networkpolicies -A -o yaml | membrane policy import -f -
 
   # web-allow.yaml: pods labelled app=web accept port 80 from app=frontend.
   apiVersion: cilium.io/v2
@@ -182,6 +185,9 @@ went and the new policy revision. Endpoints the rules selected are
 regenerated without them. Deleting nothing is an error (HTTP 404).`,
 		Example: `  # The rules of CiliumNetworkPolicy web-allow.
   membrane policy delete k8s:io.cilium.k8s.policy.name=web-allow
+  # The rule of NetworkPolicy prod/deny-all.
+  membrane policy delete k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy \
+      k8s:io.cilium.k8s.policy.namespace=prod k8s:io.cilium.k8s.policy.name=deny-all
   membrane policy delete --all`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {

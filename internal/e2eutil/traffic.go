@@ -18,8 +18,9 @@ import (
 // Traffic comes from the suite's test binary itself, re-executed inside a
 // pod's network namespace with ToolEnv naming the role: a server that
 // answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
-// a UDP client ("udp ADDR") and a TCP client that connects again and again
-// until interrupted ("tcp-loop ADDR"). Every client gives up after a
+// a UDP client ("udp ADDR"), a TCP client that connects again and again
+// until interrupted ("tcp-loop ADDR") and a prober that tries many
+// addresses at once ("probe tcp|udp ADDR..."). Every client gives up after a
 // second; servers live until the test ends.
 
 // ToolEnv names the tool the test binary runs as. A suite's TestMain
@@ -38,6 +39,8 @@ func RunTool(tool string, args []string) int {
 		err = udpClient(args)
 	case "tcp-loop":
 		err = tcpLoop(args)
+	case "probe":
+		err = probe(args)
 	default:
 		err = fmt.Errorf("unknown tool %q", tool)
 	}
@@ -145,6 +148,31 @@ func tcpLoop(args []string) error {
 	}
 }
 
+// probe tries args[1:] in parallel with the TCP (args[0] "tcp") or UDP
+// client and prints one line per address: "ADDR ok" or "ADDR fail".
+func probe(args []string) error {
+	if len(args) < 1 || (args[0] != "tcp" && args[0] != "udp") {
+		return fmt.Errorf("usage: probe tcp|udp ADDR...")
+	}
+	client := tcpClient
+	if args[0] == "udp" {
+		client = udpClient
+	}
+	results := make([]string, len(args)-1)
+	var wg sync.WaitGroup
+	for i, addr := range args[1:] {
+		wg.Go(func() {
+			results[i] = addr + " ok"
+			if client([]string{addr}) != nil {
+				results[i] = addr + " fail"
+			}
+		})
+	}
+	wg.Wait()
+	fmt.Println(strings.Join(results, "\n"))
+	return nil
+}
+
 // udpClient sends a datagram to args[0] and waits for its echo.
 func udpClient(args []string) error {
 	c, err := net.DialTimeout("udp", args[0], time.Second)
@@ -249,6 +277,24 @@ func (ns Netns) CanTCPFrom(src, addr string) bool {
 // echo.
 func (ns Netns) CanUDP(addr string) bool {
 	return ns.Tool(context.Background(), "udp", addr).Run() == nil
+}
+
+// Probe tries every address ("ip:port") from the namespace at once, over
+// proto ("tcp" or "udp"), and reports which answered.
+func (ns Netns) Probe(proto string, addrs []string) (map[string]bool, error) {
+	out, err := ns.Tool(context.Background(), "probe", append([]string{proto}, addrs...)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("probe from %s: %w", ns.Name, err)
+	}
+	got := map[string]bool{}
+	for line := range strings.Lines(string(out)) {
+		addr, verdict, _ := strings.Cut(strings.TrimSpace(line), " ")
+		got[addr] = verdict == "ok"
+	}
+	if len(got) != len(addrs) {
+		return nil, fmt.Errorf("probe from %s: %d answers for %d addresses: %s", ns.Name, len(got), len(addrs), out)
+	}
+	return got, nil
 }
 
 // CanPing reports whether the namespace gets an ICMP echo reply from ip

@@ -90,3 +90,57 @@ func portRules(r *api.Rule) []api.PortRule {
 	}
 	return out
 }
+
+// FuzzNetworkPolicy: the NetworkPolicy translation never panics, and what
+// it accepts is one valid rule of the policy's namespace, owned by the
+// object, that parses again as a plain rule to the same rule. The input is
+// the object's spec (JSON or YAML flow style).
+//
+//	go test ./policy/api -run '^$' -fuzz FuzzNetworkPolicy -fuzztime 60s
+func FuzzNetworkPolicy(f *testing.F) {
+	seeds := []string{
+		`{}`,
+		`{"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}`,
+		`{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}`,
+		`{"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["x"]}]}, "podSelector": {}}]}]}`,
+		`{"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}], "ports": [{"port": 80, "endPort": 90, "protocol": "UDP"}]}]}`,
+		`{"podSelector": {}, "ingress": [{"ports": [{"port": "http"}, {"protocol": "SCTP"}]}], "egress": [{}]}`,
+		`{"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}], "policyTypes": ["Egress"]}`,
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, spec []byte) {
+		doc := append([]byte(`{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "x"}, "spec": `), spec...)
+		doc = append(doc, '}')
+		rules, err := api.Parse(doc)
+		if err != nil {
+			if rules != nil || err.Error() == "" {
+				t.Fatalf("rules %v with error %q", rules, err)
+			}
+			return
+		}
+		if len(rules) != 1 {
+			t.Fatalf("%d rules, want 1", len(rules))
+		}
+		pr := rules[0]
+		if pr.Namespace != "x" || pr.Object == nil || pr.Object.Kind != api.KindNP || !pr.Object.Owns(pr.Labels) {
+			t.Fatalf("rule of namespace %q, object %v, labels %v", pr.Namespace, pr.Object, pr.Labels)
+		}
+		if err := pr.Rule.Validate(); err != nil {
+			t.Fatalf("accepted rule does not validate: %v", err)
+		}
+		if len(pr.Rule.Ingress)+len(pr.Rule.Egress) == 0 {
+			t.Fatal("a NetworkPolicy isolates at least one direction")
+		}
+		first, _ := json.Marshal(pr.Rule)
+		again, err := api.Parse(first)
+		if err != nil {
+			t.Fatalf("the rule does not parse again: %v\n%s", err, first)
+		}
+		second, _ := json.Marshal(again[0].Rule)
+		if !bytes.Equal(first, second) {
+			t.Fatalf("not a fixed point:\n%s\n%s", first, second)
+		}
+	})
+}

@@ -17,6 +17,9 @@ import (
 const (
 	KindCNP  = "CiliumNetworkPolicy"
 	KindCCNP = "CiliumClusterwideNetworkPolicy"
+	// KindNP is Kubernetes' own NetworkPolicy (apiVersion
+	// networking.k8s.io/v1), translated into a rule (netpol.go).
+	KindNP = "NetworkPolicy"
 
 	// APIVersion is the only apiVersion of CNP/CCNP objects.
 	APIVersion = "cilium.io/v2"
@@ -30,17 +33,19 @@ const (
 // about it.
 type ParsedRule struct {
 	// Rule is the validated rule in canonical form (see Parse). Its Labels
-	// include those derived from a CNP/CCNP's metadata.
+	// include those derived from a CNP/CCNP/NetworkPolicy's metadata.
 	Rule Rule
-	// Namespace is a CiliumNetworkPolicy's namespace: the rule applies
-	// only to endpoints of that namespace, and its peer selectors are
-	// narrowed to it unless they name the namespace or a namespace label
-	// (as Cilium translates a CNP). Empty for
+	// Namespace is a CiliumNetworkPolicy's (or NetworkPolicy's)
+	// namespace: the rule applies only to endpoints of that namespace, and
+	// its peer selectors are narrowed to it unless they name the namespace
+	// or a namespace label (as Cilium translates a CNP; a NetworkPolicy's
+	// translation names the namespace itself). Empty for
 	// CiliumClusterwideNetworkPolicy rules and plain rules.
 	Namespace string
 	// Labels are Rule.Labels as sorted, unique "source:key=value" strings.
 	Labels []string
-	// Object is the CNP or CCNP the rule came from; nil for a plain rule.
+	// Object is the CNP, CCNP or NetworkPolicy the rule came from; nil
+	// for a plain rule.
 	Object *ObjectRef
 }
 
@@ -51,9 +56,10 @@ func (pr ParsedRule) Clusterwide() bool {
 	return pr.Object != nil && pr.Object.Kind == KindCCNP
 }
 
-// ObjectRef names a CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy.
+// ObjectRef names a CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy
+// or NetworkPolicy.
 type ObjectRef struct {
-	Kind      string // KindCNP or KindCCNP
+	Kind      string // KindCNP, KindCCNP or KindNP
 	Namespace string // empty for a CCNP
 	Name      string
 }
@@ -109,6 +115,9 @@ func (o ObjectRef) derivedLabels(uid string) []RuleLabel {
 //     k8s:io.cilium.k8s.policy.name=NAME,
 //     k8s:io.cilium.k8s.policy.namespace=NS);
 //   - a CiliumClusterwideNetworkPolicy, the same without a namespace;
+//   - a Kubernetes NetworkPolicy (apiVersion networking.k8s.io/v1),
+//     translated into one rule of its namespace with the upstream
+//     semantics and derived-from=NetworkPolicy (netpol.go);
 //   - a list of such objects: kind List (or CiliumNetworkPolicyList, ...),
 //     a JSON list, or a YAML stream of documents separated by "---".
 //
@@ -247,7 +256,7 @@ func (p *parser) document(v any, at string) {
 		}
 		p.rule(v, atJoin(at, "rule 1"), "", nil, "")
 	default:
-		p.ps.addf(at, "", "a policy document is a rule, a list of rules or a %s object, not %s", KindCNP, describe(v))
+		p.ps.addf(at, "", "a policy document is a rule, a list of rules or a policy object (%s, %s, %s), not %s", KindCNP, KindCCNP, KindNP, describe(v))
 	}
 }
 
@@ -261,7 +270,7 @@ func (p *parser) object(m map[string]any, loc, defaultKind string) {
 	switch kind {
 	case KindCNP, KindCCNP:
 		p.policyObject(m, kind, loc)
-	case "List", KindCNP + "List", KindCCNP + "List":
+	case "List", KindCNP + "List", KindCCNP + "List", KindNP + "List":
 		p.checkKeys(m, loc, "", "apiVersion", "kind", "metadata", "items")
 		items, ok := m["items"].([]any)
 		if !ok && m["items"] != nil {
@@ -278,12 +287,12 @@ func (p *parser) object(m map[string]any, loc, defaultKind string) {
 			}
 			p.object(im, iloc, itemKind)
 		}
-	case "NetworkPolicy":
-		p.ps.add(loc, "kind", unsupported("a Kubernetes NetworkPolicy is not supported; write it as a CiliumNetworkPolicy"))
+	case KindNP:
+		p.networkPolicy(m, loc)
 	case "":
-		p.ps.addf(loc, "kind", "required: %s, %s or List", KindCNP, KindCCNP)
+		p.ps.addf(loc, "kind", "required: %s, %s, %s or List", KindCNP, KindCCNP, KindNP)
 	default:
-		p.ps.addf(loc, "kind", "%q is not a policy: want %s, %s or a List of them", kind, KindCNP, KindCCNP)
+		p.ps.addf(loc, "kind", "%q is not a policy: want %s, %s, %s or a List of them", kind, KindCNP, KindCCNP, KindNP)
 	}
 }
 
@@ -306,48 +315,10 @@ func (p *parser) policyObject(m map[string]any, kind, loc string) {
 	if av, ok := m["apiVersion"]; ok && av != APIVersion {
 		p.ps.addf(loc, "apiVersion", "%s is not supported for %s (want %s)", describe(av), kind, APIVersion)
 	}
-
-	obj := ObjectRef{Kind: kind}
-	meta, ok := m["metadata"].(map[string]any)
+	obj, uid, at, ok := p.objectMeta(m, kind, loc)
 	if !ok {
-		p.ps.addf(atJoin(loc, kind), "metadata", "required, with a name")
 		return
 	}
-	p.checkKeys(meta, loc, "metadata", objectMetaFields...)
-	obj.Name, _ = meta["name"].(string)
-	ns, nsGiven := meta["namespace"]
-	obj.Namespace, _ = ns.(string)
-	uid, _ := meta["uid"].(string)
-	switch {
-	case obj.Name == "":
-		p.ps.addf(atJoin(loc, kind), "metadata.name", "required")
-		return
-	case len(obj.Name) > 253 || !dnsSubdomainRe.MatchString(obj.Name):
-		p.ps.addf(atJoin(loc, kind), "metadata.name", "%q is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)", obj.Name)
-		return
-	}
-	switch {
-	case kind == KindCCNP && nsGiven && ns != nil && ns != "":
-		p.ps.addf(atJoin(loc, obj.String()), "metadata.namespace", "a %s is cluster-wide and has no namespace", KindCCNP)
-		return
-	case kind == KindCNP && obj.Namespace == "":
-		if nsGiven && ns != nil && ns != "" {
-			p.ps.addf(atJoin(loc, kind), "metadata.namespace", "must be a string, not %s", describe(ns))
-			return
-		}
-		obj.Namespace = DefaultNamespace
-	case kind == KindCNP && (len(obj.Namespace) > 63 || !dnsLabelRe.MatchString(obj.Namespace)):
-		p.ps.addf(atJoin(loc, kind), "metadata.namespace", "%q is not a valid namespace (lowercase letters, digits and '-', at most 63)", obj.Namespace)
-		return
-	}
-
-	// Once named, the object's name locates it better than its position.
-	at := atJoin(p.doc, obj.String())
-	if p.seen[obj] {
-		p.ps.addf(at, "", "appears more than once in the document")
-		return
-	}
-	p.seen[obj] = true
 
 	derived := obj.derivedLabels(uid)
 	spec, specs := m["spec"], m["specs"]
@@ -374,6 +345,56 @@ func (p *parser) policyObject(m map[string]any, kind, loc string) {
 	default:
 		p.ps.addf(at, "specs", "must be a list of rules, not %s", describe(specs))
 	}
+}
+
+// objectMeta reads an object's metadata: its reference (a namespaced
+// kind without a namespace gets DefaultNamespace), its uid, and where
+// messages about it point from now on. ok is false, and the problem
+// recorded, when the object cannot be named or appeared before.
+func (p *parser) objectMeta(m map[string]any, kind, loc string) (obj ObjectRef, uid, at string, ok bool) {
+	obj = ObjectRef{Kind: kind}
+	meta, isMap := m["metadata"].(map[string]any)
+	if !isMap {
+		p.ps.addf(atJoin(loc, kind), "metadata", "required, with a name")
+		return obj, "", "", false
+	}
+	p.checkKeys(meta, loc, "metadata", objectMetaFields...)
+	obj.Name, _ = meta["name"].(string)
+	ns, nsGiven := meta["namespace"]
+	obj.Namespace, _ = ns.(string)
+	uid, _ = meta["uid"].(string)
+	switch {
+	case obj.Name == "":
+		p.ps.addf(atJoin(loc, kind), "metadata.name", "required")
+		return obj, "", "", false
+	case len(obj.Name) > 253 || !dnsSubdomainRe.MatchString(obj.Name):
+		p.ps.addf(atJoin(loc, kind), "metadata.name", "%q is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)", obj.Name)
+		return obj, "", "", false
+	}
+	switch {
+	case kind == KindCCNP && nsGiven && ns != nil && ns != "":
+		p.ps.addf(atJoin(loc, obj.String()), "metadata.namespace", "a %s is cluster-wide and has no namespace", KindCCNP)
+		return obj, "", "", false
+	case kind == KindCCNP:
+	case obj.Namespace == "":
+		if nsGiven && ns != nil && ns != "" {
+			p.ps.addf(atJoin(loc, kind), "metadata.namespace", "must be a string, not %s", describe(ns))
+			return obj, "", "", false
+		}
+		obj.Namespace = DefaultNamespace
+	case len(obj.Namespace) > 63 || !dnsLabelRe.MatchString(obj.Namespace):
+		p.ps.addf(atJoin(loc, kind), "metadata.namespace", "%q is not a valid namespace (lowercase letters, digits and '-', at most 63)", obj.Namespace)
+		return obj, "", "", false
+	}
+
+	// Once named, the object's name locates it better than its position.
+	at = atJoin(p.doc, obj.String())
+	if p.seen[obj] {
+		p.ps.addf(at, "", "appears more than once in the document")
+		return obj, "", "", false
+	}
+	p.seen[obj] = true
+	return obj, uid, at, true
 }
 
 // checkKeys reports keys of m outside known.

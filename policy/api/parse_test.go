@@ -306,7 +306,7 @@ func TestParseRejections(t *testing.T) {
 
 		// Documents and objects.
 		{"empty document", "# nothing\n---\n", `the document holds no rules`, false},
-		{"not a rule", `"hello"`, `a policy document is a rule, a list of rules or a CiliumNetworkPolicy object`, false},
+		{"not a rule", `"hello"`, `a policy document is a rule, a list of rules or a policy object (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy), not the string "hello"`, false},
 		{"CNP without name", `{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {}, "spec": {"endpointSelector": {}}}`,
 			`CiliumNetworkPolicy: metadata.name: required`, false},
 		{"CNP without rules", `{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "x"}}`,
@@ -317,8 +317,9 @@ func TestParseRejections(t *testing.T) {
 			`metadata.namespace: a CiliumClusterwideNetworkPolicy is cluster-wide and has no namespace`, false},
 		{"wrong apiVersion", `{"apiVersion": "cilium.io/v1", "kind": "CiliumNetworkPolicy", "metadata": {"name": "x"}, "spec": {"endpointSelector": {}}}`,
 			`apiVersion: the string "cilium.io/v1" is not supported for CiliumNetworkPolicy (want cilium.io/v2)`, false},
-		{"Kubernetes NetworkPolicy", `{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "x"}}`,
-			`kind: a Kubernetes NetworkPolicy is not supported`, true},
+		{"NetworkPolicy with a named port", `{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "x"},
+			"spec": {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}}`,
+			`NetworkPolicy "default/x": spec.ingress[0].ports[0].port: named port "http" is not supported`, true},
 		{"other kind", `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}`, `kind: "Pod" is not a policy`, false},
 		{"same CNP twice", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x}\nspec: {endpointSelector: {}}\n---\n" +
 			"apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: default}\nspec: {endpointSelector: {}}\n",

@@ -1,7 +1,8 @@
 // Package api is Membrane's policy language: Cilium's L3/L4 rule format
 // (the same JSON/YAML documents, also wrapped as CiliumNetworkPolicy or
 // CiliumClusterwideNetworkPolicy objects), so existing policies import
-// unchanged where they stay inside L3/L4.
+// unchanged where they stay inside L3/L4. Kubernetes NetworkPolicy objects
+// are translated into the same rules (netpol.go).
 //
 // Every field Cilium's rule has is declared here. Fields Membrane does not
 // enforce are declared as Unsupported so that a document using them is
