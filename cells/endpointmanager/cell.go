@@ -66,6 +66,7 @@ type params struct {
 func newEndpointManager(p params) *EndpointManager {
 	m := &EndpointManager{log: p.Log, db: p.DB, endpoints: p.Endpoints, pods: p.Pods, ids: newIDAllocator()}
 	m.persister = newPersister(m, p.StateDir, p.Health.NewScope("persist-endpoints"))
+	restoreHealth := p.Health.NewScope("restore-endpoints")
 
 	// The table is initialized once the previous run's endpoints are back:
 	// until then the identity allocator releases nothing and the datapath
@@ -78,10 +79,20 @@ func newEndpointManager(p params) *EndpointManager {
 	p.Lifecycle.Append(cell.Hook{
 		// Restore before the API serves, so no new endpoint takes the ID
 		// of one being restored.
+		// A state file that cannot be read stops the agent, as every
+		// state file does: starting would overwrite it and lose the pods'
+		// endpoints while reporting healthy. An endpoint that cannot be
+		// restored leaves the agent degraded until restarted.
 		OnStart: func(cell.HookContext) error {
-			err := m.restore(p.StateDir)
+			lost, err := m.restore(p.StateDir)
 			if err != nil {
-				m.log.Error("some endpoints could not be restored", "error", err)
+				return err
+			}
+			if lost != nil {
+				m.log.Error("some endpoints could not be restored", "error", lost)
+				restoreHealth.Degraded("some endpoints of the previous run could not be restored", lost)
+			} else {
+				restoreHealth.OK("endpoints restored")
 			}
 			if stopPersister, err = m.persister.start(); err != nil {
 				return err

@@ -182,16 +182,24 @@ func persisted(ep *tables.Endpoint) string {
 // restore re-inserts the endpoints of the previous run whose host
 // interface still exists. Endpoints whose veth is gone (the pod was
 // removed while the agent was down) are dropped: the runtime's DEL or GC
-// releases their addresses.
-func (m *EndpointManager) restore(dir statedir.Dir) error {
+// releases their addresses. err is a state file that cannot be read (the
+// agent must not start over it); lost joins the endpoints that were in it
+// but could not be restored.
+func (m *EndpointManager) restore(dir statedir.Dir) (lost, err error) {
 	var eps []*tables.Endpoint
 	found, err := dir.ReadJSON(endpointsFile, &eps)
-	if err != nil || !found {
-		return err
+	if err != nil {
+		return nil, fmt.Errorf("restore endpoints: %w", err)
+	}
+	if !found {
+		return nil, nil
 	}
 	var errs []error
 	restored := 0
-	for _, ep := range eps {
+	for i, ep := range eps {
+		if ep == nil {
+			return nil, fmt.Errorf("restore endpoints: state file %s: entry %d is null (move the file away to start afresh)", dir.Path(endpointsFile), i)
+		}
 		if ep.HostIfName != "" {
 			link, err := netlink.LinkByName(ep.HostIfName)
 			if err != nil || (ep.HostIfIndex != 0 && link.Attrs().Index != ep.HostIfIndex) {
@@ -207,5 +215,5 @@ func (m *EndpointManager) restore(dir statedir.Dir) error {
 		restored++
 	}
 	m.log.Info("endpoints restored", "restored", restored, "in-state-file", len(eps))
-	return errors.Join(errs...)
+	return errors.Join(errs...), nil
 }
