@@ -85,7 +85,7 @@ deepcopy-check: deepcopy
 # test: everything, privileged suites included (run as root).
 test: test-deps check bpf-check deepcopy-check
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	cd $(CRI_SUITE) && $(GO) test -count=1 -timeout 10m ./...
+	cd $(CRI_SUITE) && $(GO) test -count=1 -timeout 15m ./...
 
 # unit: the fast tests only.
 unit:
