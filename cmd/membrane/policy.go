@@ -186,7 +186,9 @@ func (a *app) policyDeleteCommand() *cobra.Command {
 ([source:]key[=value], as "membrane policy get" shows them; without a source
 a label matches any source), or every rule with --all, and prints how many
 went and the new policy revision. Endpoints the rules selected are
-regenerated without them. Deleting nothing is an error (HTTP 404).`,
+regenerated without them. Deleting nothing is an error (HTTP 404). Only
+imported rules (from api) are deleted: in Kubernetes mode the rules of the
+cluster's objects (from k8s) go with kubectl delete.`,
 		Example: `  # The rules of CiliumNetworkPolicy web-allow.
   membrane policy delete k8s:io.cilium.k8s.policy.name=web-allow
   # The rule of NetworkPolicy prod/deny-all.

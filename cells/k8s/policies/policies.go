@@ -37,6 +37,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -308,7 +309,7 @@ func RefusalMessage(err error, kept bool) string {
 		msg += "; no version of it is enforced"
 	}
 	if len(msg) > maxMessage {
-		msg = msg[:maxMessage-3] + "..."
+		msg = strings.ToValidUTF8(msg[:maxMessage-3], "") + "..."
 	}
 	return msg
 }
