@@ -33,6 +33,10 @@ type PolicyRule struct {
 	// Clusterwide is set for rules of a CiliumClusterwideNetworkPolicy:
 	// their peer selectors select only endpoints that have a namespace.
 	Clusterwide bool `json:"clusterwide,omitempty"`
+	// Source is where the rule came from: "api" (PUT /v1/policy,
+	// `membrane policy import`) or "k8s" (a CiliumNetworkPolicy,
+	// CiliumClusterwideNetworkPolicy or NetworkPolicy of the cluster).
+	Source string `json:"source"`
 	// Labels are the rule's labels as "source:key=value" (what
 	// DELETE /v1/policy selects by).
 	Labels []string `json:"labels,omitempty"`

@@ -1,13 +1,18 @@
 // Package k8s is the Kubernetes mode of the agent: a group of cells that
 // connect to the API server and turn what it holds into the same tables
-// the embedded sources write (pods from Pod and Namespace objects today;
-// identities, endpoints and policies as the mode grows). The rest of the
-// agent does not know where a row came from.
+// the embedded sources write: pods from Pod and Namespace objects
+// (pods), policy rules from CiliumNetworkPolicy,
+// CiliumClusterwideNetworkPolicy and NetworkPolicy objects (policies,
+// through the policy repository, source "k8s"); identities and endpoints
+// as the mode grows. The rest of the agent does not know where a row
+// came from, except that a policy rule's Source says it.
 //
 // The group is off unless --k8s-kubeconfig is given or the agent runs in a
 // pod with a service-account token; then the agent behaves exactly as
 // without the group. Its cells may import each other (client is the
-// group's shared connection); no cell outside the group imports them.
+// group's shared connection); no cell outside the group imports them,
+// and policies imports the policy repository (a seam of
+// internal/importrules).
 //
 // See docs/kubernetes.md.
 package k8s
@@ -18,6 +23,7 @@ import (
 	"github.com/membrane-net/membrane/cells/k8s/client"
 	"github.com/membrane-net/membrane/cells/k8s/crds"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
+	"github.com/membrane-net/membrane/cells/k8s/policies"
 )
 
 // Cell is the Kubernetes mode's cell group.
@@ -25,4 +31,5 @@ var Cell = cell.Group(
 	client.Cell,
 	crds.Cell,
 	pods.Cell,
+	policies.Cell,
 )

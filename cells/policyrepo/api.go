@@ -75,7 +75,7 @@ func ruleModel(row *tables.PolicyRule) (*models.PolicyRule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode rule %s: %w", row.Key, err)
 	}
-	return &models.PolicyRule{Key: row.Key, Rule: rule, Revision: row.Revision, Namespace: row.Namespace, Clusterwide: row.Clusterwide, Labels: row.Labels}, nil
+	return &models.PolicyRule{Key: row.Key, Rule: rule, Revision: row.Revision, Namespace: row.Namespace, Clusterwide: row.Clusterwide, Source: row.Source, Labels: row.Labels}, nil
 }
 
 func (r *Repository) del(w http.ResponseWriter, req *http.Request) (any, int, error) {

@@ -7,15 +7,23 @@
 //
 //	PUT    /v1/policy   body: JSON or YAML (rules, CiliumNetworkPolicy, List, "---" stream)
 //	                    -> 200 {"revision": N, "rules": COUNT}; 400 naming the field; 413 past 1 MiB
-//	GET    /v1/policy   -> {"revision": N, "rules": [{key, revision, namespace, clusterwide, labels, rule}, ...]}
+//	GET    /v1/policy   -> {"revision": N, "rules": [{key, revision, namespace, clusterwide, source, labels, rule}, ...]}
 //	DELETE /v1/policy   body: {"labels": ["k8s:io.cilium.k8s.policy.name=web", ...]} deletes the
-//	                    rules carrying all of them; no body deletes everything
+//	                    API's rules carrying all of them; no body deletes all the API's rules
 //	                    -> 200 {"revision": N, "deleted": COUNT}; 404 when nothing matches
 //
 // A document is all or nothing: any problem and nothing is imported.
 // Re-importing a CiliumNetworkPolicy (or CCNP) replaces the rules the
 // previous import of the same object (kind, namespace, name) left, as
 // kubectl apply would; plain rules are added.
+//
+// Every rule has a source (the rows' Source): "api" for the rules of
+// PUT /v1/policy, "k8s" for those of the cluster's objects, which the
+// Kubernetes policy watcher (cells/k8s/policies) writes through
+// SetObjects. Each source replaces and deletes only its own rules: an
+// import of a CNP does not replace the cluster's CNP of the same name,
+// DELETE /v1/policy removes only the API's rules, and the watcher's
+// convergence after a restart leaves the API's alone.
 //
 // The revision starts at 0 (no policy ever imported) and every successful
 // import or delete adds one, including a delete that empties the table.

@@ -115,7 +115,7 @@ func (a *testAgent) list() rulesList {
 	}
 	l := rulesList{Revision: out.Revision}
 	for _, r := range out.Rules {
-		row := &tables.PolicyRule{Key: r.Key, Revision: r.Revision, Namespace: r.Namespace, Clusterwide: r.Clusterwide, Labels: r.Labels}
+		row := &tables.PolicyRule{Key: r.Key, Revision: r.Revision, Namespace: r.Namespace, Clusterwide: r.Clusterwide, Source: r.Source, Labels: r.Labels}
 		if err := json.Unmarshal(r.Rule, &row.Rule); err != nil {
 			a.t.Fatalf("GET /v1/policy: rule %s: %v", r.Key, err)
 		}

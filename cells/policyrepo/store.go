@@ -56,6 +56,11 @@ func (r *Repository) restore(done func(statedb.WriteTxn)) error {
 			// CiliumClusterwideNetworkPolicy, and is scoped as one.
 			row.Clusterwide = true
 		}
+		if row.Source == "" {
+			// Written before rows said where they came from: only the
+			// API wrote rules then.
+			row.Source = tables.PolicySourceAPI
+		}
 		if _, _, err := r.rules.Insert(wtxn, row); err != nil {
 			return fmt.Errorf("restore policy rule %s: %w", row.Key, err)
 		}

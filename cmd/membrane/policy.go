@@ -131,8 +131,9 @@ func (a *app) policyGetCommand() *cobra.Command {
 		Short: "Show the imported rules and the policy revision (GET /v1/policy)",
 		Long: `get prints the current policy revision and every rule in the agent's policy
 repository: one YAML document per rule, under a comment with the rule's key
-(import revision/index), the revision that imported it, the namespace of the
-CiliumNetworkPolicy it came from and its labels (what "membrane policy
+(import revision/index), the revision that imported it, where it came from
+("api": membrane policy import; "k8s": an object of the cluster), the
+namespace of the CiliumNetworkPolicy it came from and its labels (what "membrane policy
 delete" selects by). -o json and -o yaml print the agent's answer.`,
 		Example: `  membrane policy get
   membrane policy get -o json`,
@@ -155,6 +156,9 @@ func printPolicyRules(w io.Writer, p *models.PolicyRulesResponse) error {
 	fmt.Fprintf(w, "# policy revision %d: %s\n", p.Revision, plural(len(p.Rules), "rule"))
 	for _, r := range p.Rules {
 		fmt.Fprintf(w, "---\n# rule %s, imported at revision %d", r.Key, r.Revision)
+		if r.Source != "" {
+			fmt.Fprintf(w, " from %s", r.Source)
+		}
 		if r.Namespace != "" {
 			fmt.Fprintf(w, ", namespace %s", r.Namespace)
 		}
@@ -182,7 +186,9 @@ func (a *app) policyDeleteCommand() *cobra.Command {
 ([source:]key[=value], as "membrane policy get" shows them; without a source
 a label matches any source), or every rule with --all, and prints how many
 went and the new policy revision. Endpoints the rules selected are
-regenerated without them. Deleting nothing is an error (HTTP 404).`,
+regenerated without them. Deleting nothing is an error (HTTP 404). Only
+imported rules (from api) are deleted: in Kubernetes mode the rules of the
+cluster's objects (from k8s) go with kubectl delete.`,
 		Example: `  # The rules of CiliumNetworkPolicy web-allow.
   membrane policy delete k8s:io.cilium.k8s.policy.name=web-allow
   # The rule of NetworkPolicy prod/deny-all.

@@ -27,6 +27,10 @@ var seams = map[[2]string]string{
 	// An API request needs an answer now (the new endpoint ID, a 409): the
 	// endpoint API calls the endpoint manager, through a small interface.
 	{"cells/endpointapi", "cells/endpointmanager"}: "request path",
+	// The cluster's policies go through the repository, which owns the
+	// rules, their revision and their persistence: the Kubernetes policy
+	// watcher hands it each object's rules (SetObjects, source k8s).
+	{"cells/k8s", "cells/policyrepo"}: "policy rules of the cluster",
 }
 
 type pkg struct {

@@ -18,7 +18,8 @@ import (
 //   - spec.podSelector is the rule's endpointSelector, in the policy's
 //     namespace (ParsedRule.Namespace scopes it, as for a CNP);
 //   - spec.policyTypes says which directions the policy isolates; unset,
-//     Ingress always and Egress when spec.egress has rules. A direction
+//     Ingress always and Egress when spec.egress has rules. The rules of
+//     a direction policyTypes leaves out are ignored, as upstream. A direction
 //     without rules (`ingress: []`) is an entry that allows nothing: the
 //     selected pods are isolated and nothing is let in (or out);
 //   - a peer's podSelector selects pods of the policy's namespace, its
@@ -171,14 +172,9 @@ func (t npTranslator) rule(s *npSpec) Rule {
 				t.v.addf(indexPath("spec.policyTypes", i), "%q is not a policy type (want Ingress or Egress)", pt)
 			}
 		}
-		// Upstream, rules of a direction the policy does not isolate
-		// have no effect; written, they are a mistake worth saying.
-		if !ingress && len(s.Ingress) > 0 {
-			t.v.addf("spec.ingress", "has rules but spec.policyTypes does not list Ingress, so they would have no effect: add Ingress to policyTypes or remove them")
-		}
-		if !egress && len(s.Egress) > 0 {
-			t.v.addf("spec.egress", "has rules but spec.policyTypes does not list Egress, so they would have no effect: add Egress to policyTypes or remove them")
-		}
+		// Rules of a direction policyTypes leaves out have no effect
+		// upstream (the documented meaning of policyTypes): they are
+		// ignored, not translated nor checked beyond strict decoding.
 	}
 
 	if ingress {

@@ -33,13 +33,24 @@ type PolicyRule struct {
 	Clusterwide bool `json:"clusterwide,omitempty"`
 	// Labels are the rule's labels as "source:key=value" (for DELETE).
 	Labels []string `json:"labels,omitempty"`
+	// Source is where the rule came from: PolicySourceAPI (PUT
+	// /v1/policy, `membrane policy import`) or PolicySourceK8s (an object
+	// of the cluster, written by the Kubernetes policy watcher). Each
+	// source replaces and deletes only its own rules.
+	Source string `json:"source"`
 }
 
+// Sources of policy rules.
+const (
+	PolicySourceAPI = "api"
+	PolicySourceK8s = "k8s"
+)
+
 func (r *PolicyRule) TableHeader() []string {
-	return []string{"Key", "Revision", "Namespace", "Labels", "Description"}
+	return []string{"Key", "Revision", "Source", "Namespace", "Labels", "Description"}
 }
 func (r *PolicyRule) TableRow() []string {
-	return []string{r.Key, strconv.FormatUint(r.Revision, 10), r.Namespace, strings.Join(r.Labels, ","), r.Rule.Description}
+	return []string{r.Key, strconv.FormatUint(r.Revision, 10), r.Source, r.Namespace, strings.Join(r.Labels, ","), r.Rule.Description}
 }
 
 // PolicyRuleKeyIndex is the primary index.

@@ -107,6 +107,18 @@ spec:
 	if err := n.del(p); err != nil {
 		t.Errorf("DEL shop/web-1: %v", err)
 	}
+	// The policies cell lists and watches the three policy kinds and
+	// writes an event on a policy it refuses.
+	cluster.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/ciliumnetworkpolicies.cilium.io")
+	cluster.Apply(t, `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: refused, namespace: shop}
+spec:
+  endpointSelector: {}
+  ingress: [{fromEndpoint: [{}]}]
+`)
+	waitRefused(t, cluster, a, "refused", "spec.ingress[0].fromEndpoint: unknown field")
 	if log := a.Log(1 << 20); strings.Contains(strings.ToLower(log), "forbidden") {
 		t.Errorf("the agent was refused a request under its ServiceAccount:\n%s", grepLines(log, "forbidden"))
 	}

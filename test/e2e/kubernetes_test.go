@@ -34,19 +34,7 @@ metadata: {name: team-b, labels: {team: b}}
 	a := startAgent(t, agentOpts{Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
 
 	// The CRDs are the agent's to register.
-	e2eutil.Eventually(t, time.Minute, "cilium.io CRDs established", func() error {
-		out, _, err := cluster.KubectlErr("get", "crd", "-o", "name")
-		if err != nil {
-			return err
-		}
-		for _, crd := range []string{"ciliumendpoints", "ciliumidentities", "ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies", "ciliumnodes"} {
-			if !strings.Contains(out, crd+".cilium.io") {
-				return fmt.Errorf("no CRD %s.cilium.io in %q", crd, out)
-			}
-		}
-		return nil
-	})
-	cluster.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/ciliumendpoints.cilium.io")
+	waitCRDs(t, cluster)
 
 	pods := []struct{ ns, name, app, node string }{
 		{"team-a", "web-1", "web", node},
@@ -55,14 +43,7 @@ metadata: {name: team-b, labels: {team: b}}
 		{"team-a", "elsewhere", "web", "node-2"}, // not this agent's
 	}
 	for _, p := range pods {
-		cluster.Apply(t, fmt.Sprintf(`
-apiVersion: v1
-kind: Pod
-metadata: {namespace: %s, name: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  containers: [{name: c, image: registry.k8s.io/pause:3.10}]
-`, p.ns, p.name, p.app, p.node))
+		applyPod(t, cluster, p.ns, p.name, p.app, p.node)
 	}
 
 	n := newNetwork(t, a, "", nil)
@@ -134,4 +115,39 @@ func waitIdentity(t *testing.T, a *agent, p *pod, label string, ok func(uint32) 
 		}
 		return nil
 	})
+}
+
+// waitCRDs waits (bounded) until the agent has registered the cilium.io
+// CRDs and they are established.
+func waitCRDs(t *testing.T, cluster *kubetest.Cluster) {
+	t.Helper()
+	crds := []string{"ciliumendpoints", "ciliumidentities", "ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies", "ciliumnodes"}
+	e2eutil.Eventually(t, time.Minute, "cilium.io CRDs established", func() error {
+		out, _, err := cluster.KubectlErr("get", "crd", "-o", "name")
+		if err != nil {
+			return err
+		}
+		for _, crd := range crds {
+			if !strings.Contains(out, crd+".cilium.io") {
+				return fmt.Errorf("no CRD %s.cilium.io in %q", crd, out)
+			}
+		}
+		return nil
+	})
+	for _, crd := range crds {
+		cluster.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/"+crd+".cilium.io")
+	}
+}
+
+// applyPod creates a Pod object labelled app=APP, scheduled on node.
+func applyPod(t *testing.T, cluster *kubetest.Cluster, ns, name, app, node string) {
+	t.Helper()
+	cluster.Apply(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {namespace: %s, name: %s, labels: {app: %s}}
+spec:
+  nodeName: %s
+  containers: [{name: c, image: registry.k8s.io/pause:3.10}]
+`, ns, name, app, node))
 }

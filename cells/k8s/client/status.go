@@ -81,9 +81,7 @@ func (s *Status) Event(resource string) {
 // it like client-go's default handler does.
 func (s *Status) WatchErrors(resource string, log *slog.Logger) cache.WatchErrorHandlerWithContext {
 	return func(ctx context.Context, r *cache.Reflector, err error) {
-		s.update(resource, func(row *tables.K8sStatus) {
-			row.LastError, row.LastErrorAt = err.Error(), time.Now()
-		})
+		s.Error(resource, err)
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	}
 }
@@ -136,4 +134,13 @@ func registerProbe(cs *k8sclient.Clientset, s *Status, jobs job.Group, log *slog
 		return
 	}
 	jobs.Add(job.OneShot("probe-api-server", s.probe(cs, log)))
+}
+
+// Error records a problem with one object of a resource (a policy the
+// agent refused, say) as the resource's last error, without changing
+// whether its cache is synced.
+func (s *Status) Error(resource string, err error) {
+	s.update(resource, func(row *tables.K8sStatus) {
+		row.LastError, row.LastErrorAt = err.Error(), time.Now()
+	})
 }
