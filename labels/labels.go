@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/membrane-net/membrane/internal/clip"
 )
 
 // Well-known label sources.
@@ -62,11 +64,11 @@ var (
 func (l Label) Validate() error {
 	switch {
 	case !sourceRe.MatchString(l.Source):
-		return fmt.Errorf("label %q: invalid source %q (lowercase letters, digits, '-')", l.String(), l.Source)
+		return fmt.Errorf("label %s: invalid source %s (lowercase letters, digits, '-')", clip.Quote(l.String()), clip.Quote(l.Source))
 	case len(l.Key) > 253 || !keyRe.MatchString(l.Key):
-		return fmt.Errorf("label %q: invalid key %q (a Kubernetes label key: [prefix/]name, alphanumerics, '-', '_', '.')", l.String(), l.Key)
+		return fmt.Errorf("label %s: invalid key %s (a Kubernetes label key of at most 253 bytes: [prefix/]name, alphanumerics, '-', '_', '.')", clip.Quote(l.String()), clip.Quote(l.Key))
 	case len(l.Value) > 63 || !valueRe.MatchString(l.Value):
-		return fmt.Errorf("label %q: invalid value %q (at most 63 alphanumerics, '-', '_', '.')", l.String(), l.Value)
+		return fmt.Errorf("label %s: invalid value %s (at most 63 alphanumerics, '-', '_', '.')", clip.Quote(l.String()), clip.Quote(l.Value))
 	}
 	return nil
 }
@@ -173,8 +175,17 @@ func (ls Labels) Get(source, key string) (string, bool) {
 	return "", false
 }
 
-// Validate checks every label.
+// MaxLabels bounds the labels of one endpoint or pod: a label set is an
+// identity's key, held by every node and compared on every change, so a
+// pod with thousands of labels would cost every agent. Kubernetes sets no
+// such bound; real workloads carry tens.
+const MaxLabels = 256
+
+// Validate checks every label, and that there are at most MaxLabels.
 func (ls Labels) Validate() error {
+	if len(ls) > MaxLabels {
+		return fmt.Errorf("too many labels: %d, at most %d", len(ls), MaxLabels)
+	}
 	for _, l := range ls {
 		if err := l.Validate(); err != nil {
 			return err

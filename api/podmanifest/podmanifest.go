@@ -21,6 +21,8 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/labels"
+
+	"github.com/membrane-net/membrane/internal/clip"
 )
 
 // Pod manifests: the subset of a Kubernetes Pod (or a List of them) the
@@ -208,7 +210,7 @@ func podsFromObject(where string, obj json.RawMessage, defaultNamespace string) 
 		return []Pod{{Pod: p, Origin: where}}, nil
 	case "List", "PodList":
 		if m.APIVersion != "" && m.APIVersion != "v1" {
-			return nil, fmt.Errorf("%s: %s has apiVersion %q, want v1", where, m.Kind, m.APIVersion)
+			return nil, fmt.Errorf("%s: %s has apiVersion %s, want v1", where, m.Kind, clip.Quote(m.APIVersion))
 		}
 		var pods []Pod
 		for i, item := range m.Items {
@@ -221,7 +223,7 @@ func podsFromObject(where string, obj json.RawMessage, defaultNamespace string) 
 				im.Kind = "Pod" // items of a typed list may omit their kind
 			}
 			if im.Kind != "Pod" {
-				return nil, fmt.Errorf("%s: kind %q: a %s may only hold Pods", w, im.Kind, m.Kind)
+				return nil, fmt.Errorf("%s: kind %s: a %s may only hold Pods", w, clip.Quote(im.Kind), m.Kind)
 			}
 			p, err := podFromManifest(&im, defaultNamespace)
 			if err != nil {
@@ -233,29 +235,29 @@ func podsFromObject(where string, obj json.RawMessage, defaultNamespace string) 
 	case "":
 		return nil, fmt.Errorf("%s: no kind: want a Kubernetes Pod or List manifest (kind: Pod)", where)
 	default:
-		return nil, fmt.Errorf("%s: kind %q: only Pod and List manifests carry pod labels", where, m.Kind)
+		return nil, fmt.Errorf("%s: kind %s: only Pod and List manifests carry pod labels", where, clip.Quote(m.Kind))
 	}
 }
 
 func podFromManifest(m *podManifest, defaultNamespace string) (models.Pod, error) {
 	if m.APIVersion != "" && m.APIVersion != "v1" {
-		return models.Pod{}, fmt.Errorf("pod %q has apiVersion %q, want v1", m.Metadata.Name, m.APIVersion)
+		return models.Pod{}, fmt.Errorf("pod %s has apiVersion %s, want v1", clip.Quote(m.Metadata.Name), clip.Quote(m.APIVersion))
 	}
 	md := m.Metadata
 	switch {
 	case md.Name == "" && md.GenerateName != "":
-		return models.Pod{}, fmt.Errorf("metadata.name is required (generateName %q needs the Kubernetes API server)", md.GenerateName)
+		return models.Pod{}, fmt.Errorf("metadata.name is required (generateName %s needs the Kubernetes API server)", clip.Quote(md.GenerateName))
 	case md.Name == "":
 		return models.Pod{}, errors.New("metadata.name is required")
 	case len(md.Name) > 253 || !dnsSubdomainRe.MatchString(md.Name):
-		return models.Pod{}, fmt.Errorf("invalid pod name %q: lowercase letters, digits, '-' and '.' (a DNS subdomain)", md.Name)
+		return models.Pod{}, fmt.Errorf("invalid pod name %s: lowercase letters, digits, '-' and '.' (a DNS subdomain)", clip.Quote(md.Name))
 	}
 	ns := md.Namespace
 	if ns == "" {
 		ns = defaultNamespace
 	}
 	if len(ns) > 63 || !dnsLabelRe.MatchString(ns) {
-		return models.Pod{}, fmt.Errorf("pod %q: invalid namespace %q: lowercase letters, digits and '-' (a DNS label)", md.Name, ns)
+		return models.Pod{}, fmt.Errorf("pod %s: invalid namespace %s: lowercase letters, digits and '-' (a DNS label)", clip.Quote(md.Name), clip.Quote(ns))
 	}
 	for _, k := range slices.Sorted(maps.Keys(md.Labels)) {
 		l := labels.Label{Source: labels.SourceK8s, Key: k, Value: md.Labels[k]}

@@ -14,6 +14,8 @@ import (
 	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/labels"
 	"github.com/membrane-net/membrane/statedb/tables"
+
+	"github.com/membrane-net/membrane/internal/clip"
 )
 
 // podsFile keeps the pods registered through the API across restarts
@@ -35,10 +37,10 @@ type Source struct {
 // Validate checks a pod's names and labels.
 func Validate(p *models.Pod) error {
 	if !tables.ValidK8sName(p.Namespace) {
-		return fmt.Errorf("namespace %q is not a valid Kubernetes namespace", p.Namespace)
+		return fmt.Errorf("namespace %s is not a valid Kubernetes namespace", clip.Quote(p.Namespace))
 	}
 	if !tables.ValidK8sName(p.Name) {
-		return fmt.Errorf("name %q is not a valid pod name", p.Name)
+		return fmt.Errorf("name %s is not a valid pod name", clip.Quote(p.Name))
 	}
 	// As the endpoints of the pod will carry them (source k8s); the first
 	// invalid one in key order is reported.

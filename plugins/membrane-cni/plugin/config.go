@@ -9,6 +9,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/membrane-net/membrane/api/client"
+
+	"github.com/membrane-net/membrane/internal/clip"
 )
 
 // Defaults of the network configuration.
@@ -59,12 +61,12 @@ func LoadConf(data []byte) (*NetConf, error) {
 		return nil, err
 	}
 	if !filepath.IsAbs(conf.Socket) {
-		return nil, fmt.Errorf("invalid network configuration %q: \"socket\" must be an absolute path, got %q",
-			conf.Name, conf.Socket)
+		return nil, fmt.Errorf("invalid network configuration %s: \"socket\" must be an absolute path, got %s",
+			clip.Quote(conf.Name), clip.Quote(conf.Socket))
 	}
 	if conf.MTU != nil && (*conf.MTU < MinMTU || *conf.MTU > MaxMTU) {
-		return nil, fmt.Errorf("invalid network configuration %q: \"mtu\" %d is out of range %d..%d",
-			conf.Name, *conf.MTU, MinMTU, MaxMTU)
+		return nil, fmt.Errorf("invalid network configuration %s: \"mtu\" %d is out of range %d..%d",
+			clip.Quote(conf.Name), *conf.MTU, MinMTU, MaxMTU)
 	}
 	return conf, nil
 }
@@ -114,7 +116,7 @@ func ParseArgs(s string) (PodArgs, error) {
 		}
 		k, v, ok := strings.Cut(pair, "=")
 		if !ok {
-			return PodArgs{}, fmt.Errorf("invalid CNI_ARGS pair %q: want KEY=VALUE", pair)
+			return PodArgs{}, fmt.Errorf("invalid CNI_ARGS pair %s: want KEY=VALUE", clip.Quote(pair))
 		}
 		switch strings.TrimSpace(k) {
 		case "K8S_POD_NAMESPACE":
