@@ -17,6 +17,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/k8s/client"
 	"github.com/membrane-net/membrane/cells/k8s/crds"
+	"github.com/membrane-net/membrane/cells/k8s/endpoints"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
 )
 
@@ -25,4 +26,5 @@ var Cell = cell.Group(
 	client.Cell,
 	crds.Cell,
 	pods.Cell,
+	endpoints.Cell,
 )
