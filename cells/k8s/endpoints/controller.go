@@ -8,13 +8,12 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
-	"golang.org/x/time/rate"
 
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
-// coalesce is the shortest time between two derivations: a burst of
-// changes (pods starting together, a namespace relabelled) is derived,
+// coalesce is how long the controller waits, after a change, for more:
+// a burst (pods starting together, a namespace relabelled) is derived,
 // and written, once.
 const coalesce = 50 * time.Millisecond
 
@@ -30,25 +29,26 @@ type controller struct {
 }
 
 func (c *controller) run(ctx context.Context, health cell.Health) error {
-	limit := rate.NewLimiter(rate.Every(coalesce), 1)
 	initialized := false
 	apiDown := false
 	for {
-		if err := limit.Wait(ctx); err != nil {
-			return nil
-		}
 		txn := c.db.ReadTxn()
+		ws := statedb.NewWatchSet()
 		_, epWatch := c.src.endpoints.AllWatch(txn)
 		_, podWatch := c.src.pods.AllWatch(txn)
 		_, idWatch := c.src.identities.AllWatch(txn)
 		api, _, apiWatch, _ := c.k8sStatus.GetWatch(txn, tables.K8sStatusNameIndex.Query(tables.K8sAPIServer))
 		podsCache, _, cacheWatch, _ := c.k8sStatus.GetWatch(txn, tables.K8sStatusNameIndex.Query("pods"))
+		ws.Add(epWatch, podWatch, idWatch, apiWatch, cacheWatch)
 
-		complete := !initialized && c.complete(txn, podsCache)
-		n := c.write(c.src.desiredRows(txn), complete)
-		if complete {
-			initialized = true
+		complete := false
+		if !initialized {
+			var initWatches []<-chan struct{}
+			complete, initWatches = c.complete(txn, podsCache)
+			ws.Add(initWatches...)
 		}
+		n := c.write(c.src.desiredRows(txn), complete)
+		initialized = initialized || complete
 
 		// The API server is back: reconcile everything, as the writes
 		// and deletes it missed may have been given up or overtaken.
@@ -65,14 +65,8 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		} else {
 			health.OK("waiting for the endpoints to be restored and this node's pods to be listed")
 		}
-		select {
-		case <-ctx.Done():
+		if _, err := ws.Wait(ctx, coalesce); err != nil {
 			return nil
-		case <-epWatch:
-		case <-podWatch:
-		case <-idWatch:
-		case <-apiWatch:
-		case <-cacheWatch:
 		}
 	}
 }
@@ -81,20 +75,18 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 // there will be: the endpoints restored, the pods and identities loaded,
 // this node's Pod objects listed. Only then may pruning delete a CEP for
 // having no row.
-func (c *controller) complete(txn statedb.ReadTxn, podsCache *tables.K8sStatus) bool {
-	for _, ok := range []bool{
-		initialized(txn, c.src.endpoints), initialized(txn, c.src.pods), initialized(txn, c.src.identities),
-	} {
-		if !ok {
-			return false
+// It also returns the channels that close when a table's initialization
+// completes.
+func (c *controller) complete(txn statedb.ReadTxn, podsCache *tables.K8sStatus) (bool, []<-chan struct{}) {
+	done := podsCache != nil && podsCache.OK
+	var watches []<-chan struct{}
+	for _, t := range []statedb.TableMeta{c.src.endpoints, c.src.pods, c.src.identities} {
+		if ok, watch := t.Initialized(txn); !ok {
+			done = false
+			watches = append(watches, watch)
 		}
 	}
-	return podsCache != nil && podsCache.OK
-}
-
-func initialized[T any](txn statedb.ReadTxn, t statedb.Table[T]) bool {
-	ok, _ := t.Initialized(txn)
-	return ok
+	return done, watches
 }
 
 // write makes the table hold want: rows that changed (SameObject false)
