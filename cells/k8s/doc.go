@@ -1,8 +1,10 @@
 // Package k8s is the Kubernetes mode of the agent: a group of cells that
 // connect to the API server and turn what it holds into the same tables
 // the embedded sources write (pods from Pod and Namespace objects today;
-// identities, endpoints and policies as the mode grows). The rest of the
-// agent does not know where a row came from.
+// identities and policies as the mode grows), and publish what the node
+// does (a CiliumEndpoint per pod endpoint: package endpoints). The rest
+// of the agent does not know where a row came from or that it is
+// published.
 //
 // The group is off unless --k8s-kubeconfig is given or the agent runs in a
 // pod with a service-account token; then the agent behaves exactly as
