@@ -177,6 +177,19 @@ status: {id: 4001, state: ready}
 		t.Fatalf("ADD with the API server down: %v", err)
 	}
 	pods["late"] = late
+	// Its CEP cannot be written: that shows, and the agent stays healthy
+	// (CNI STATUS keeps passing).
+	waitKubernetes(t, a, "a failed CEP write reported", func(k *models.KubernetesStatus) bool {
+		for _, c := range k.Caches {
+			if c.Name == "ciliumendpoints" {
+				return !c.Synced && c.LastError != ""
+			}
+		}
+		return false
+	})
+	if st, err := a.Client.Healthz(ctxT(t)); err != nil || !st.Healthy {
+		t.Errorf("agent health while CEP writes fail: %+v, %v; want healthy", st, err)
+	}
 	if err := cluster.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}

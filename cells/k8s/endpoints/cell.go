@@ -15,9 +15,10 @@
 //     not), and goes when the endpoint is deleted (CNI DEL) or its pod is.
 //   - the reconciler writes the rows to the API server: one create per
 //     pod start, one update (conditional on the resourceVersion) per
-//     visible change, one delete (conditional on the CEP's UID, so another
-//     node's CEP of a pod of the same name is never touched). Failed
-//     writes are retried with backoff; CNI ADD never waits for them.
+//     visible change, one delete (conditional on the CEP's UID and
+//     resourceVersion, so another node's CEP of a pod of the same name is
+//     never touched). Failed writes are retried with backoff; CNI ADD
+//     never waits for them, and they leave the agent healthy.
 //
 // Pruning, the full reconciliation, lists this node's CEPs by label,
 // deletes those no local endpoint explains and writes those missing or
@@ -34,6 +35,7 @@
 package endpoints
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -75,10 +77,15 @@ type params struct {
 	K8sStatus  statedb.Table[*tables.K8sStatus]
 }
 
-func register(p params, rp reconciler.Params) error {
+func register(p params, rp reconciler.Params, jobs job.Registry, health cell.Health) error {
 	if !p.Clientset.IsEnabled() {
 		return nil
 	}
+	// The reconciler reports failed writes as degraded health, which
+	// would make the agent unhealthy, and CNI STATUS fail, while the API
+	// server is away: the node's pods need no CEP to be served. Its
+	// errors are reported as OK with the error (and in k8s-status).
+	rp.JobGroup = jobs.NewGroup(outageTolerant{health})
 	wtxn := p.DB.WriteTxn(p.CEPs)
 	initDone := p.CEPs.RegisterInitializer(wtxn, "k8s-endpoints")
 	wtxn.Commit()
@@ -102,4 +109,16 @@ func register(p params, rp reconciler.Params) error {
 	}
 	p.Jobs.Add(job.OneShot("derive-cilium-endpoints", c.run))
 	return nil
+}
+
+// outageTolerant reports a Degraded health as OK with the reason and the
+// error.
+type outageTolerant struct{ cell.Health }
+
+func (h outageTolerant) Degraded(reason string, err error) {
+	h.Health.OK(fmt.Sprintf("%s (API server writes failing, retried): %v", reason, err))
+}
+
+func (h outageTolerant) NewScope(name string) cell.Health {
+	return outageTolerant{h.Health.NewScope(name)}
 }

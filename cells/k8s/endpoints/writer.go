@@ -191,28 +191,40 @@ func (w *writer) Delete(ctx context.Context, _ statedb.ReadTxn, _ statedb.Revisi
 	return nil
 }
 
-// delete deletes o if it is this node's, with o's UID as precondition.
+// delete deletes o if it is this node's, on condition that it is still
+// that very object as the agent last saw it (its UID and
+// resourceVersion): another node may have taken it over for a pod of the
+// same name (its create found ours and updated it). On a conflict it
+// reads the object again and decides again.
 func (w *writer) delete(ctx context.Context, o *v2.CiliumEndpoint) error {
 	key := o.Namespace + "/" + o.Name
-	if o.Labels[NodeLabel] != w.cs.NodeName {
-		w.remember(key, nil)
-		return nil
+	api := w.cs.CiliumV2.CiliumEndpoints(o.Namespace)
+	for attempt := 0; ; attempt++ {
+		if o.Labels[NodeLabel] != w.cs.NodeName {
+			w.remember(key, nil)
+			return nil
+		}
+		uid, rv := o.UID, o.ResourceVersion
+		err := api.Delete(ctx, o.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
+		switch {
+		case err == nil:
+			w.remember(key, nil)
+			w.report(true, nil)
+			return nil
+		case k8serrors.IsNotFound(err):
+			w.remember(key, nil)
+			return nil
+		case k8serrors.IsConflict(err) && attempt < 3:
+			if o, err = api.Get(ctx, o.Name, metav1.GetOptions{}); k8serrors.IsNotFound(err) {
+				w.remember(key, nil)
+				return nil
+			} else if err != nil {
+				return fmt.Errorf("CiliumEndpoint %s: read: %w", key, err)
+			}
+		default:
+			return fmt.Errorf("CiliumEndpoint %s: delete: %w", key, err)
+		}
 	}
-	uid := o.UID
-	err := w.cs.CiliumV2.CiliumEndpoints(o.Namespace).Delete(ctx, o.Name,
-		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	switch {
-	case err == nil:
-		w.remember(key, nil)
-		w.report(true, nil)
-		return nil
-	case k8serrors.IsNotFound(err) || k8serrors.IsConflict(err):
-		// Gone, or replaced by another object (another node's, or ours
-		// re-created): not the one to delete.
-		w.remember(key, nil)
-		return nil
-	}
-	return fmt.Errorf("CiliumEndpoint %s: delete: %w", key, err)
 }
 
 // Prune is the full reconciliation, run once the desired rows are
