@@ -241,8 +241,7 @@ func podUID(t *testing.T, c *kubetest.Cluster, ns, name string) string {
 // k8sPodArgs are the CNI_ARGS the runtime passes for a Pod object: its
 // real UID.
 func k8sPodArgs(p *pod, uid string) string {
-	return fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s;IgnoreUnknown=1",
-		p.Namespace, p.Name, p.ContainerID, uid)
+	return e2eutil.PodCNIArgsUID(p.Namespace, p.Name, p.ContainerID, uid)
 }
 
 // addK8sPod runs ADD for the Pod object p stands for.
