@@ -73,17 +73,10 @@ func (s *Status) Cache(resource string, synced bool, detail string) {
 
 // Written reports the outcome of the writes to a resource the group
 // keeps in the API server: OK with what it holds (detail) while they
-// succeed, the error when one fails; wrote counts one write in Events.
-func (s *Status) Written(resource, detail string, wrote bool, err error) {
-	s.update(resource, func(row *tables.K8sStatus) {
-		row.OK, row.Detail = err == nil, detail
-		if err != nil {
-			row.LastError, row.LastErrorAt = err.Error(), time.Now()
-		}
-		if wrote {
-			row.Events++
-		}
-	})
+// succeed, the error when one fails. (Events stays the count of watch
+// events received.)
+func (s *Status) Written(resource, detail string, err error) {
+	s.set(resource, err == nil, detail, err)
 }
 
 // Event counts one watch event (add, update or delete) of a resource.

@@ -29,7 +29,7 @@
 // minutes.
 //
 // Reads: endpoints, pods, identities, k8s-status. Writes: cilium-endpoints,
-// the k8s-status row "ciliumendpoints" (Events counts the writes), and
+// the k8s-status row "ciliumendpoints" (the CEPs and writes so far), and
 // CiliumEndpoint objects.
 // Try it: membrane statedb cilium-endpoints; kubectl get cep -A -l membrane.io/node=NODE.
 package endpoints
