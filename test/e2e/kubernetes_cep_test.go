@@ -35,8 +35,9 @@ import (
 //   - a ghost CEP of this node (no endpoint) is pruned at start, another
 //     node's is left alone;
 //   - an agent restart leaves the CEPs as they are; a ghost made while it
-//     was away is pruned; a pod deleted and recreated with the same name
-//     meanwhile gets a CEP owned by the new Pod;
+//     was away is pruned; a CEP naming a stale owner is repaired; a pod
+//     deleted and recreated with the same name meanwhile gets a CEP owned
+//     by the new Pod;
 //   - with the API server down, CNI DEL and ADD work, and the CEPs
 //     converge once it is back.
 func TestKubernetesCiliumEndpoints(t *testing.T) {
@@ -142,6 +143,10 @@ status: {id: 4001, state: ready}
 	cluster.Kubectl(t, "delete", "pod", "-n", "shop", "web-1", "--grace-period=0", "--force")
 	applyPod(t, cluster, "shop", "web-1", "web", node)
 	newUID := podUID(t, cluster, "shop", "web-1")
+	// db's CEP names a stale owner (as if its pod had been recreated
+	// while its endpoint stayed): the agent repairs it in place.
+	cluster.Kubectl(t, "patch", "ciliumendpoint", "-n", "shop", "db", "--type=json",
+		"-p", `[{"op":"replace","path":"/metadata/ownerReferences/0/uid","value":"00000000-0000-0000-0000-00000000dead"}]`)
 	if newUID == oldUID {
 		t.Fatalf("recreated pod kept UID %s", oldUID)
 	}
@@ -158,7 +163,9 @@ status: {id: 4001, state: ready}
 	pods["web-1"] = web1
 	waitCEPMatches(t, cluster, cs, a, web1)
 	rec.expect(t, "after the restart", map[string]string{
-		"ghost": "DELETED", "web-2": "ADDED DELETED", "db": "ADDED MODIFIED", "ghost-2": "ADDED DELETED",
+		"ghost": "DELETED", "web-2": "ADDED DELETED", "ghost-2": "ADDED DELETED",
+		// db: the test's patch, the agent's repair.
+		"db": "ADDED MODIFIED MODIFIED MODIFIED",
 		// web-1: its CEP owned by the old Pod goes, the new one comes.
 		"web-1": "ADDED DELETED ADDED",
 	})
