@@ -134,6 +134,7 @@ func (w *writer) write(ctx context.Context, row *tables.CiliumEndpoint) error {
 			if have, err = api.Get(ctx, row.Name, metav1.GetOptions{}); err != nil {
 				return fmt.Errorf("read: %w", err)
 			}
+			ok = true
 		}
 		if upToDate(have, want) {
 			w.remember(key, have)
@@ -149,7 +150,11 @@ func (w *writer) write(ctx context.Context, row *tables.CiliumEndpoint) error {
 			ok = false // deleted behind our back: create it
 		case k8serrors.IsConflict(err) && attempt < 3:
 			// Written since we read it: read it again.
-			if have, err = api.Get(ctx, row.Name, metav1.GetOptions{}); err != nil {
+			have, err = api.Get(ctx, row.Name, metav1.GetOptions{})
+			switch {
+			case k8serrors.IsNotFound(err):
+				ok = false
+			case err != nil:
 				w.remember(key, nil)
 				return fmt.Errorf("read: %w", err)
 			}
@@ -158,15 +163,17 @@ func (w *writer) write(ctx context.Context, row *tables.CiliumEndpoint) error {
 			return fmt.Errorf("update: %w", err)
 		}
 		if attempt >= 3 {
-			return fmt.Errorf("update: still conflicting after %d attempts", attempt+1)
+			w.remember(key, nil)
+			return fmt.Errorf("still changing under the agent's writes after %d attempts", attempt+1)
 		}
 	}
 }
 
 // Delete deletes the CEP of a row no endpoint explains any more (CNI DEL,
 // the pod deleted). Only a CEP this node wrote is deleted, and only that
-// very object (a UID precondition): a pod of the same name may have been
-// started on another node meanwhile, and its CEP is that node's.
+// very object (UID and resourceVersion preconditions): a pod of the same
+// name may have been started on another node meanwhile, and its CEP is
+// that node's.
 func (w *writer) Delete(ctx context.Context, _ statedb.ReadTxn, _ statedb.Revision, row *tables.CiliumEndpoint) error {
 	if err := w.ready(); err != nil {
 		return err
