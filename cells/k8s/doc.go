@@ -3,8 +3,9 @@
 // the embedded sources write: pods from Pod and Namespace objects
 // (pods), policy rules from CiliumNetworkPolicy,
 // CiliumClusterwideNetworkPolicy and NetworkPolicy objects (policies,
-// through the policy repository, source "k8s"); identities and endpoints
-// as the mode grows. The rest of the agent does not know where a row
+// through the policy repository, source "k8s"); identities as the mode
+// grows. It also publishes what the node does: a CiliumEndpoint per pod
+// endpoint (endpoints). The rest of the agent does not know where a row
 // came from, except that a policy rule's Source says it.
 //
 // The group is off unless --k8s-kubeconfig is given or the agent runs in a
@@ -22,6 +23,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/k8s/client"
 	"github.com/membrane-net/membrane/cells/k8s/crds"
+	"github.com/membrane-net/membrane/cells/k8s/endpoints"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
 	"github.com/membrane-net/membrane/cells/k8s/policies"
 )
@@ -32,4 +34,5 @@ var Cell = cell.Group(
 	crds.Cell,
 	pods.Cell,
 	policies.Cell,
+	endpoints.Cell,
 )

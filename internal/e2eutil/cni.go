@@ -41,8 +41,15 @@ func CnitoolContainerID(netns string) string {
 }
 
 // PodCNIArgs is the CNI_ARGS containerd passes for pod namespace/name in
-// the sandbox containerID (its UID: uid-NAME).
+// the sandbox containerID (its UID: uid-NAME; a Pod object's real UID:
+// PodCNIArgsUID).
 func PodCNIArgs(namespace, name, containerID string) string {
-	return fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=uid-%s;IgnoreUnknown=1",
-		namespace, name, containerID, name)
+	return PodCNIArgsUID(namespace, name, containerID, "uid-"+name)
+}
+
+// PodCNIArgsUID is PodCNIArgs for a pod with UID uid: the agent writes a
+// CiliumEndpoint only for an endpoint whose UID is its Pod object's.
+func PodCNIArgsUID(namespace, name, containerID, uid string) string {
+	return fmt.Sprintf("K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_INFRA_CONTAINER_ID=%s;K8S_POD_UID=%s;IgnoreUnknown=1",
+		namespace, name, containerID, uid)
 }

@@ -190,13 +190,18 @@ type pod struct {
 	NetnsName   string
 	Netns       string // path, as the runtime passes it
 	ContainerID string // what cnitool derives from the netns path
-	IP          netip.Addr
+	// UID is the Pod object's UID, "" for a pod without one (uid-NAME).
+	UID string
+	IP  netip.Addr
 
 	removed bool
 }
 
 // Args is the CNI_ARGS containerd passes.
 func (p *pod) Args() string {
+	if p.UID != "" {
+		return e2eutil.PodCNIArgsUID(p.Namespace, p.Name, p.ContainerID, p.UID)
+	}
 	return e2eutil.PodCNIArgs(p.Namespace, p.Name, p.ContainerID)
 }
 

@@ -83,6 +83,14 @@ func BenchmarkCNIAddKubernetes(b *testing.B) {
 		_, err := k8s.Client.GetPod(ctxFor(b, 5*time.Second), "default", last.Name)
 		return err
 	})
+	// The runtime passes the Pod's UID: the agent writes a CiliumEndpoint
+	// for each of these pods, as it would in a cluster.
+	uids := podUIDs(b, cluster)
+	for _, v := range vs[:2] {
+		for _, p := range v.pods {
+			p.UID = uids[p.Name]
+		}
+	}
 
 	for _, v := range vs {
 		if _, err := v.nw.add(v.pods[0]); err != nil {
@@ -121,6 +129,7 @@ func BenchmarkCNIAddKubernetes(b *testing.B) {
 			_, err := k8s.Client.GetPod(ctxFor(b, 5*time.Second), "default", name)
 			return err
 		})
+		p.UID = podUIDs(b, cluster)[name]
 		before := k8sEvents(b, k8s)
 		w := watchWrites(b, cs)
 		if _, err := vs[0].nw.add(p); err != nil {
@@ -166,6 +175,18 @@ func BenchmarkCNIAddKubernetes(b *testing.B) {
 	}
 	b.ReportMetric(float64(total(exists)), "writes-per-pod-identity-exists")
 	b.ReportMetric(float64(total(fresh)), "writes-per-pod-new-identity")
+}
+
+// podUIDs maps the name of each Pod of namespace default to its UID.
+func podUIDs(b *testing.B, c *kubetest.Cluster) map[string]string {
+	out := map[string]string{}
+	list := c.Kubectl(b, "get", "pods", "-n", "default", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}`)
+	for _, line := range strings.Fields(list) {
+		if name, uid, ok := strings.Cut(line, "="); ok {
+			out[name] = uid
+		}
+	}
+	return out
 }
 
 func yamlMap(m map[string]string) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/internal/kubetest"
+	k8sclient "github.com/membrane-net/membrane/k8s/client"
 )
 
 // The deploy manifests of install/kubernetes, on a real API server:
@@ -99,14 +100,19 @@ spec:
 `, node))
 	n := newNetwork(t, a, "", nil)
 	p := newPod(t, "shop", "web-1")
-	if err := n.add(p); err != nil {
-		t.Fatalf("ADD shop/web-1: %v\n%s", err, a.Log(30))
-	}
+	addK8sPod(t, cluster, n, p)
 	waitIdentity(t, a, p, "k8s:app=web", func(uint32) bool { return true })
 	waitIdentity(t, a, p, "k8s:io.cilium.k8s.namespace.labels.tier=front", func(uint32) bool { return true })
+	// Its CiliumEndpoint: listed, created, then deleted on DEL.
+	cs, err := k8sclient.New(cluster.Kubeconfig(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCEPMatches(t, cluster, cs, a, p)
 	if err := n.del(p); err != nil {
 		t.Errorf("DEL shop/web-1: %v", err)
 	}
+	waitCEPGone(t, cs, "shop", "web-1")
 	// The policies cell lists and watches the three policy kinds and
 	// writes an event on a policy it refuses.
 	cluster.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/ciliumnetworkpolicies.cilium.io")

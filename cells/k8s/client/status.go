@@ -71,6 +71,14 @@ func (s *Status) Cache(resource string, synced bool, detail string) {
 	s.set(resource, synced, detail, nil)
 }
 
+// Written reports the outcome of the writes to a resource the group
+// keeps in the API server: OK with what it holds (detail) while they
+// succeed, the error when one fails. (Events stays the count of watch
+// events received.)
+func (s *Status) Written(resource, detail string, err error) {
+	s.set(resource, err == nil, detail, err)
+}
+
 // Event counts one watch event (add, update or delete) of a resource.
 func (s *Status) Event(resource string) {
 	s.update(resource, func(row *tables.K8sStatus) { row.Events++ })

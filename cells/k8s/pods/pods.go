@@ -102,11 +102,12 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 	}); err != nil {
 		return err
 	}
-	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	podHandler, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { w.status.Event("pods"); w.podChanged(obj) },
 		UpdateFunc: func(_, obj any) { w.status.Event("pods"); w.podChanged(obj) },
 		DeleteFunc: func(obj any) { w.status.Event("pods"); w.podChanged(obj) },
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 
@@ -127,7 +128,10 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 	health.OK(fmt.Sprintf("waiting for the pods of node %s", w.cs.NodeName))
 	podFactory.Start(ctx.Done())
 	defer podFactory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), podInformer.HasSynced) {
+	// Synced once the handler has written the listed pods, not only once
+	// the informer holds them: the pods row "synced" tells the
+	// CiliumEndpoint cell that every pod of the node is in the table.
+	if !cache.WaitForCacheSync(ctx.Done(), podInformer.HasSynced, podHandler.HasSynced) {
 		return nil
 	}
 	w.status.Cache("pods", true, "pods of node "+w.cs.NodeName)

@@ -25,7 +25,7 @@ type EndpointStatus struct {
 	// Identity is the endpoint's security identity.
 	Identity *EndpointIdentity `json:"identity,omitempty"`
 
-	// Networking holds the endpoint's addresses and its node's.
+	// Networking holds the endpoint's addresses and its node.
 	Networking *EndpointNetworking `json:"networking,omitempty"`
 
 	// State is the endpoint's lifecycle state (docs/endpoint-lifecycle.md):
@@ -55,7 +55,9 @@ type EndpointNetworking struct {
 	// refused).
 	Addressing []AddressPair `json:"addressing"`
 
-	// NodeIP is the address of the node the endpoint runs on.
+	// NodeIP names the node the endpoint runs on. Membrane writes the
+	// node's name (the name of its CiliumNode, which holds its
+	// addresses); Cilium writes the node's IP here.
 	NodeIP string `json:"node,omitempty"`
 }
 
