@@ -1,6 +1,7 @@
 package podmeta
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -95,6 +96,17 @@ func (s *Source) restore() error {
 	var pods []*tables.Pod
 	if found, err := s.dir.ReadJSON(podsFile, &pods); err != nil || !found {
 		return err
+	}
+	for i, p := range pods {
+		var err error
+		if p == nil {
+			err = errors.New("null")
+		} else {
+			err = Validate(&models.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels})
+		}
+		if err != nil {
+			return fmt.Errorf("state file %s: entry %d: %w (move the file away to start without the pods registered through the API)", s.dir.Path(podsFile), i, err)
+		}
 	}
 	wtxn := s.db.WriteTxn(s.pods)
 	for _, p := range pods {
