@@ -27,6 +27,10 @@ var seams = map[[2]string]string{
 	// An API request needs an answer now (the new endpoint ID, a 409): the
 	// endpoint API calls the endpoint manager, through a small interface.
 	{"cells/endpointapi", "cells/endpointmanager"}: "request path",
+	// In Kubernetes mode the identity cell's caches (CiliumIdentities,
+	// claims, CiliumEndpoints) report their sync and watch errors in the
+	// k8s-status table, like the watchers of cells/k8s.
+	{"cells/identity", "cells/k8s"}: "k8s-status rows (cells/k8s/client Status)",
 }
 
 type pkg struct {
