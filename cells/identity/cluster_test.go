@@ -3,9 +3,9 @@ package identity
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -195,9 +195,10 @@ func TestClusterAllocatorConcurrent(t *testing.T) {
 	for i, b := range backends {
 		got[i] = make([]tables.NumericIdentity, sets)
 		wg.Go(func() {
-			// Each agent in its own order, all at once.
+			// Pairs of agents in the same order (they race on every
+			// set), the pairs in different orders, all at once.
 			for k := range sets {
-				j := (k + i*sets/agents) % sets
+				j := (k + (i/2)*sets/2) % sets
 				ident, _, err := b.Allocate(ctx, all[j])
 				if err != nil {
 					errs <- err

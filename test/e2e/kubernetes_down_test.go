@@ -23,7 +23,8 @@ func TestKubernetesAPIServerDown(t *testing.T) {
 	setup(t)
 	bins.Need(t, e2eutil.CLIBin)
 	cluster := kubetest.Start(t)
-	cluster.Apply(t, `
+	cluster.Apply(t, membraneSystem+`
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop}

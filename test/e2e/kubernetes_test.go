@@ -21,7 +21,8 @@ import (
 func TestKubernetesPodsAndNamespaces(t *testing.T) {
 	setup(t)
 	cluster := kubetest.Start(t)
-	cluster.Apply(t, `
+	cluster.Apply(t, membraneSystem+`
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: team-a, labels: {team: a}}
