@@ -87,7 +87,21 @@ type ClusterAllocator struct {
 	mu       sync.Mutex
 	lastFail time.Time // last failure to reach the API server
 	lastErr  error
+	// pending: identities the slow path returned that the cache has not
+	// shown yet (its watch lags, or reconnects after an outage), by name,
+	// so they are not taken for deleted meanwhile. An event of the name
+	// ends the entry, as does pendingTTL.
+	pending map[string]pendingIdentity
 }
+
+type pendingIdentity struct {
+	ident *tables.Identity
+	added time.Time
+}
+
+// pendingTTL bounds how long an identity the cache does not show is
+// trusted without it.
+const pendingTTL = time.Minute
 
 // failFast is how long after a failure to reach the API server further
 // allocations of new labels fail at once with the same error, so a queue
@@ -99,7 +113,7 @@ const maxAttempts = 20
 
 // NewClusterAllocator builds the backend; Start starts its caches.
 func NewClusterAllocator(cs *client.Clientset, min, max tables.NumericIdentity) *ClusterAllocator {
-	a := &ClusterAllocator{cs: cs, min: min, max: max, changed: make(chan struct{}, 1)}
+	a := &ClusterAllocator{cs: cs, min: min, max: max, changed: make(chan struct{}, 1), pending: map[string]pendingIdentity{}}
 	ids := cs.CiliumV2.CiliumIdentities()
 	a.idents = cache.NewSharedIndexInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -118,7 +132,11 @@ func NewClusterAllocator(cs *client.Clientset, min, max tables.NumericIdentity) 
 		UpdateFunc: func(any, any) { a.notify() },
 		DeleteFunc: func(any) { a.notify() },
 	}
-	a.idents.AddEventHandler(notify)
+	a.idents.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { a.seen(obj); a.notify() },
+		UpdateFunc: func(_, obj any) { a.seen(obj); a.notify() },
+		DeleteFunc: func(obj any) { a.seen(obj); a.notify() },
+	})
 	a.claims.AddEventHandler(notify)
 	return a
 }
@@ -224,26 +242,74 @@ func (a *ClusterAllocator) cached(key string) (*tables.Identity, bool) {
 	return ident, true
 }
 
-// Get returns identity id from the cache.
+// seen ends the pending entry of a CiliumIdentity the cache has news of.
+func (a *ClusterAllocator) seen(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if ci, ok := obj.(*v2.CiliumIdentity); ok {
+		a.mu.Lock()
+		delete(a.pending, ci.Name)
+		a.mu.Unlock()
+	}
+}
+
+// remember keeps an identity the slow path returned until the cache
+// shows it.
+func (a *ClusterAllocator) remember(ident *tables.Identity) {
+	name := strconv.FormatUint(uint64(ident.ID), 10)
+	if _, ok, _ := a.idents.GetIndexer().GetByKey(name); ok {
+		return
+	}
+	a.mu.Lock()
+	a.pending[name] = pendingIdentity{ident: ident, added: time.Now()}
+	a.mu.Unlock()
+}
+
+// pendingList returns the live pending identities, dropping expired ones.
+func (a *ClusterAllocator) pendingList() map[string]*tables.Identity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]*tables.Identity{}
+	for name, p := range a.pending {
+		if time.Since(p.added) > pendingTTL {
+			delete(a.pending, name)
+			continue
+		}
+		c := *p.ident
+		out[name] = &c
+	}
+	return out
+}
+
+// Get returns identity id from the cache (or pending).
 func (a *ClusterAllocator) Get(id tables.NumericIdentity) (*tables.Identity, bool) {
 	if r := reserved(id); r != nil {
 		return r, true
 	}
-	obj, ok, _ := a.idents.GetIndexer().GetByKey(strconv.FormatUint(uint64(id), 10))
+	name := strconv.FormatUint(uint64(id), 10)
+	obj, ok, _ := a.idents.GetIndexer().GetByKey(name)
 	if !ok {
-		return nil, false
+		ident, ok := a.pendingList()[name]
+		return ident, ok
 	}
 	return a.identityOf(obj.(*v2.CiliumIdentity))
 }
 
-// Identities returns the reserved identities and every cached
-// CiliumIdentity.
+// Identities returns the reserved identities and every cached (or
+// pending) CiliumIdentity.
 func (a *ClusterAllocator) Identities() []*tables.Identity {
 	out := ReservedIdentities()
+	pending := a.pendingList()
 	for _, obj := range a.idents.GetIndexer().List() {
-		if ident, ok := a.identityOf(obj.(*v2.CiliumIdentity)); ok {
+		ci := obj.(*v2.CiliumIdentity)
+		delete(pending, ci.Name)
+		if ident, ok := a.identityOf(ci); ok {
 			out = append(out, ident)
 		}
+	}
+	for _, ident := range pending {
+		out = append(out, ident)
 	}
 	return out
 }
@@ -305,6 +371,7 @@ func (a *ClusterAllocator) Restore(ctx context.Context, ls labels.Labels, want t
 		}
 		return nil, false, err
 	}
+	a.remember(ident)
 	return ident, isNew, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/internal/kubetest"
 )
@@ -19,6 +20,19 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: membrane-system}
 `
+
+// kubeCluster starts an API server with membrane-system and the
+// namespaces named.
+func kubeCluster(t *testing.T, namespaces ...string) *kubetest.Cluster {
+	t.Helper()
+	cluster := kubetest.Start(t)
+	m := membraneSystem
+	for _, ns := range namespaces {
+		m += fmt.Sprintf("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", ns)
+	}
+	cluster.Apply(t, m)
+	return cluster
+}
 
 // kubePod applies a Pod object scheduled on node.
 func kubePod(t *testing.T, cluster *kubetest.Cluster, ns, name, app, node string) {
@@ -42,13 +56,7 @@ spec:
 // of another node.
 func TestKubernetesClusterIdentities(t *testing.T) {
 	setup(t)
-	cluster := kubetest.Start(t)
-	cluster.Apply(t, membraneSystem+`
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
-`)
+	cluster := kubeCluster(t, "shop")
 	const grace = 3 * time.Second
 	nodes := []string{"node-1", "node-2"}
 	agents := make([]*agent, len(nodes))
@@ -192,6 +200,61 @@ status: {id: 7, identity: {id: %d, labels: ["k8s:app=db"]}}
 	for i := range nodes {
 		if err := nets[i].del(webs[i]); err != nil {
 			t.Errorf("DEL web-%d: %v", i, err)
+		}
+	}
+}
+
+// A pod with a new label set while the API server is down: its identity
+// needs the API server (a claim and a CiliumIdentity), so the ADD fails in
+// bounded time (--sync-build-timeout) naming why, while a pod of known
+// labels is served from the agent's cache; once the API server is back the
+// runtime's retry of the ADD succeeds, with one CiliumIdentity.
+func TestKubernetesIdentityAPIServerDown(t *testing.T) {
+	setup(t)
+	cluster := kubeCluster(t, "shop")
+	const node = "node-1"
+	for _, p := range []struct{ name, app string }{{"web", "web"}, {"web-late", "web"}, {"fresh", "fresh"}} {
+		kubePod(t, cluster, "shop", p.name, p.app, node)
+	}
+	a := startAgent(t, agentOpts{Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
+	waitKubernetes(t, a, "reachable, pods synced", func(k *models.KubernetesStatus) bool {
+		return k.Reachable && cacheSynced(k, "pods") && cacheSynced(k, "namespaces") && cacheSynced(k, "ciliumidentities")
+	})
+	n := newNetwork(t, a, "", nil)
+	web := newPod(t, "shop", "web")
+	if err := n.add(web); err != nil {
+		t.Fatalf("ADD web: %v", err)
+	}
+	waitIdentity(t, a, web, "k8s:app=web", func(uint32) bool { return true })
+	webID := a.endpoint(web.Attachment()).Identity.ID
+
+	cluster.StopAPIServer()
+	waitKubernetes(t, a, "API server unreachable", func(k *models.KubernetesStatus) bool { return !k.Reachable })
+	late := newPod(t, "shop", "web-late")
+	if err := n.add(late); err != nil {
+		t.Fatalf("ADD of a pod of known labels while the API server is down: %v", err)
+	}
+	waitIdentity(t, a, late, "k8s:app=web", func(id uint32) bool { return id == webID })
+	fresh := newPod(t, "shop", "fresh")
+	err := n.add(fresh)
+	if err == nil || !strings.Contains(err.Error(), "identity not resolved: cluster identities unavailable") {
+		t.Errorf("ADD of a pod with new labels while the API server is down: %v; want it to fail naming the identity allocation", err)
+	}
+
+	if err := cluster.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	waitKubernetes(t, a, "API server reachable again", func(k *models.KubernetesStatus) bool { return k.Reachable })
+	if err := n.add(fresh); err != nil {
+		t.Fatalf("ADD of the new label set with the API server back: %v", err)
+	}
+	waitIdentity(t, a, fresh, "k8s:app=fresh", func(id uint32) bool { return id != webID })
+	if out := cluster.Kubectl(t, "get", "ciliumidentities", "-l", "app=fresh", "-o", "name"); strings.Count(out, "ciliumidentity") != 1 {
+		t.Errorf("CiliumIdentities of app=fresh: %q, want one", out)
+	}
+	for _, p := range []*pod{web, late, fresh} {
+		if err := n.del(p); err != nil {
+			t.Errorf("DEL %s: %v", p.Name, err)
 		}
 	}
 }

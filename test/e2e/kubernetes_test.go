@@ -56,14 +56,7 @@ metadata: {name: team-b, labels: {team: b}}
 		{"team-a", "elsewhere", "web", "node-2"}, // not this agent's
 	}
 	for _, p := range pods {
-		cluster.Apply(t, fmt.Sprintf(`
-apiVersion: v1
-kind: Pod
-metadata: {namespace: %s, name: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  containers: [{name: c, image: registry.k8s.io/pause:3.10}]
-`, p.ns, p.name, p.app, p.node))
+		kubePod(t, cluster, p.ns, p.name, p.app, p.node)
 	}
 
 	n := newNetwork(t, a, "", nil)
