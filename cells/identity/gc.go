@@ -55,18 +55,21 @@ type collector struct {
 }
 
 func newCollector(p controllerParams, cl *ClusterAllocator, grace time.Duration) *collector {
-	ceps := p.Clientset.CiliumV2.CiliumEndpoints("")
-	return &collector{
-		log: p.Log, db: p.DB, endpoints: p.Endpoints, cs: p.Clientset, cluster: cl, grace: grace,
-		ceps: cache.NewSharedIndexInformer(&cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return ceps.List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return ceps.Watch(ctx, o)
-			},
-		}, &v2.CiliumEndpoint{}, 0, cache.Indexers{}),
-	}
+	return &collector{log: p.Log, db: p.DB, endpoints: p.Endpoints, cs: p.Clientset, cluster: cl, grace: grace}
+}
+
+// cepInformer caches every CiliumEndpoint; a new one per leadership term
+// (an informer does not start twice).
+func (g *collector) cepInformer() cache.SharedIndexInformer {
+	ceps := g.cs.CiliumV2.CiliumEndpoints("")
+	return cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return ceps.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return ceps.Watch(ctx, o)
+		},
+	}, &v2.CiliumEndpoint{}, 0, cache.Indexers{})
 }
 
 // run takes part in the election until the agent stops; while leading it
@@ -114,6 +117,7 @@ func (g *collector) interval() time.Duration {
 func (g *collector) lead(ctx context.Context) {
 	g.unusedSince = map[tables.NumericIdentity]time.Time{}
 	g.claimUnusedSince = map[string]time.Time{}
+	g.ceps = g.cepInformer()
 	go g.ceps.RunWithContext(ctx)
 	if !g.cluster.WaitSynced(ctx) || !cache.WaitForCacheSync(ctx.Done(), g.ceps.HasSynced) {
 		return

@@ -189,6 +189,14 @@ status: {id: 7, identity: {id: %d, labels: ["k8s:app=db"]}}
 			t.Errorf("node %s: web-%d's endpoint %+v, want identity %d", nodes[i], i, ep, web)
 		}
 	}
+	// A restarted agent gets its endpoints' numbers back from the cluster:
+	// nothing renumbered, nothing duplicated.
+	agents[1].Restart()
+	waitIdentity(t, agents[1], webs[1], "k8s:app=web", func(id uint32) bool { return id == web })
+	if out := cluster.Kubectl(t, "get", "ciliumidentities", "-l", "app=web", "-o", "name"); strings.Count(out, "ciliumidentity") != 1 {
+		t.Errorf("CiliumIdentities of app=web after a restart: %q, want one", out)
+	}
+
 	// Once the CiliumEndpoint goes, db goes too.
 	cluster.Kubectl(t, "delete", "ciliumendpoint", "-n", "shop", "db-elsewhere")
 	e2eutil.Eventually(t, time.Minute, "identity "+strconv.Itoa(int(db))+" deleted once no CiliumEndpoint uses it", func() error {
