@@ -397,23 +397,35 @@ func (a *ClusterAllocator) allocate(ctx context.Context, ls labels.Labels, key s
 	ids := a.cs.CiliumV2.CiliumIdentities()
 	name := ClaimName(key)
 	var tried []tables.NumericIdentity // numbers found taken in this call
+	_, claimExists, _ := a.claims.GetIndexer().GetByKey(ClaimNamespace + "/" + name)
 	for range maxAttempts {
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
-		// 1. The claim: read it, or create it with a free number.
-		lease, err := leases.Get(ctx, name, metav1.GetOptions{})
-		if k8serrors.IsNotFound(err) {
+		// 1. The claim: create it with a free number, or read it. The
+		// cache says which to try first (a create saves a round trip for
+		// new labels); the API server's answer decides.
+		var lease *coordinationv1.Lease
+		var err error
+		if !claimExists {
 			n, ok := a.pickFree(want, tried)
 			if !ok {
 				return nil, false, a.exhausted()
 			}
 			lease, err = leases.Create(ctx, newClaim(name, key, n, a.cs.NodeName), metav1.CreateOptions{})
 			if k8serrors.IsAlreadyExists(err) {
+				claimExists = true
 				continue // another agent claimed the set first: read its claim
 			}
 			if k8serrors.IsNotFound(err) {
 				return nil, false, fmt.Errorf("create claim %s/%s: %w (the namespace must exist: kubectl apply -f install/kubernetes/00-namespace.yaml)", ClaimNamespace, name, err)
+			}
+			claimExists = err == nil
+		} else {
+			lease, err = leases.Get(ctx, name, metav1.GetOptions{})
+			if k8serrors.IsNotFound(err) {
+				claimExists = false
+				continue
 			}
 		}
 		if err != nil {

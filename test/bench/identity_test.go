@@ -24,6 +24,11 @@ import (
 //     identities/s counts the label sets, each one identity in the end;
 //   - disjoint: each allocator its own new label sets (throughput).
 //
+// A new identity costs three requests (create the claim, create the
+// CiliumIdentity, read the claim back); each agent's client is limited to
+// 50 requests/s (burst 100, k8s/client.New), which bounds one allocator
+// at about 20 identities/s once the burst is spent.
+//
 // MEMBRANE_BENCH_IDENTITIES label sets per run (default 200).
 func BenchmarkIdentityAllocation(b *testing.B) {
 	if testing.Short() {
