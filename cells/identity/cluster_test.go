@@ -3,11 +3,13 @@ package identity
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	k8serrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/membrane-net/membrane/internal/kubetest"
@@ -262,3 +264,70 @@ func containsAll(s string, subs ...string) bool {
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func newCI(id uint32, ls labels.Labels) *v2.CiliumIdentity { return v2.NewCiliumIdentity(id, ls) }
+
+// The collector deletes the claim, then the CiliumIdentity, each under
+// the version it decided on: a claim touched meanwhile keeps both. An
+// agent whose endpoint carries a deleted identity claims it back with the
+// same number.
+func TestCollectorDeleteAndReclaim(t *testing.T) {
+	c := startCluster(t)
+	a := newAgentBackend(t, c, "node-a")
+	ctx := allocCtx(t)
+	web := lbls(t, "k8s:app=web")
+	ident, _, err := a.Allocate(ctx, web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprint(ident.ID)
+	g := &collector{log: slog.Default(), cs: a.cs, cluster: a, grace: time.Second}
+	ci, err := a.cs.CiliumV2.CiliumIdentities().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An agent touches the claim after the collector's decision.
+	leases := a.cs.CoordinationV1().Leases(ClaimNamespace)
+	lease, err := leases.Get(ctx, ClaimName(web.String()), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Labels["touched"] = "yes"
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A delete under the claim's version from before the touch fails:
+	// the precondition deleteIdentity relies on.
+	err = leases.Delete(ctx, lease.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &lease.ResourceVersion}})
+	if !k8serrors.IsConflict(err) {
+		t.Fatalf("delete under the version before the touch: %v, want a conflict", err)
+	}
+
+	// Now the collector decides and deletes: claim and object go.
+	if err := g.deleteIdentity(ctx, ci); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Get(ctx, lease.Name, metav1.GetOptions{}); err == nil {
+		t.Error("claim still there")
+	}
+	if _, err := a.cs.CiliumV2.CiliumIdentities().Get(ctx, name, metav1.GetOptions{}); err == nil {
+		t.Error("CiliumIdentity still there")
+	}
+	// The agent claims it back (its endpoint carries the number); the
+	// collector's stale decision on the old object then deletes nothing,
+	// neither the new object nor its claim.
+	waitFor(t, "the cache to see the deletion", func() bool { _, ok := a.Get(ident.ID); return !ok })
+	back, _, err := a.Restore(ctx, web, ident.ID)
+	if err != nil || back.ID != ident.ID {
+		t.Fatalf("reclaim: %+v %v, want %d", back, err, ident.ID)
+	}
+	if err := g.deleteIdentity(ctx, ci); err == nil {
+		t.Error("deleteIdentity of the old object removed the reclaimed one")
+	}
+	if _, err := a.cs.CiliumV2.CiliumIdentities().Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Errorf("reclaimed CiliumIdentity: %v", err)
+	}
+	if _, err := leases.Get(ctx, lease.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("claim of the reclaimed identity: %v", err)
+	}
+	assertOneEach(t, a, map[string]bool{web.String(): true})
+}

@@ -196,6 +196,19 @@ func (g *collector) collect(ctx context.Context) {
 func (g *collector) deleteIdentity(ctx context.Context, ci *v2.CiliumIdentity) error {
 	ctx, cancel := context.WithTimeout(ctx, allocTimeout)
 	defer cancel()
+	// The object decided on must still be there as it was: a claim found
+	// now may belong to a newer object of the same number and labels (an
+	// agent claimed it back), which is not ours to delete.
+	cur, err := g.cs.CiliumV2.CiliumIdentities().Get(ctx, ci.Name, metav1.GetOptions{})
+	if k8serrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.UID != ci.UID || cur.ResourceVersion != ci.ResourceVersion {
+		return fmt.Errorf("CiliumIdentity %s changed meanwhile; checking again next round", ci.Name)
+	}
 	if ls, err := SecurityLabels(ci); err == nil {
 		key := ls.String()
 		leases := g.cs.CoordinationV1().Leases(ClaimNamespace)
@@ -217,7 +230,7 @@ func (g *collector) deleteIdentity(ctx context.Context, ci *v2.CiliumIdentity) e
 			}
 		}
 	}
-	err := g.cs.CiliumV2.CiliumIdentities().Delete(ctx, ci.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{
+	err = g.cs.CiliumV2.CiliumIdentities().Delete(ctx, ci.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{
 		UID: &ci.UID, ResourceVersion: &ci.ResourceVersion}})
 	if err != nil && !k8serrors.IsNotFound(err) {
 		if k8serrors.IsConflict(err) {
