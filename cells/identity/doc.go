@@ -53,6 +53,7 @@
 // membrane-system/membrane-identity-gc, deletes identities no
 // CiliumEndpoint and no local endpoint has used for --identity-gc-grace.
 // An endpoint whose identity vanishes from the cluster claims it again.
+// In this mode identities.json is neither read nor written.
 //
 //	kubectl get ciliumidentities
 //	kubectl get leases -n membrane-system -l membrane.io/identity-claim
