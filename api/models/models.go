@@ -65,6 +65,11 @@ type Identity struct {
 	Labels []string `json:"labels"`
 	// Endpoints is how many local endpoints use it (reserved identities: 0).
 	Endpoints int `json:"endpoints,omitempty"`
+	// Source is where the identity comes from: "reserved" (defined by the
+	// agent), "local" (allocated by this agent alone), "cluster" (a
+	// CiliumIdentity, shared by every node; Kubernetes mode) or "cidr" (a
+	// CIDR policy peer, node-local).
+	Source string `json:"source,omitempty"`
 }
 
 // StatusEntry is one line of an endpoint's status log.

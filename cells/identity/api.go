@@ -64,5 +64,18 @@ func (a *api) model(txn statedb.ReadTxn, ident *tables.Identity) models.Identity
 	for range a.p.Endpoints.List(txn, tables.EndpointIdentityIndex.Query(ident.ID)) {
 		n++
 	}
-	return models.Identity{ID: ident.ID, Labels: ident.Labels.Strings(), Endpoints: n}
+	return models.Identity{ID: ident.ID, Labels: ident.Labels.Strings(), Endpoints: n, Source: sourceOf(ident)}
+}
+
+// sourceOf names where an identity comes from (models.Identity.Source).
+func sourceOf(ident *tables.Identity) string {
+	switch {
+	case ident.Reserved:
+		return "reserved"
+	case ident.ID&tables.LocalIdentityFlag != 0:
+		return "cidr"
+	case ident.Source != "":
+		return ident.Source
+	}
+	return SourceLocal
 }

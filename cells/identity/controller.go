@@ -21,6 +21,16 @@ import (
 // invalid labels when the endpoint changes.
 const retryInterval = 5 * time.Second
 
+// allocTimeout bounds one allocation through the API server (Kubernetes
+// mode): an endpoint whose labels are new while the API server is down
+// fails within it, with the reason in its status log, and is retried.
+const allocTimeout = 10 * time.Second
+
+// initTimeout is how long the identities table waits for the cluster's
+// identities (Kubernetes mode) before it is marked initialized anyway, so
+// an agent started while the API server is down still serves.
+const initTimeout = 30 * time.Second
+
 // controller is the reactive part of the cell: it follows the endpoints
 // table and keeps endpoints, identities table and allocator in step.
 type controller struct {
@@ -32,7 +42,8 @@ type controller struct {
 	store      Store
 	idRange    clusterRange
 
-	alloc            *Allocator // opened by start
+	alloc            backend           // opened by start
+	cluster          *ClusterAllocator // alloc in Kubernetes mode, else nil
 	identitiesLoaded func(statedb.WriteTxn)
 
 	// failed holds the endpoints whose identity could not be allocated,
@@ -42,24 +53,40 @@ type controller struct {
 
 // start opens the allocator (persisted identities come back) and publishes
 // every identity, reserved ones included, in the identities table.
+//
+// In Kubernetes mode the backend is the cluster's: its caches start here
+// and the table is published by run once they have synced.
 func (c *controller) start(cell.HookContext) error {
+	if c.cluster != nil {
+		c.alloc = c.cluster
+		return nil
+	}
 	alloc, err := OpenAllocator(c.store, c.idRange.min, c.idRange.max)
 	if err != nil {
 		return fmt.Errorf("identity allocator: %w", err)
 	}
-	c.alloc = alloc
+	c.alloc = localBackend{alloc}
+	idents := c.alloc.Identities()
+	if err := c.publishAll(idents); err != nil {
+		return fmt.Errorf("identity allocator: %w", err)
+	}
+	c.log.Info("Identities loaded", "reserved", len(tables.ReservedIdentities),
+		"restored", len(idents)-len(tables.ReservedIdentities), "state", location(c.store))
+	return nil
+}
+
+// publishAll inserts idents in the identities table and marks it
+// initialized.
+func (c *controller) publishAll(idents []*tables.Identity) error {
 	wtxn := c.db.WriteTxn(c.identities)
 	defer wtxn.Abort()
-	idents := alloc.Identities()
 	for _, ident := range idents {
 		if _, _, err := c.identities.Insert(wtxn, ident); err != nil {
-			return fmt.Errorf("identity allocator: publish identity %d: %w", ident.ID, err)
+			return fmt.Errorf("publish identity %d: %w", ident.ID, err)
 		}
 	}
 	c.identitiesLoaded(wtxn)
 	wtxn.Commit()
-	c.log.Info("Identities loaded", "reserved", len(tables.ReservedIdentities),
-		"restored", len(idents)-len(tables.ReservedIdentities), "state", location(c.store))
 	return nil
 }
 
@@ -79,8 +106,29 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		sweepErr error
 		retry    <-chan time.Time
 		retryDue bool
+
+		// Kubernetes mode: the cluster's identities change under us, and
+		// the table is published once the caches have synced.
+		clusterChanged <-chan struct{}
+		loaded         = c.cluster == nil
+		loadPoll       *time.Ticker
+		loadDeadline   = time.Now().Add(initTimeout)
 	)
+	if c.cluster != nil {
+		clusterChanged = c.cluster.Changed()
+		loadPoll = time.NewTicker(200 * time.Millisecond)
+		defer loadPoll.Stop()
+	}
 	for {
+		if !loaded && (c.cluster.Synced() || time.Now().After(loadDeadline)) {
+			if err := c.publishAll(c.alloc.Identities()); err != nil {
+				return fmt.Errorf("identity allocator: %w", err)
+			}
+			loaded, sweep = true, true
+			loadPoll.Stop()
+			loadPoll = nil
+			c.log.Info("Cluster identities loaded", "synced", c.cluster.Synced(), "identities", len(c.alloc.Identities())-len(tables.ReservedIdentities), "from", c.cluster.Where())
+		}
 		seq, watch := changes.Next(c.db.ReadTxn())
 		for change := range seq {
 			sweep = true
@@ -88,7 +136,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 				delete(c.failed, change.Object.ID)
 				continue
 			}
-			c.resolve(change.Object)
+			c.resolve(ctx, change.Object)
 		}
 
 		// Until every endpoint is restored, an identity nobody uses yet
@@ -96,7 +144,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		initialized, initWatch := c.endpoints.Initialized(c.db.ReadTxn())
 		if initialized {
 			initWatch = nil
-			if sweep || retryDue {
+			if loaded && (sweep || retryDue) {
 				var released int
 				released, sweepErr = c.releaseUnused()
 				sweep = sweepErr != nil
@@ -106,7 +154,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		}
 		if retryDue {
 			retryDue = false
-			c.retryFailed()
+			c.retryFailed(ctx)
 		}
 
 		switch {
@@ -128,6 +176,10 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 		case <-initWatch:
 		case <-retry:
 			retry, retryDue = nil, true
+		case <-clusterChanged:
+			sweep = true
+			c.resolveVanished(ctx)
+		case <-tickC(loadPoll):
 		}
 	}
 }
@@ -137,7 +189,7 @@ func (c *controller) run(ctx context.Context, health cell.Health) error {
 // for a release or for the endpoint to change.
 func (c *controller) failedToSave() bool {
 	for _, err := range c.failed {
-		if errors.Is(err, errNotSaved) {
+		if errors.Is(err, errNotSaved) || errors.Is(err, errUnavailable) {
 			return true
 		}
 	}
@@ -161,8 +213,37 @@ func wantsIdentity(s tables.EndpointState) bool {
 	return true
 }
 
+// tickC is t's channel, nil (never ready) for no ticker or a stopped one.
+func tickC(t *time.Ticker) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// vanished reports whether identity id, carried by a local endpoint, is
+// gone from the cluster (deleted by the garbage collector while this
+// agent adopted it, or by hand): the endpoint then claims it back.
+func (c *controller) vanished(id tables.NumericIdentity) bool {
+	if c.cluster == nil || !c.cluster.Synced() || id < c.idRange.min || id > c.idRange.max {
+		return false
+	}
+	_, ok := c.alloc.Get(id)
+	return !ok
+}
+
+// resolveVanished resolves again the endpoints whose identity vanished.
+func (c *controller) resolveVanished(ctx context.Context) {
+	for ep := range c.endpoints.All(c.db.ReadTxn()) {
+		if ep.Identity != tables.IdentityUnknown && c.vanished(ep.Identity) {
+			c.log.Warn("Identity of a local endpoint vanished from the cluster; claiming it again", "endpoint", ep.ID, "identity", ep.Identity)
+			c.resolve(ctx, ep)
+		}
+	}
+}
+
 // resolve gives ep the identity of its security labels.
-func (c *controller) resolve(ep *tables.Endpoint) {
+func (c *controller) resolve(ctx context.Context, ep *tables.Endpoint) {
 	if !ep.LabelsResolved || !wantsIdentity(ep.State) {
 		delete(c.failed, ep.ID)
 		return
@@ -173,11 +254,13 @@ func (c *controller) resolve(ep *tables.Endpoint) {
 		isNew bool
 		err   error
 	)
-	if ep.State == tables.StateRestoring && ep.Identity != tables.IdentityUnknown {
+	actx, cancel := context.WithTimeout(ctx, allocTimeout)
+	defer cancel()
+	if ep.Identity != tables.IdentityUnknown && (ep.State == tables.StateRestoring || c.vanished(ep.Identity)) {
 		// Honour the identity the endpoint had before the restart.
-		ident, isNew, err = c.alloc.Restore(sec, ep.Identity)
+		ident, isNew, err = c.alloc.Restore(actx, sec, ep.Identity)
 	} else {
-		ident, isNew, err = c.alloc.Allocate(sec)
+		ident, isNew, err = c.alloc.Allocate(actx, sec)
 	}
 	if err != nil {
 		c.failed[ep.ID] = err
@@ -254,7 +337,7 @@ func assign(ep *tables.Endpoint, ident *tables.Identity, sec labels.Labels) (*ta
 // published reports whether the identities table holds ident as it is.
 func (c *controller) published(txn statedb.ReadTxn, ident *tables.Identity) bool {
 	row, _, ok := c.identities.Get(txn, tables.IdentityIDIndex.Query(ident.ID))
-	return ok && row.Reserved == ident.Reserved && row.Labels.Equal(ident.Labels)
+	return ok && row.Reserved == ident.Reserved && row.Source == ident.Source && row.Labels.Equal(ident.Labels)
 }
 
 // noteFailure records in the endpoint's status log why it has no identity
@@ -280,7 +363,7 @@ func (c *controller) noteFailure(id uint16, cause error) {
 }
 
 // retryFailed resolves again the endpoints that failed before.
-func (c *controller) retryFailed() {
+func (c *controller) retryFailed(ctx context.Context) {
 	txn := c.db.ReadTxn()
 	for id := range c.failed {
 		ep, _, found := c.endpoints.Get(txn, tables.EndpointIDIndex.Query(id))
@@ -288,15 +371,18 @@ func (c *controller) retryFailed() {
 			delete(c.failed, id)
 			continue
 		}
-		c.resolve(ep)
+		c.resolve(ctx, ep)
 	}
 }
 
 // releaseUnused releases every cluster identity that no endpoint uses: an
 // identity's reference count is the number of endpoints rows that carry
-// it, so it cannot drift from the truth. It also removes rows the
-// allocator no longer knows (left over by an earlier failure), but never
-// the local (CIDR) identities, which the policy engine owns.
+// it, so it cannot drift from the truth. Then it makes the table what the
+// backend knows: it removes rows the backend no longer knows (left over by
+// an earlier failure; in Kubernetes mode, identities deleted in the
+// cluster) and, in Kubernetes mode, adds the identities other agents
+// created. It never touches the local (CIDR) identities, which the policy
+// engine owns.
 func (c *controller) releaseUnused() (int, error) {
 	txn := c.db.ReadTxn()
 	var unused []tables.NumericIdentity
@@ -321,7 +407,15 @@ func (c *controller) releaseUnused() (int, error) {
 			stale = append(stale, row)
 		}
 	}
-	if len(stale) == 0 {
+	var missing []*tables.Identity
+	if c.cluster != nil {
+		for _, ident := range c.alloc.Identities() {
+			if !c.published(txn, ident) {
+				missing = append(missing, ident)
+			}
+		}
+	}
+	if len(stale) == 0 && len(missing) == 0 {
 		return len(released), nil
 	}
 	wtxn := c.db.WriteTxn(c.identities)
@@ -329,6 +423,11 @@ func (c *controller) releaseUnused() (int, error) {
 	for _, row := range stale {
 		if _, _, err := c.identities.Delete(wtxn, row); err != nil {
 			return len(released), fmt.Errorf("unpublish identity %d: %w", row.ID, err)
+		}
+	}
+	for _, ident := range missing {
+		if _, _, err := c.identities.Insert(wtxn, ident); err != nil {
+			return len(released), fmt.Errorf("publish identity %d: %w", ident.ID, err)
 		}
 	}
 	wtxn.Commit()

@@ -21,7 +21,8 @@
 //
 // Tables: reads and writes endpoints (Identity, State, status log; nothing
 // else); owns identities (the reserved identities 1..10 from start, then
-// every cluster identity in use). Cluster identities are persisted in
+// every cluster identity in use, or in Kubernetes mode every identity of
+// the cluster). Without Kubernetes, cluster identities are persisted in
 // identities.json in --state-dir, rewritten on every allocation and
 // release before the tables show it, so numbers survive a restart.
 //
@@ -37,6 +38,25 @@
 // identity; delete the last pod with a label set and its identity goes.
 // testdata/*.txtar replay these stories against the tables.
 //
-// The allocator is node-local. A cluster-wide one (etcd) would replace this
-// cell; the rest of the agent only sees the two tables.
+// Backends. Without Kubernetes the Allocator is node-local (the file
+// above). In Kubernetes mode (the *client.Clientset of cells/k8s/client
+// enabled) the ClusterAllocator replaces it: identities are CiliumIdentity
+// objects shared by every node, each label set locked by a claim (a Lease
+// membrane-system/membrane-id-<hash> holding the number), so the same
+// labels get the same number on every node and concurrent agents make
+// exactly one identity (docs/identities.md has the protocol and its
+// races). Known labels resolve from informer caches (also with the API
+// server down); new ones fail within allocTimeout and are retried. The
+// identities table then mirrors every CiliumIdentity of the cluster
+// (Source "cluster"); nothing is released locally: the garbage collector
+// (gc.go), one agent at a time through leader election on the Lease
+// membrane-system/membrane-identity-gc, deletes identities no
+// CiliumEndpoint and no local endpoint has used for --identity-gc-grace.
+// An endpoint whose identity vanishes from the cluster claims it again.
+// In this mode identities.json is neither read nor written.
+//
+//	kubectl get ciliumidentities
+//	kubectl get leases -n membrane-system -l membrane.io/identity-claim
+//	membrane identity list          # SOURCE cluster
+//	membrane statedb k8s-status     # the ciliumidentities cache
 package identity

@@ -33,7 +33,12 @@ func (a *app) identityListCommand() *cobra.Command {
 		Short:   "List identities with their labels and how many endpoints use them",
 		Long: `list prints every identity the agent knows, reserved ones included, sorted by
 number: its security labels (one per line) and how many local endpoints use
-it. An identity no endpoint uses any more is released and disappears.`,
+it, and its source: reserved (defined by the agent), local (allocated by this
+agent alone), cluster (a CiliumIdentity shared by every node, in Kubernetes
+mode: the list then holds the identities of the whole cluster) or cidr. A
+local identity no endpoint uses any more is released and disappears; a
+cluster one is deleted by the garbage collector once no endpoint of the
+cluster uses it (--identity-gc-grace).`,
 		Example: `  membrane identity list
   membrane identity list -o json | jq '.[] | select(.id >= 256)'`,
 		Args: cobra.NoArgs,
@@ -52,9 +57,9 @@ it. An identity no endpoint uses any more is released and disappears.`,
 			}
 			slices.SortStableFunc(ids, func(x, y models.Identity) int { return cmp.Compare(x.ID, y.ID) })
 			return a.render(ids, func(w io.Writer) error {
-				t := newTable(w, "ID", "ENDPOINTS", "LABELS")
+				t := newTable(w, "ID", "SOURCE", "ENDPOINTS", "LABELS")
 				for _, id := range ids {
-					t.row(strconv.FormatUint(uint64(id.ID), 10), strconv.Itoa(id.Endpoints),
+					t.row(strconv.FormatUint(uint64(id.ID), 10), dash(id.Source), strconv.Itoa(id.Endpoints),
 						dash(strings.Join(sortedCopy(id.Labels), "\n")))
 				}
 				return t.flush()
@@ -92,6 +97,7 @@ func (a *app) identityGetCommand() *cobra.Command {
 				t := newTable(w)
 				t.row("ID:", strconv.FormatUint(uint64(id.ID), 10))
 				t.row("Labels:", dash(strings.Join(sortedCopy(id.Labels), "\n")))
+				t.row("Source:", dash(id.Source))
 				t.row("Endpoints:", strconv.Itoa(id.Endpoints))
 				return t.flush()
 			})

@@ -31,6 +31,10 @@ var seams = map[[2]string]string{
 	// rules, their revision and their persistence: the Kubernetes policy
 	// watcher hands it each object's rules (SetObjects, source k8s).
 	{"cells/k8s", "cells/policyrepo"}: "policy rules of the cluster",
+	// In Kubernetes mode the identity cell's caches (CiliumIdentities,
+	// claims, CiliumEndpoints) report their sync and watch errors in the
+	// k8s-status table, like the watchers of cells/k8s.
+	{"cells/identity", "cells/k8s"}: "k8s-status rows (cells/k8s/client Status)",
 }
 
 type pkg struct {

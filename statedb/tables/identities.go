@@ -58,6 +58,10 @@ type Identity struct {
 	Labels labels.Labels   `json:"labels"`
 	// Reserved identities are never released.
 	Reserved bool `json:"reserved,omitempty"`
+	// Source says where a cluster identity lives: "local" (this agent's
+	// allocator, identities.json) or "cluster" (a CiliumIdentity object,
+	// Kubernetes mode). Empty for reserved and CIDR identities.
+	Source string `json:"source,omitempty"`
 }
 
 func (i *Identity) TableHeader() []string { return []string{"ID", "Labels", "Reserved"} }

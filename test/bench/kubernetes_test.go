@@ -36,6 +36,7 @@ func BenchmarkCNIAddKubernetes(b *testing.B) {
 	setup(b)
 	n := envInt("MEMBRANE_BENCH_PODS", 100)
 	cluster := kubetest.Start(b)
+	cluster.Kubectl(b, "create", "namespace", "membrane-system") // identity claims
 	const node = "bench-node"
 	k8s := startAgent(b, "--datapath-mode", "tc", "--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node)
 	local := startAgent(b, "--datapath-mode", "tc")

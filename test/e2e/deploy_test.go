@@ -75,7 +75,10 @@ func TestKubernetesDeployManifests(t *testing.T) {
 		{[]string{"update", "ciliumnetworkpolicies.cilium.io", "-n", "default"}, "no"},
 		{[]string{"update", "customresourcedefinitions.apiextensions.k8s.io/other.example.com"}, "no"},
 		{[]string{"delete", "customresourcedefinitions.apiextensions.k8s.io/ciliumendpoints.cilium.io"}, "no"},
-		{[]string{"update", "leases.coordination.k8s.io/other", "-n", ns}, "no"},
+		{[]string{"delete", "leases.coordination.k8s.io/membrane-id-0123", "-n", ns}, "yes"},
+		{[]string{"watch", "leases.coordination.k8s.io", "-n", ns}, "yes"},
+		{[]string{"update", "leases.coordination.k8s.io/other", "-n", "default"}, "no"},
+		{[]string{"list", "leases.coordination.k8s.io", "-A"}, "no"},
 		{[]string{"create", "leases.coordination.k8s.io", "-n", "kube-system"}, "no"},
 	} {
 		// can-i exits 1 for "no": the answer is on stdout either way.

@@ -42,13 +42,12 @@ import (
 //     converge once it is back.
 func TestKubernetesCiliumEndpoints(t *testing.T) {
 	setup(t)
-	cluster := kubetest.Start(t)
+	cluster := kubeCluster(t, "shop")
 	const node = "node-1"
 	cluster.Kubectl(t, "apply", "-f", "../../install/kubernetes/crds")
 	cluster.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/ciliumendpoints.cilium.io")
-	cluster.Apply(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
 	for _, p := range []struct{ name, app string }{{"web-1", "web"}, {"web-2", "web"}, {"db", "db"}, {"late", "web"}} {
-		applyPod(t, cluster, "shop", p.name, p.app, node)
+		kubePod(t, cluster, "shop", p.name, p.app, node)
 	}
 	// A ghost of this node (its pod never ran here) and another node's CEP.
 	for _, g := range []struct{ name, node string }{{"ghost", node}, {"foreign", "node-2"}} {
@@ -141,7 +140,7 @@ status: {id: 4001, state: ready}
 `)
 	// No kubelet confirms the deletion: force it.
 	cluster.Kubectl(t, "delete", "pod", "-n", "shop", "web-1", "--grace-period=0", "--force")
-	applyPod(t, cluster, "shop", "web-1", "web", node)
+	kubePod(t, cluster, "shop", "web-1", "web", node)
 	newUID := podUID(t, cluster, "shop", "web-1")
 	// db's CEP names a stale owner (as if its pod had been recreated
 	// while its endpoint stayed): the agent repairs it in place.

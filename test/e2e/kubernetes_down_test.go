@@ -9,7 +9,6 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/internal/e2eutil"
-	"github.com/membrane-net/membrane/internal/kubetest"
 )
 
 // The API server goes away and comes back, as in a control-plane upgrade:
@@ -22,22 +21,10 @@ import (
 func TestKubernetesAPIServerDown(t *testing.T) {
 	setup(t)
 	bins.Need(t, e2eutil.CLIBin)
-	cluster := kubetest.Start(t)
-	cluster.Apply(t, `
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
-`)
+	cluster := kubeCluster(t, "shop")
 	const node = "node-1"
 	for _, p := range []struct{ name, app string }{{"server", "server"}, {"client", "client"}, {"other", "other"}, {"late", "client"}} {
-		cluster.Apply(t, fmt.Sprintf(`
-apiVersion: v1
-kind: Pod
-metadata: {namespace: shop, name: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  containers: [{name: c, image: registry.k8s.io/pause:3.10}]
-`, p.name, p.app, node))
+		kubePod(t, cluster, "shop", p.name, p.app, node)
 	}
 	a := startAgent(t, agentOpts{Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
 	waitKubernetes(t, a, "reachable, pods synced", func(k *models.KubernetesStatus) bool {

@@ -23,15 +23,14 @@ import (
 // a pod started then never runs without them.
 func TestKubernetesPolicies(t *testing.T) {
 	setup(t)
-	cluster := kubetest.Start(t)
-	cluster.Apply(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+	cluster := kubeCluster(t, "shop")
 	const node = "node-1"
 	a := startAgent(t, agentOpts{Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
 	waitCRDs(t, cluster)
 
 	e := &policyEnv{t: t, a: a, n: newNetwork(t, a, "", nil)}
 	mk := func(name, app string) *pod {
-		applyPod(t, cluster, "shop", name, app, node)
+		kubePod(t, cluster, "shop", name, app, node)
 		p := newPod(t, "shop", name)
 		if err := e.n.add(p); err != nil {
 			t.Fatalf("ADD %s: %v\n%s", name, err, a.Log(30))
@@ -176,7 +175,7 @@ spec:
 	a.Stop()
 	cluster.Kubectl(t, "delete", "cnp", "-n", "shop", "web-allow")
 	cluster.Apply(t, strings.NewReplacer("web-allow", "only-other", "app: client", "app: other").Replace(webAllow))
-	applyPod(t, cluster, "shop", "web-2", "web", node)
+	kubePod(t, cluster, "shop", "web-2", "web", node)
 	a.Restart()
 
 	// A pod started right after the restart is enforced from its first

@@ -21,7 +21,8 @@ import (
 func TestKubernetesPodsAndNamespaces(t *testing.T) {
 	setup(t)
 	cluster := kubetest.Start(t)
-	cluster.Apply(t, `
+	cluster.Apply(t, membraneSystem+`
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: team-a, labels: {team: a}}
@@ -43,7 +44,7 @@ metadata: {name: team-b, labels: {team: b}}
 		{"team-a", "elsewhere", "web", "node-2"}, // not this agent's
 	}
 	for _, p := range pods {
-		applyPod(t, cluster, p.ns, p.name, p.app, p.node)
+		kubePod(t, cluster, p.ns, p.name, p.app, p.node)
 	}
 
 	n := newNetwork(t, a, "", nil)
@@ -137,17 +138,4 @@ func waitCRDs(t *testing.T, cluster *kubetest.Cluster) {
 	for _, crd := range crds {
 		cluster.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/"+crd+".cilium.io")
 	}
-}
-
-// applyPod creates a Pod object labelled app=APP, scheduled on node.
-func applyPod(t *testing.T, cluster *kubetest.Cluster, ns, name, app, node string) {
-	t.Helper()
-	cluster.Apply(t, fmt.Sprintf(`
-apiVersion: v1
-kind: Pod
-metadata: {namespace: %s, name: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  containers: [{name: c, image: registry.k8s.io/pause:3.10}]
-`, ns, name, app, node))
 }
