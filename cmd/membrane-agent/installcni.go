@@ -19,8 +19,8 @@ import (
 func installCNICmd() *cobra.Command {
 	var (
 		binDir, plugin, conf, socket, stateDir string
-		mtu                          int
-		loopback                     bool
+		mtu                                    int
+		loopback                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "install-cni",
