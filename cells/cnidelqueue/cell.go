@@ -79,7 +79,9 @@ func register(p params) {
 	p.Lifecycle.Append(cell.Hook{
 		OnStart: func(ctx cell.HookContext) error {
 			var err error
-			lock, err = delqueue.Acquire(ctx, p.StateDir.Path(""))
+			lock, err = delqueue.Acquire(ctx, p.StateDir.Path(""), func() {
+				p.Log.Info("Waiting for membrane-cni to finish queueing DELs before reading the queue", "dir", delqueue.Dir(p.StateDir.Path("")))
+			})
 			if err != nil {
 				return err
 			}

@@ -206,13 +206,18 @@ func TryShared(stateDir string) (*Lock, error) {
 
 // Acquire takes the agent's exclusive lock, creating the queue directory
 // (and the state dir) if needed. It waits for plugins that are writing an
-// entry, until ctx is done.
-func Acquire(ctx context.Context, stateDir string) (*Lock, error) {
+// entry, until ctx is done; waiting, if not nil, is called once when it
+// starts to wait.
+func Acquire(ctx context.Context, stateDir string, waiting func()) (*Lock, error) {
 	dir := Dir(stateDir)
 	for {
 		l, err := lock(dir, unix.LOCK_EX|unix.LOCK_NB)
 		if !errors.Is(err, ErrHeld) {
 			return l, err
+		}
+		if waiting != nil {
+			waiting()
+			waiting = nil
 		}
 		select {
 		case <-ctx.Done():

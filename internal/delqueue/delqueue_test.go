@@ -28,7 +28,7 @@ func shared(t *testing.T, stateDir string) *Lock {
 
 func exclusive(t *testing.T, stateDir string) *Lock {
 	t.Helper()
-	l, err := Acquire(context.Background(), stateDir)
+	l, err := Acquire(context.Background(), stateDir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +203,13 @@ func TestLocking(t *testing.T) {
 	p2 := shared(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := Acquire(ctx, dir); err == nil || !strings.Contains(err.Error(), "still held") {
+	if _, err := Acquire(ctx, dir, nil); err == nil || !strings.Contains(err.Error(), "still held") {
 		t.Fatalf("Acquire while plugins hold the queue: %v", err)
 	}
 	p1.Unlock()
 	got := make(chan error, 1)
 	go func() {
-		l, err := Acquire(context.Background(), dir)
+		l, err := Acquire(context.Background(), dir, nil)
 		if err == nil {
 			defer l.Unlock()
 			_, err = TryShared(dir)
