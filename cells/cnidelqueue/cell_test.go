@@ -129,4 +129,3 @@ func TestRun(t *testing.T) {
 		}
 	}
 }
-
