@@ -13,6 +13,7 @@ import (
 
 	"github.com/membrane-net/membrane/cells/apiserver"
 	"github.com/membrane-net/membrane/cells/cniconfig"
+	"github.com/membrane-net/membrane/cells/cnidelqueue"
 	"github.com/membrane-net/membrane/cells/endpointapi"
 	"github.com/membrane-net/membrane/cells/endpointmanager"
 	"github.com/membrane-net/membrane/cells/hostips"
@@ -50,6 +51,10 @@ var DefaultCells = cell.Group(
 	loader.Cell,
 	monitor.Cell,
 	hostips.Cell,
+	// Last: the DELs queued while the agent was down are done once every
+	// other cell has restored its state, and before Serving opens the
+	// socket.
+	cnidelqueue.Cell,
 )
 
 // Serving opens the agent to its clients, and must come after every cell

@@ -20,7 +20,7 @@
 // could not even tear pods down (DEL needs the conflist). Remove it when
 // the agent leaves the node for good: `make uninstall` does.
 //
-// Reads: the API server's --socket. Writes: the conflist file.
+// Reads: the API server's --socket and the --state-dir. Writes: the conflist file.
 // Try it: membrane-agent --write-cni-conf-when-ready /tmp/net.d/05-membrane.conflist
 // and cat the file once `membrane status` answers.
 package cniconfig
@@ -37,6 +37,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/statedir"
 	"github.com/membrane-net/membrane/internal/atomicfile"
 )
 
@@ -89,6 +90,7 @@ type params struct {
 	Log       *slog.Logger
 	Config    Config
 	API       apiserver.Config
+	State     statedir.Config
 	// Server is here for the order, not to be called: depending on it
 	// makes the API server's start hook run before this cell's even in
 	// a custom agent that lists the cells in another order.
@@ -103,7 +105,7 @@ func register(p params) error {
 		}
 		return nil
 	}
-	data, err := Conflist(Conf{Socket: p.API.Socket, MTU: p.Config.CNIMTU, Loopback: p.Config.CNIConfLoopback})
+	data, err := Conflist(Conf{Socket: p.API.Socket, StateDir: p.State.StateDir, MTU: p.Config.CNIMTU, Loopback: p.Config.CNIConfLoopback})
 	if err != nil {
 		return fmt.Errorf("--write-cni-conf-when-ready: %w", err)
 	}

@@ -17,15 +17,17 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/cells/statedir"
 )
 
 // newHive is the API server and this cell; before puts this cell first
 // in the list, to show the order does not depend on the listing.
 func newHive(t *testing.T, socket string, cfg Config, before bool) *hive.Hive {
 	t.Helper()
-	cs := []cell.Cell{statedb.Cell, apiserver.Cell, Cell}
+	state := cell.Config(statedir.Config{StateDir: "/var/lib/membrane"})
+	cs := []cell.Cell{statedb.Cell, state, apiserver.Cell, Cell}
 	if before {
-		cs = []cell.Cell{statedb.Cell, Cell, apiserver.Cell}
+		cs = []cell.Cell{statedb.Cell, state, Cell, apiserver.Cell}
 	}
 	h := hive.New(cs...)
 	hive.AddConfigOverride(h, func(c *apiserver.Config) { c.Socket = socket })
@@ -108,7 +110,7 @@ func TestConflistAppearsOnlyWhenServing(t *testing.T) {
 				"cniVersion":  CNIVersion,
 				"cniVersions": []any{"1.0.0", "1.1.0"},
 				"name":        "membrane",
-				"plugins":     []any{map[string]any{"type": "membrane-cni", "socket": socket, "mtu": float64(1400)}},
+				"plugins":     []any{map[string]any{"type": "membrane-cni", "socket": socket, "stateDir": "/var/lib/membrane", "mtu": float64(1400)}},
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("conflist:\n got %v\nwant %v", got, want)
@@ -203,9 +205,10 @@ func TestNothingWrittenByDefault(t *testing.T) {
 
 func TestConflistRefusesWhatThePluginWould(t *testing.T) {
 	for _, c := range []Conf{
-		{Socket: "relative.sock", MTU: 1500},
-		{Socket: "/run/m.sock", MTU: 20},
-		{Socket: "/run/m.sock", MTU: 70000},
+		{Socket: "relative.sock", StateDir: "/var/lib/membrane", MTU: 1500},
+		{Socket: "/run/m.sock", StateDir: "state", MTU: 1500},
+		{Socket: "/run/m.sock", StateDir: "/var/lib/membrane", MTU: 20},
+		{Socket: "/run/m.sock", StateDir: "/var/lib/membrane", MTU: 70000},
 	} {
 		if _, err := Conflist(c); err == nil {
 			t.Errorf("Conflist(%+v) accepted", c)

@@ -25,6 +25,9 @@ var CNIVersions = []string{"1.0.0", "1.1.0"}
 type Conf struct {
 	// Socket is the agent's API socket the plugin talks to.
 	Socket string
+	// StateDir is the agent's --state-dir, where the plugin queues the
+	// DELs it cannot hand to a stopped agent.
+	StateDir string
 	// MTU of the pods' veth pairs.
 	MTU int
 	// Loopback appends the reference "loopback" plugin, which brings up
@@ -43,9 +46,10 @@ type conflist struct {
 }
 
 type membranePlugin struct {
-	Type   string `json:"type"`
-	Socket string `json:"socket"`
-	MTU    int    `json:"mtu"`
+	Type     string `json:"type"`
+	Socket   string `json:"socket"`
+	StateDir string `json:"stateDir"`
+	MTU      int    `json:"mtu"`
 }
 
 type loopbackPlugin struct {
@@ -55,7 +59,8 @@ type loopbackPlugin struct {
 // Conflist renders the CNI network configuration list:
 //
 //	{"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": "membrane",
-//	 "plugins": [{"type": "membrane-cni", "socket": "/var/run/membrane/membrane.sock", "mtu": 1500}]}
+//	 "plugins": [{"type": "membrane-cni", "socket": "/var/run/membrane/membrane.sock",
+//	              "stateDir": "/var/lib/membrane", "mtu": 1500}]}
 //
 // With Loopback, {"type": "loopback"} follows membrane-cni: chained last it
 // passes membrane-cni's result through unchanged, so the runtime still
@@ -66,6 +71,9 @@ func Conflist(c Conf) ([]byte, error) {
 	if !filepath.IsAbs(c.Socket) {
 		return nil, fmt.Errorf("the plugin needs the agent's socket as an absolute path, got %q", c.Socket)
 	}
+	if !filepath.IsAbs(c.StateDir) {
+		return nil, fmt.Errorf("the plugin needs the agent's state dir as an absolute path, got %q", c.StateDir)
+	}
 	if c.MTU < 68 || c.MTU > 65535 {
 		return nil, fmt.Errorf("MTU %d is out of range 68..65535", c.MTU)
 	}
@@ -73,7 +81,7 @@ func Conflist(c Conf) ([]byte, error) {
 		CNIVersion:  CNIVersion,
 		CNIVersions: CNIVersions,
 		Name:        NetworkName,
-		Plugins:     []any{membranePlugin{Type: "membrane-cni", Socket: c.Socket, MTU: c.MTU}},
+		Plugins:     []any{membranePlugin{Type: "membrane-cni", Socket: c.Socket, StateDir: c.StateDir, MTU: c.MTU}},
 	}
 	if c.Loopback {
 		l.Plugins = append(l.Plugins, loopbackPlugin{Type: "loopback"})

@@ -18,9 +18,9 @@ import (
 // the CNI bin dir, and, only if asked, a conflist written right away.
 func installCNICmd() *cobra.Command {
 	var (
-		binDir, plugin, conf, socket string
-		mtu                          int
-		loopback                     bool
+		binDir, plugin, conf, socket, stateDir string
+		mtu                                    int
+		loopback                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "install-cni",
@@ -54,7 +54,7 @@ now instead, for setups that manage it without the agent.`,
 			if conf == "" {
 				return nil
 			}
-			data, err := cniconfig.Conflist(cniconfig.Conf{Socket: socket, MTU: mtu, Loopback: loopback})
+			data, err := cniconfig.Conflist(cniconfig.Conf{Socket: socket, StateDir: stateDir, MTU: mtu, Loopback: loopback})
 			if err != nil {
 				return fmt.Errorf("--cni-conf: %w", err)
 			}
@@ -70,6 +70,7 @@ now instead, for setups that manage it without the agent.`,
 	f.StringVar(&plugin, "plugin", "", "membrane-cni binary to install (default: the one next to membrane-agent)")
 	f.StringVar(&conf, "cni-conf", "", "Also write the conflist to this path now (e.g. "+cniconfig.DefaultPath+"); default: leave it to the agent's --write-cni-conf-when-ready")
 	f.StringVar(&socket, "socket", apiserver.DefaultConfig.Socket, "The agent's API socket, written into the conflist (with --cni-conf)")
+	f.StringVar(&stateDir, "state-dir", "/var/lib/membrane", "The agent's state dir, written into the conflist (with --cni-conf): membrane-cni queues there the DELs it cannot hand to a stopped agent")
 	f.IntVar(&mtu, "cni-mtu", cniconfig.DefaultMTU, "Pod MTU written into the conflist (with --cni-conf)")
 	f.BoolVar(&loopback, "cni-conf-loopback", false, "Chain the loopback plugin in the conflist (with --cni-conf), for runtimes that do not bring up lo themselves")
 	return cmd

@@ -27,6 +27,11 @@ var seams = map[[2]string]string{
 	// An API request needs an answer now (the new endpoint ID, a 409): the
 	// endpoint API calls the endpoint manager, through a small interface.
 	{"cells/endpointapi", "cells/endpointmanager"}: "request path",
+	// A CNI DEL queued while the agent was down is done at start exactly
+	// like an API DEL: the endpoint manager's delete path, then the IPAM's
+	// release of the attachment's addresses.
+	{"cells/cnidelqueue", "cells/endpointmanager"}: "queued CNI DEL, endpoint",
+	{"cells/cnidelqueue", "cells/ipam"}:            "queued CNI DEL, addresses",
 	// The cluster's policies go through the repository, which owns the
 	// rules, their revision and their persistence: the Kubernetes policy
 	// watcher hands it each object's rules (SetObjects, source k8s).

@@ -119,7 +119,7 @@ func writeNetwork(b testing.TB, dir, pluginName, cniPath string, conf map[string
 func membraneNetwork(b testing.TB, a *agent) *network {
 	return writeNetwork(b, a.Dir, "membrane", bins.PluginDir, map[string]any{
 		"cniVersion": "1.0.0",
-		"plugins":    []any{map[string]any{"type": "membrane-cni", "socket": a.Socket, "mtu": 1500}},
+		"plugins":    []any{map[string]any{"type": "membrane-cni", "socket": a.Socket, "stateDir": a.StateDir, "mtu": 1500}},
 	})
 }
 

@@ -117,8 +117,10 @@ func TestIPAMExhaustion(t *testing.T) {
 
 // With the agent down, ADD fails with an error naming the socket and
 // leaves nothing behind; STATUS says the plugin is unavailable; DEL removes
-// the veth and asks to be retried, and the retry finishes once the agent
-// is back.
+// the veth, queues the rest for the agent and succeeds, so the runtime can
+// forget the pod. The agent, once back, has done the DEL before it
+// answers: the pod's address, endpoint, identity reference and ipcache
+// entry are gone without any retry.
 func TestAgentDown(t *testing.T) {
 	setup(t)
 	a := startAgent(t, agentOpts{})
@@ -129,6 +131,7 @@ func TestAgentDown(t *testing.T) {
 	if err := n.add(web); err != nil {
 		t.Fatal(err)
 	}
+	webIP := web.IP()
 
 	a.Stop()
 	db := newPod(t, "shop", "db")
@@ -151,21 +154,37 @@ func TestAgentDown(t *testing.T) {
 		t.Errorf("STATUS with the agent down: %v", err)
 	}
 
-	err = n.del(web)
-	if err == nil || !strings.Contains(err.Error(), a.Socket) {
-		t.Errorf("DEL with the agent down should fail naming the socket (so the runtime retries): %v", err)
+	// kubelet DELs twice; both succeed and make one queue entry. The
+	// failed ADD's DEL (the runtime's cleanup) is queued too.
+	for i := range 2 {
+		if err := n.del(web); err != nil {
+			t.Fatalf("DEL %d with the agent down: %v", i+1, err)
+		}
+	}
+	if err := n.del(db); err != nil {
+		t.Fatalf("DEL of the pod whose ADD failed, agent down: %v", err)
 	}
 	if linkExists(web.Attachment().HostVeth()) {
 		t.Errorf("DEL with the agent down kept veth %s", web.Attachment().HostVeth())
 	}
+	if q := queued(t, a); len(q) != 2 {
+		t.Errorf("queued DELs: %v, want one for web and one for db", q)
+	}
 
-	// The agent comes back (same state dir): the retried DEL completes and
-	// the pod that failed to start can be added.
+	// The agent comes back (same state dir): the DELs are done, the
+	// queue is empty, and the pod that failed to start can be added.
 	a.Restart()
+	assertGone(t, a, web, webIP)
+	assertNoIdleIdentities(t, a)
+	if q := queued(t, a); len(q) != 0 {
+		t.Errorf("queued DELs after the agent's start: %v, want none", q)
+	}
+	if !strings.Contains(a.Log(100), "Queued CNI DEL done") {
+		t.Errorf("the agent's log does not say it did the queued DEL:\n%s", a.Log(30))
+	}
 	if err := n.del(web); err != nil {
 		t.Fatalf("DEL retried with the agent back: %v", err)
 	}
-	assertGone(t, a, web, web.IP())
 	if err := n.add(db); err != nil {
 		t.Fatalf("ADD with the agent back: %v", err)
 	}

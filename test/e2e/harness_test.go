@@ -129,7 +129,7 @@ func newNetwork(t *testing.T, a *agent, cniVersion string, pluginConf map[string
 		Dir:   filepath.Join(a.Dir, fmt.Sprintf("net.d-%d", netCounter.Load())),
 		agent: a,
 	}
-	entry := map[string]any{"type": "membrane-cni", "socket": a.Socket}
+	entry := map[string]any{"type": "membrane-cni", "socket": a.Socket, "stateDir": a.StateDir}
 	for k, v := range pluginConf {
 		entry[k] = v
 	}
@@ -249,7 +249,7 @@ func (n *network) check(p *pod) error {
 // what cnitool cannot express (an empty CNI_NETNS, a GC with a list of
 // valid attachments).
 func (n *network) runPlugin(command, containerID, netns string, conf map[string]any) (string, error) {
-	entry := map[string]any{"cniVersion": "1.1.0", "name": n.Name, "type": "membrane-cni", "socket": n.agent.Socket}
+	entry := map[string]any{"cniVersion": "1.1.0", "name": n.Name, "type": "membrane-cni", "socket": n.agent.Socket, "stateDir": n.agent.StateDir}
 	for k, v := range conf {
 		entry[k] = v
 	}

@@ -98,8 +98,8 @@ func newPodman(t *testing.T, a *agent) *podmanEnv {
 	// cniVersion 1.0.0: podman 4.3's libcni cannot read a 1.1.0 result;
 	// cniVersions lets a newer runtime pick 1.1.0.
 	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": %q,
-  "plugins": [{"type": "membrane-cni", "socket": %q, "mtu": 1500}]}
-`, networkName, a.Socket)
+  "plugins": [{"type": "membrane-cni", "socket": %q, "stateDir": %q, "mtu": 1500}]}
+`, networkName, a.Socket, a.StateDir)
 	for path, data := range map[string]string{
 		p.conf:                             fmt.Sprintf(containersConf, filepath.Join(dir, "tmp"), bins.PluginDir, netDir),
 		filepath.Join(dir, "storage.conf"): fmt.Sprintf(storageConf, p.root, p.runroot),

@@ -15,8 +15,9 @@ import (
 
 // Defaults of the network configuration.
 const (
-	DefaultSocket = client.DefaultSocket
-	DefaultMTU    = 1500
+	DefaultSocket   = client.DefaultSocket
+	DefaultStateDir = "/var/lib/membrane"
+	DefaultMTU      = 1500
 
 	// MinMTU is the smallest MTU IPv4 allows; IPv6 needs MinMTUv6.
 	MinMTU   = 68
@@ -26,7 +27,8 @@ const (
 
 // NetConf is the plugin's entry in a CNI network configuration list:
 //
-//	{"type": "membrane-cni", "socket": "/var/run/membrane/membrane.sock", "mtu": 1500}
+//	{"type": "membrane-cni", "socket": "/var/run/membrane/membrane.sock",
+//	 "stateDir": "/var/lib/membrane", "mtu": 1500}
 //
 // Fields the runtime adds (runtimeConfig, capabilities, prevResult, args,
 // cni.dev/valid-attachments) are accepted; unknown fields are ignored, as the
@@ -36,6 +38,9 @@ type NetConf struct {
 
 	// Socket is the agent's API socket.
 	Socket string `json:"socket,omitempty"`
+	// StateDir is the agent's --state-dir: a DEL the agent cannot take
+	// (it is down) is queued there for it (internal/delqueue).
+	StateDir string `json:"stateDir,omitempty"`
 	// MTU of both ends of the veth pair.
 	MTU *int `json:"mtu,omitempty"`
 
@@ -64,6 +69,10 @@ func LoadConf(data []byte) (*NetConf, error) {
 		return nil, fmt.Errorf("invalid network configuration %s: \"socket\" must be an absolute path, got %s",
 			clip.Quote(conf.Name), clip.Quote(conf.Socket))
 	}
+	if !filepath.IsAbs(conf.StateDir) {
+		return nil, fmt.Errorf("invalid network configuration %q: \"stateDir\" must be an absolute path, got %q",
+			conf.Name, conf.StateDir)
+	}
 	if conf.MTU != nil && (*conf.MTU < MinMTU || *conf.MTU > MaxMTU) {
 		return nil, fmt.Errorf("invalid network configuration %s: \"mtu\" %d is out of range %d..%d",
 			clip.Quote(conf.Name), *conf.MTU, MinMTU, MaxMTU)
@@ -80,6 +89,9 @@ func parseConf(data []byte) (*NetConf, error) {
 	}
 	if conf.Socket == "" {
 		conf.Socket = DefaultSocket
+	}
+	if conf.StateDir == "" {
+		conf.StateDir = DefaultStateDir
 	}
 	return conf, nil
 }

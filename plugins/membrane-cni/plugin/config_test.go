@@ -10,8 +10,8 @@ func TestLoadConfDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conf.Socket != DefaultSocket || conf.mtu() != DefaultMTU {
-		t.Fatalf("defaults: socket %q mtu %d", conf.Socket, conf.mtu())
+	if conf.Socket != DefaultSocket || conf.StateDir != DefaultStateDir || conf.mtu() != DefaultMTU {
+		t.Fatalf("defaults: socket %q stateDir %q mtu %d", conf.Socket, conf.StateDir, conf.mtu())
 	}
 }
 
@@ -43,6 +43,7 @@ func TestLoadConfRejects(t *testing.T) {
 		{`{"name":"n","mtu":70000}`, `"mtu" 70000 is out of range`},
 		{`{"name":"n","mtu":"big"}`, `invalid network configuration`},
 		{`{"name":"n","socket":"agent.sock"}`, `"socket" must be an absolute path`},
+		{`{"name":"n","stateDir":"state"}`, `"stateDir" must be an absolute path`},
 		{`{"name":`, `invalid network configuration`},
 	} {
 		_, err := LoadConf([]byte(tc.in))

@@ -13,6 +13,14 @@
 // agent's endpoint ID ("cni-attachment-id:CID:IFNAME"). That is what makes
 // DEL idempotent and safe without CNI_NETNS, and GC possible without a cache.
 //
+// The one thing it writes is for the agent: a DEL that cannot reach the
+// agent at all removes the host veth, records the DEL in the agent's state
+// dir (netconf "stateDir", default /var/lib/membrane; internal/delqueue)
+// and succeeds; the agent does it at its next start, before it serves.
+// When the queue cannot take it (full, no state dir, the agent is starting
+// or stopping) the DEL fails naming the socket, so the runtime retries
+// (docs/endpoint-lifecycle.md#deletion-while-the-agent-is-down).
+//
 // Every command is a function a test can call inside a throwaway network
 // namespace (see the tests); main.go only hands them to skel. Try it by hand
 // against a running agent:

@@ -124,8 +124,8 @@ func (e *env) router() netip.Addr { return e.agent.PodCIDR.Addr().Next() }
 func (e *env) first() netip.Addr  { return e.router().Next() }
 
 func (e *env) conf(version string) []byte {
-	return fmt.Appendf(nil, `{"cniVersion":%q,"name":"mbtest","type":"membrane-cni","socket":%q,"mtu":1400}`,
-		version, e.agent.Socket)
+	return fmt.Appendf(nil, `{"cniVersion":%q,"name":"mbtest","type":"membrane-cni","socket":%q,"stateDir":%q,"mtu":1400}`,
+		version, e.agent.Socket, e.agent.StateDir)
 }
 
 func (e *env) args(cid, netns, cniArgs string) *skel.CmdArgs {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/delqueue"
 	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
@@ -293,10 +296,11 @@ func TestAddAgentDown(t *testing.T) {
 	e.requireNoHostVeth(attachment(args))
 }
 
-// The agent goes away between ADD and DEL: the veth still goes, the error
-// names the socket so the runtime retries, and the retry, once the agent
-// is back, finishes the job. (The agent comes back without the endpoint,
-// whose veth is gone, but with the address, which the retry releases.)
+// The agent goes away between ADD and DEL: the veth still goes, the DEL
+// is queued in the agent's state dir and succeeds, and a second DEL (the
+// runtime's retry or kubelet's double DEL) collapses into the same entry.
+// The agent finishes the job when it starts, before it answers: the
+// address (which it restored) is released and the queue is empty.
 func TestDelAgentDown(t *testing.T) {
 	e := newEnv(t, agentOpts{})
 	args := e.newPod("deldown", "")
@@ -305,20 +309,42 @@ func TestDelAgentDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.agent.Stop()
-	err := e.del(args)
-	if err == nil || !strings.Contains(err.Error(), e.agent.Socket) {
-		t.Fatalf("DEL with the agent down: %v", err)
+	for i := range 2 {
+		if err := e.del(args); err != nil {
+			t.Fatalf("DEL %d with the agent down: %v", i+1, err)
+		}
 	}
 	e.requireNoHostVeth(att)
+	queue := filepath.Join(e.agent.StateDir, delqueue.DirName)
+	if files, err := os.ReadDir(queue); err != nil || len(files) != 1 || files[0].Name() != delqueue.Name(att.ContainerID, att.IfName) {
+		t.Fatalf("queue %s after two DELs: %v (%v), want one entry for %s", queue, files, err, att.Owner())
+	}
 	e.agent.Restart()
-	if len(e.ownedIPs(att)) == 0 {
-		t.Fatal("the restarted agent holds no address of the attachment: the retried DEL has nothing left to do")
-	}
-	if err := e.del(args); err != nil {
-		t.Fatal(err)
-	}
 	e.requireClean(args)
 	e.requireAgentHolds(0, 0)
+	if files, err := os.ReadDir(queue); err != nil || len(files) != 0 {
+		t.Fatalf("queue after the agent's start: %v (%v), want it empty", files, err)
+	}
+	if err := e.del(args); err != nil {
+		t.Fatalf("DEL with the agent back, after the queued one: %v", err)
+	}
+}
+
+// A DEL that cannot be queued fails as it did before the queue existed,
+// naming the socket so that the runtime retries, and says why.
+func TestDelAgentDownCannotQueue(t *testing.T) {
+	e := newEnv(t, agentOpts{})
+	args := e.newPod("nostate", "")
+	e.agent.Stop()
+	args.StdinData = fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"mbtest","type":"membrane-cni","socket":%q,"stateDir":%q}`,
+		e.agent.Socket, filepath.Join(e.agent.Dir, "no-such-state-dir"))
+	err := e.del(args)
+	if err == nil || !strings.Contains(err.Error(), e.agent.Socket) || !strings.Contains(err.Error(), "could not be queued") {
+		t.Fatalf("DEL with the agent down and no state dir: %v", err)
+	}
+	if CodeOf(err) != types.ErrTryAgainLater {
+		t.Errorf("code %d, want %d (try again later)", CodeOf(err), types.ErrTryAgainLater)
+	}
 }
 
 // ADD of an attachment that is set up already fails on the veth, before
