@@ -49,8 +49,81 @@ command works without it, showing numbers only.`,
 		},
 	}
 	get.Flags().BoolVar(&raw, "raw", false, "One line per map entry, port ranges not merged")
+
+	var listRaw bool
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List every entry of the policy map, of all endpoints, with their count",
+		Long: `list prints every entry of the pinned policy map (` + maps.PolicyMapName + `), of all endpoints,
+sorted by endpoint, direction, identity, protocol and port, and how many map
+entries there are. Adjacent port-range prefixes are merged as in "get"
+(--raw: one line per map entry). An endpoint gone should leave no entry
+behind: a count that grows while the number of endpoints does not is a leak.`,
+		Example: `  membrane bpf policy list
+  membrane bpf policy list -o json
+  membrane bpf policy list --raw`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			l, err := readPolicyMap(*root, listRaw)
+			if err != nil {
+				return err
+			}
+			return a.render(l, func(w io.Writer) error { return printPolicyList(w, l) })
+		},
+	}
+	list.Flags().BoolVar(&listRaw, "raw", false, "One line per map entry, port ranges not merged")
 	return groupCommand("policy", "The policy map: endpoint x peer identity x protocol x port -> allow/deny", "",
-		"  membrane bpf policy get 1234", get)
+		"  membrane bpf policy list\n  membrane bpf policy get 1234", list, get)
+}
+
+// policyList is the whole policy map.
+type policyList struct {
+	// MapEntries counts the map's entries (LPM keys), whatever the merging.
+	MapEntries int               `json:"map-entries"`
+	Entries    []policyListEntry `json:"entries"`
+}
+
+type policyListEntry struct {
+	EndpointID uint16 `json:"endpoint-id"`
+	policyEntryOutput
+}
+
+func readPolicyMap(root string, raw bool) (*policyList, error) {
+	byEP := map[uint16][]policyEntryOutput{}
+	l := &policyList{Entries: []policyListEntry{}}
+	err := dumpPinned(root, maps.PolicyMapName, func(k maps.PolicyKey, v maps.PolicyValue) {
+		l.MapEntries++
+		byEP[k.EndpointID] = append(byEP[k.EndpointID], policyEntryFromKey(k, v))
+	})
+	if err != nil {
+		return nil, err
+	}
+	eps := make([]uint16, 0, len(byEP))
+	for ep := range byEP {
+		eps = append(eps, ep)
+	}
+	slices.Sort(eps)
+	for _, ep := range eps {
+		for _, e := range sortPolicyEntries(byEP[ep], raw) {
+			l.Entries = append(l.Entries, policyListEntry{EndpointID: ep, policyEntryOutput: e})
+		}
+	}
+	return l, nil
+}
+
+func printPolicyList(w io.Writer, l *policyList) error {
+	if len(l.Entries) > 0 {
+		t := newTable(w, "ENDPOINT", "DIRECTION", "IDENTITY", "PROTOCOL", "PORT", "VERDICT")
+		for _, e := range l.Entries {
+			t.row(strconv.Itoa(int(e.EndpointID)), e.Direction, e.identityString(), e.Protocol, e.portString(), e.Verdict)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "%d entries in %s.\n", l.MapEntries, maps.PolicyMapName)
+	return err
 }
 
 // endpointPolicy is an endpoint's slice of the policy map.
@@ -104,15 +177,22 @@ func readEndpointPolicy(root string, ep uint16, raw bool) (*endpointPolicy, erro
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(pol.Entries, func(x, y policyEntryOutput) int {
+	pol.Entries = sortPolicyEntries(pol.Entries, raw)
+	return pol, nil
+}
+
+// sortPolicyEntries sorts one endpoint's entries and, unless raw, merges
+// adjacent port ranges.
+func sortPolicyEntries(es []policyEntryOutput, raw bool) []policyEntryOutput {
+	slices.SortFunc(es, func(x, y policyEntryOutput) int {
 		return cmp.Or(cmp.Compare(x.dir, y.dir), cmp.Compare(x.Identity, y.Identity),
 			cmp.Compare(x.ProtocolNumber, y.ProtocolNumber), cmp.Compare(x.Port, y.Port), cmp.Compare(x.EndPort, y.EndPort),
 			cmp.Compare(x.Verdict, y.Verdict))
 	})
-	if !raw {
-		pol.Entries = mergePortRanges(pol.Entries)
+	if raw {
+		return es
 	}
-	return pol, nil
+	return mergePortRanges(es)
 }
 
 // policyEntryFromKey decodes an LPM key: its prefix length says whether
@@ -194,11 +274,7 @@ func printEndpointPolicy(w io.Writer, pol *endpointPolicy) error {
 	}
 	t := newTable(w, "DIRECTION", "IDENTITY", "LABELS", "PROTOCOL", "PORT", "VERDICT")
 	for _, e := range pol.Entries {
-		ident := strconv.FormatUint(uint64(e.Identity), 10)
-		if e.Identity == 0 {
-			ident = maps.AnyName
-		}
-		t.row(e.Direction, ident, dash(strings.Join(e.Labels, "\n")), e.Protocol, e.portString(), e.Verdict)
+		t.row(e.Direction, e.identityString(), dash(strings.Join(e.Labels, "\n")), e.Protocol, e.portString(), e.Verdict)
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -208,6 +284,13 @@ func printEndpointPolicy(w io.Writer, pol *endpointPolicy) error {
 		return err
 	}
 	return nil
+}
+
+func (e policyEntryOutput) identityString() string {
+	if e.Identity == 0 {
+		return maps.AnyName
+	}
+	return strconv.FormatUint(uint64(e.Identity), 10)
 }
 
 func (e policyEntryOutput) portString() string {

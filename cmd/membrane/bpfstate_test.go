@@ -123,6 +123,30 @@ func TestBPFPolicyGet(t *testing.T) {
 			"Endpoint 99: not in mb_endpoints (no interface attached with it: its programs would drop every packet)",
 			"No entries in mb_policy for endpoint 99.")
 
+		// list: every endpoint's entries, and the count of map entries
+		// (8000-8080 is three LPM keys, merged into one line).
+		wantLines(t, ok(t, a.args("bpf", "policy", "list", "--bpf-root", root)...),
+			"ENDPOINT   DIRECTION   IDENTITY   PROTOCOL   PORT        VERDICT",
+			"5          ingress     "+id(db)+"TCP        443         allow",
+			"17         ingress     any        UDP        any         allow",
+			"17         ingress     2          any        any         deny",
+			"17         ingress     "+id(db)+"TCP        80          allow",
+			"17         ingress     "+id(cache)+"TCP        8000-8080   allow",
+			"17         egress      "+id(db)+"ICMP       0           allow",
+			"17         egress      "+id(db)+"ICMP       any         allow",
+			"9 entries in mb_policy.",
+		)
+		if out := ok(t, a.args("bpf", "policy", "list", "--bpf-root", root, "--raw")...); strings.Count(out, "\n") != 11 ||
+			!strings.Contains(out, "17         ingress     "+id(cache)+"TCP        8064-8079   allow") {
+			t.Errorf("list --raw:\n%s", out)
+		}
+		var l policyList
+		mustJSON(t, ok(t, a.args("bpf", "policy", "list", "--bpf-root", root, "-o", "json")...), &l)
+		if l.MapEntries != 9 || len(l.Entries) != 7 || l.Entries[0].EndpointID != 5 || l.Entries[0].Port != 443 ||
+			l.Entries[4].EndpointID != 17 || l.Entries[4].EndPort != 8080 || l.Entries[4].Verdict != "allow" {
+			t.Fatalf("list JSON %+v", l)
+		}
+
 		// Without the agent: numbers only, and a note saying why.
 		a.stop()
 		r := run(t, "", a.args("bpf", "policy", "get", "17", "--bpf-root", root)...)
@@ -247,6 +271,7 @@ func TestBPFStateMissingMaps(t *testing.T) {
 		name string
 	}{
 		{[]string{"bpf", "policy", "get", "1"}, maps.EndpointsMapName},
+		{[]string{"bpf", "policy", "list"}, maps.PolicyMapName},
 		{[]string{"bpf", "ct", "list"}, maps.ConntrackMapName},
 		{[]string{"bpf", "metrics"}, maps.MetricsMapName},
 	} {
