@@ -257,6 +257,7 @@ var modelSchemas = map[string]struct {
 	// only, and an answer: only the request rules apply.
 	"Pod":              {reflect.TypeFor[models.Pod](), request},
 	"Status":           {reflect.TypeFor[models.Status](), response},
+	"Runtime":          {reflect.TypeFor[models.Runtime](), response},
 	"KubernetesStatus": {reflect.TypeFor[models.KubernetesStatus](), response},
 	"KubernetesCache":  {reflect.TypeFor[models.KubernetesCache](), response},
 

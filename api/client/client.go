@@ -274,6 +274,16 @@ func (c *Client) Healthz(ctx context.Context) (*models.Status, error) {
 	return &s, nil
 }
 
+// Runtime returns the agent process's goroutines, threads, open files and
+// memory (GET /v1/debug/runtime).
+func (c *Client) Runtime(ctx context.Context) (*models.Runtime, error) {
+	var r models.Runtime
+	if err := c.Get(ctx, "/v1/debug/runtime", &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // StateDBDump returns the rows of one statedb table as the agent's
 // /statedb/ handler dumps them ({"TABLE": [rows]}), or of every table if
 // table is "".

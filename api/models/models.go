@@ -195,6 +195,22 @@ type Status struct {
 	Kubernetes *KubernetesStatus `json:"kubernetes,omitempty"`
 }
 
+// Runtime is the answer of GET /v1/debug/runtime: the agent process's
+// resource counts, read from the Go runtime and /proc/self. Counts that
+// grow with churn while the number of endpoints does not are a leak.
+type Runtime struct {
+	Goroutines int `json:"goroutines"`
+	// Threads is the process's OS threads (/proc/self/status Threads).
+	Threads int `json:"threads"`
+	// OpenFDs counts the entries of /proc/self/fd.
+	OpenFDs int `json:"openFDs"`
+	// RSSBytes is the resident set size (/proc/self/status VmRSS).
+	RSSBytes int64 `json:"rssBytes"`
+	// HeapBytes is the Go heap in use (runtime/metrics
+	// /memory/classes/heap/objects:bytes).
+	HeapBytes int64 `json:"heapBytes"`
+}
+
 // KubernetesStatus is the agent's connection to the Kubernetes API
 // server: whether it answers, and whether each watched resource's cache
 // has synced. An unreachable API server does not make the agent

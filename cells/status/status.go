@@ -1,7 +1,10 @@
 // Package status answers GET /v1/healthz (the agent's version, uptime,
 // endpoints by state and the health each cell last reported; what
-// `membrane status` and the CNI plugin's STATUS read) and GET /v1/config
-// (every flag's effective value).
+// `membrane status` and the CNI plugin's STATUS read), GET /v1/config
+// (every flag's effective value) and GET /v1/debug/runtime (the process's
+// goroutines, threads, open files and memory, for leak checks).
+//
+// Try it: curl --unix-socket /var/run/membrane/membrane.sock http://x/v1/debug/runtime
 package status
 
 import (
@@ -80,6 +83,7 @@ func newRoutes(p params) apiserver.RoutesOut {
 	return apiserver.RoutesOut{Routes: []apiserver.Route{
 		{Pattern: "GET /v1/healthz", Handler: apiserver.Handle(healthz)},
 		{Pattern: "GET /v1/config", Handler: apiserver.Handle(config)},
+		{Pattern: "GET /v1/debug/runtime", Handler: apiserver.Handle(runtimeCounts)},
 	}}
 }
 
