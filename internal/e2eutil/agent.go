@@ -221,6 +221,22 @@ func (a *Agent) Stop() {
 	}
 }
 
+// Kill ends the agent with SIGKILL by its PID, as a crash or the OOM
+// killer does: no stop hook runs. It returns once the process has exited.
+// Start brings it back on the same state.
+func (a *Agent) Kill() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-a.exited:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.exited
+}
+
 // Log is the end of the agent's log: its last lines, without hive's
 // start/stop bookkeeping (which says nothing about a failure).
 func (a *Agent) Log(lines int) string {
