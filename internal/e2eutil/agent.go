@@ -203,13 +203,8 @@ func (a *Agent) Restart() {
 
 // Stop ends the agent by its PID: SIGTERM, SIGKILL after 10 s.
 func (a *Agent) Stop() {
-	if a.cmd == nil || a.cmd.Process == nil {
+	if !a.running() {
 		return
-	}
-	select {
-	case <-a.exited:
-		return
-	default:
 	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -221,17 +216,25 @@ func (a *Agent) Stop() {
 	}
 }
 
+// running: the agent was started and has not exited.
+func (a *Agent) running() bool {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return false
+	}
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
+}
+
 // Kill ends the agent with SIGKILL by its PID, as a crash or the OOM
 // killer does: no stop hook runs. It returns once the process has exited.
 // Start brings it back on the same state.
 func (a *Agent) Kill() {
-	if a.cmd == nil || a.cmd.Process == nil {
+	if !a.running() {
 		return
-	}
-	select {
-	case <-a.exited:
-		return
-	default:
 	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	<-a.exited
