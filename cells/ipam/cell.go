@@ -65,7 +65,7 @@ func newFromHive(p params) (*IPAM, error) {
 			return nil
 		},
 	})
-	r := &reclaimer{m: m, endpoints: p.Endpoints, grace: ReclaimGrace}
+	r := &reclaimer{m: m, endpoints: p.Endpoints, grace: ReclaimGrace, health: p.Health.NewScope("reclaim-leaked")}
 	p.Jobs.Add(job.OneShot("reclaim-leaked", r.run))
 	return m, nil
 }

@@ -139,9 +139,13 @@ type reclaimer struct {
 	m         *IPAM
 	endpoints statedb.Table[*tables.Endpoint]
 	grace     time.Duration
+	// health is a scope of the cell's own: a one-shot job's scope is
+	// closed when it returns, and a failed release must stay visible.
+	health cell.Health
 }
 
-func (r *reclaimer) run(ctx context.Context, health cell.Health) error {
+func (r *reclaimer) run(ctx context.Context, _ cell.Health) error {
+	health := r.health
 	m := r.m
 	m.mu.Lock()
 	restored := m.restored
