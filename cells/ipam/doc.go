@@ -28,7 +28,9 @@
 // initialized, each allocation restored at start whose attachment has
 // neither an endpoint nor a host veth (or whose attachment's endpoint has
 // other addresses) is released, logged as "Released leaked pod address"
-// with the owner, the IP and why. Reads: endpoints (and the host's links).
+// with the owner, the IP and why, and counted in the health line
+// ipam.reclaim-leaked (`membrane status`). Reads: endpoints (and the
+// host's links).
 //
 // See it work:
 //
