@@ -36,6 +36,9 @@ type IPAM struct {
 	mu       sync.Mutex
 	ready    bool // allocations loaded; changes refused until then
 	initDone func(statedb.WriteTxn)
+	// restored are the allocations loaded at start, the only ones the
+	// reclaimer may release (see reclaim.go).
+	restored []*tables.IPAMAllocation
 }
 
 // Address is one allocated address with what a pod needs to use it.
@@ -73,6 +76,7 @@ func (m *IPAM) start() (loaded, outside int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	m.restored = sortedRows(m.table.All(m.db.ReadTxn()))
 	m.ready = true
 	return loaded, outside, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/statedir"
@@ -30,6 +31,8 @@ type params struct {
 	Health    cell.Health
 	DB        *statedb.DB
 	Table     statedb.RWTable[*tables.IPAMAllocation]
+	Endpoints statedb.Table[*tables.Endpoint]
+	Jobs      job.Group
 	Dir       statedir.Dir
 	Config    Config
 }
@@ -62,5 +65,7 @@ func newFromHive(p params) (*IPAM, error) {
 			return nil
 		},
 	})
+	r := &reclaimer{m: m, endpoints: p.Endpoints, grace: ReclaimGrace, health: p.Health.NewScope("reclaim-leaked")}
+	p.Jobs.Add(job.OneShot("reclaim-leaked", r.run))
 	return m, nil
 }

@@ -22,6 +22,16 @@
 // one lock, so allocations survive a restart. Until they are restored the
 // table is not initialized.
 //
+// It reclaims the addresses a crash leaked (reclaim.go): an agent killed
+// during ADDs leaves addresses allocated to attachments that never got
+// their veth or endpoint. ReclaimGrace (10s) after the endpoints table is
+// initialized, each allocation restored at start whose attachment has
+// neither an endpoint nor a host veth (or whose attachment's endpoint has
+// other addresses) is released, logged as "Released leaked pod address"
+// with the owner, the IP and why, and counted in the health line
+// ipam.reclaim-leaked (`membrane status`). Reads: endpoints (and the
+// host's links).
+//
 // See it work:
 //
 //	membrane ipam list                  # the allocations

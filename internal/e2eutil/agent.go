@@ -203,13 +203,8 @@ func (a *Agent) Restart() {
 
 // Stop ends the agent by its PID: SIGTERM, SIGKILL after 10 s.
 func (a *Agent) Stop() {
-	if a.cmd == nil || a.cmd.Process == nil {
+	if !a.running() {
 		return
-	}
-	select {
-	case <-a.exited:
-		return
-	default:
 	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -219,6 +214,30 @@ func (a *Agent) Stop() {
 		a.cmd.Process.Kill()
 		<-a.exited
 	}
+}
+
+// running: the agent was started and has not exited.
+func (a *Agent) running() bool {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return false
+	}
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill ends the agent with SIGKILL by its PID, as a crash or the OOM
+// killer does: no stop hook runs. It returns once the process has exited.
+// Start brings it back on the same state.
+func (a *Agent) Kill() {
+	if !a.running() {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.exited
 }
 
 // Log is the end of the agent's log: its last lines, without hive's

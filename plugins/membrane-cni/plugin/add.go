@@ -97,10 +97,10 @@ func (a *adder) run(ctx context.Context) (res types.Result, err error) {
 	}
 
 	pair, err := createVeth(a.att.HostVeth(), a.att.IfName, a.conf.mtu(), netns)
+	if errors.Is(err, ErrHostVethExists) {
+		pair, err = a.replaceOrphanVeth(ctx, netns)
+	}
 	if err != nil {
-		if errors.Is(err, ErrHostVethExists) {
-			err = fmt.Errorf("%w: the attachment is already set up; DEL it before adding it again", err)
-		}
 		return nil, fmt.Errorf("creating the veth pair: %w", err)
 	}
 	a.undo.push("deleting veth "+pair.HostName, func(context.Context) error { return deleteLink(pair.HostName) })
@@ -244,6 +244,27 @@ func (a *adder) createEndpoint(ctx context.Context, p *vethPair, addrs []podAddr
 		})
 	}
 	return putEndpointError(a.conf.Socket, a.att, err)
+}
+
+// replaceOrphanVeth handles a host veth that is already there. If the
+// agent has an endpoint for the attachment, the attachment is set up and
+// the ADD fails (DEL it first). If it has none, the veth is what an
+// earlier ADD left when it died half-way (the agent was killed, the node
+// lost power): a retried ADD must succeed, so the leftover is deleted
+// (with it, its pod end) and the pair made anew.
+func (a *adder) replaceOrphanVeth(ctx context.Context, netns ns.NetNS) (*vethPair, error) {
+	host := a.att.HostVeth()
+	_, err := a.client.GetEndpoint(ctx, a.att.EndpointID())
+	if err == nil {
+		return nil, fmt.Errorf("%s: %w: the attachment is already set up; DEL it before adding it again", host, ErrHostVethExists)
+	}
+	if !notFound(err) {
+		return nil, fmt.Errorf("%s: %w, and asking the agent whether it is in use failed: %w", host, ErrHostVethExists, agentError(a.conf.Socket, err))
+	}
+	if err := deleteLink(host); err != nil {
+		return nil, fmt.Errorf("removing the leftover host veth of an earlier ADD: %w", err)
+	}
+	return createVeth(host, a.att.IfName, a.conf.mtu(), netns)
 }
 
 // deleteOurEndpoint removes the attachment's endpoint only if it is the one

@@ -103,8 +103,8 @@ func TestHostVethName(t *testing.T) {
 
 func TestParseOwner(t *testing.T) {
 	for in, want := range map[string]Attachment{
-		"abc:eth0":   {"abc", "eth0"},
-		"a:b:c:net1": {"a:b:c", "net1"},
+		"abc:eth0":   {ContainerID: "abc", IfName: "eth0"},
+		"a:b:c:net1": {ContainerID: "a:b:c", IfName: "net1"},
 	} {
 		if got, ok := ParseOwner(in); !ok || got != want {
 			t.Errorf("ParseOwner(%q) = %+v %v", in, got, ok)

@@ -1,44 +1,22 @@
 package plugin
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"strings"
-)
+import att "github.com/membrane-net/membrane/api/attachment"
+
+// The attachment's names live in api/attachment, shared with the agent
+// (which finds the host veth of an IPAM owner at start); these keep the
+// plugin's callers unchanged.
 
 // HostVethPrefix starts the name of every host-side veth membrane-cni makes.
-const HostVethPrefix = "mb"
+const HostVethPrefix = att.HostVethPrefix
 
-// HostVethName is the host-side veth name of an attachment: "mb" and the
-// first 13 hex digits of sha256("container-id:ifname"), 15 characters, the
-// kernel's limit. It is a pure function of the attachment so DEL and GC find
-// the interface without any state, even when the netns is gone.
+// HostVethName is the host-side veth name of an attachment (see
+// attachment.HostVethName).
 func HostVethName(containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(containerID + ":" + ifName))
-	return HostVethPrefix + hex.EncodeToString(sum[:])[:13]
+	return att.HostVethName(containerID, ifName)
 }
 
 // Attachment is one CNI attachment: a container's interface on this network.
-type Attachment struct {
-	ContainerID string
-	IfName      string
-}
+type Attachment = att.Attachment
 
-// Owner is how the agent's IPAM records the attachment's addresses.
-func (a Attachment) Owner() string { return a.ContainerID + ":" + a.IfName }
-
-// EndpointID addresses the attachment's endpoint in the agent's API.
-func (a Attachment) EndpointID() string { return "cni-attachment-id:" + a.Owner() }
-
-// HostVeth is the attachment's host-side veth name.
-func (a Attachment) HostVeth() string { return HostVethName(a.ContainerID, a.IfName) }
-
-// ParseOwner turns an IPAM owner back into an attachment. Interface names
-// cannot contain ':' so the last one separates the two.
-func ParseOwner(owner string) (Attachment, bool) {
-	i := strings.LastIndexByte(owner, ':')
-	if i <= 0 || i == len(owner)-1 {
-		return Attachment{}, false
-	}
-	return Attachment{ContainerID: owner[:i], IfName: owner[i+1:]}, true
-}
+// ParseOwner turns an IPAM owner back into an attachment.
+func ParseOwner(owner string) (Attachment, bool) { return att.ParseOwner(owner) }

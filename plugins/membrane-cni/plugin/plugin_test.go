@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/internal/delqueue"
@@ -347,8 +348,8 @@ func TestDelAgentDownCannotQueue(t *testing.T) {
 	}
 }
 
-// ADD of an attachment that is set up already fails on the veth, before
-// the agent is asked anything, and leaves the first one alone.
+// ADD of an attachment that is set up already (the agent has its
+// endpoint) fails on the veth and leaves the first one alone.
 func TestAddDuplicateAttachment(t *testing.T) {
 	e := newEnv(t, agentOpts{})
 	e.putPod("default", "web")
@@ -364,6 +365,33 @@ func TestAddDuplicateAttachment(t *testing.T) {
 	e.requireAgentHolds(1, 1)
 	if err := e.check(args, res); err != nil {
 		t.Errorf("first attachment damaged: %v", err)
+	}
+	if err := ping(args.Netns, e.router().String()); err != nil {
+		t.Error(err)
+	}
+}
+
+// A host veth without an endpoint is what an ADD left when it died
+// half-way (the agent was killed mid-ADD): the runtime's retry of the ADD
+// replaces it and succeeds.
+func TestAddReplacesOrphanVeth(t *testing.T) {
+	e := newEnv(t, agentOpts{})
+	args := e.newPod("orphan", "")
+	att := attachment(args)
+	err := e.inHost(func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = att.HostVeth()
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "orphanpeer"})
+	})
+	if err != nil {
+		t.Fatalf("making the leftover veth: %v", err)
+	}
+	if _, err := e.add(args); err != nil {
+		t.Fatalf("ADD over a leftover host veth: %v", err)
+	}
+	e.requireAgentHolds(1, 1)
+	if _, err := e.hostLink("orphanpeer"); err == nil {
+		t.Error("the leftover veth's other end is still there")
 	}
 	if err := ping(args.Netns, e.router().String()); err != nil {
 		t.Error(err)
@@ -482,17 +510,17 @@ func TestGC(t *testing.T) {
 	if err := e.inHost(func() error { return GC(ctx, &skel.CmdArgs{StdinData: []byte(conf)}) }); err != nil {
 		t.Fatal(err)
 	}
-	if ep := e.endpoint(Attachment{"keep", "eth0"}); ep == nil {
+	if ep := e.endpoint(Attachment{ContainerID: "keep", IfName: "eth0"}); ep == nil {
 		t.Error("GC removed the valid attachment's endpoint")
 	}
 	if _, err := e.hostLink(HostVethName("keep", "eth0")); err != nil {
 		t.Error("GC removed the valid attachment's veth")
 	}
 	for _, id := range []string{"drop1", "drop2"} {
-		if ep := e.endpoint(Attachment{id, "eth0"}); ep != nil {
+		if ep := e.endpoint(Attachment{ContainerID: id, IfName: "eth0"}); ep != nil {
 			t.Errorf("endpoint of %s survived GC", id)
 		}
-		e.requireNoHostVeth(Attachment{id, "eth0"})
+		e.requireNoHostVeth(Attachment{ContainerID: id, IfName: "eth0"})
 	}
 	owners := map[string]int{}
 	for _, a := range e.agent.IPs() {
