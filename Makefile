@@ -29,7 +29,7 @@ CNI_CONF         ?= /etc/cni/net.d/05-membrane.conflist
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 DESTDIR          ?=
 
-.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check unit bench demo clean install uninstall
+.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check unit bench soak demo clean install uninstall
 
 all: build
 
@@ -95,6 +95,10 @@ unit:
 bench: test-deps build
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/...
 	cd $(CRI_SUITE) && $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+
+# soak: the churn test, longer (MEMBRANE_SOAK_CYCLES=300 make soak).
+soak: test-deps
+	cd test/e2e && MEMBRANE_SOAK_CYCLES=$${MEMBRANE_SOAK_CYCLES:-300} $(GO) test -count=1 -run '^TestChurnSoak$$' -v -timeout 60m .
 
 demo: deps build
 	./scripts/demo.sh
