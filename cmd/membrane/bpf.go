@@ -33,6 +33,7 @@ it answers. They need root (CAP_BPF) and a mounted bpffs.`,
 		`  membrane bpf ipcache list
   membrane bpf endpoint list --bpf-root /sys/fs/bpf/membrane-test
   membrane bpf policy get 1234
+  membrane bpf policy list
   membrane bpf ct list
   membrane bpf metrics`,
 		a.bpfIPCacheCommand(&root),
