@@ -326,3 +326,40 @@ func TestFragmentDropEvent(t *testing.T) {
 		t.Fatalf("drop event %+v", ev)
 	}
 }
+
+// An entry older than a fragment's lifetime passes nothing: the IPv4 ID
+// wraps, and a new datagram must not inherit an old one's ports. One
+// written since the fragment's clock was read (another CPU) is fresh.
+func TestFragmentEntryLifetime(t *testing.T) {
+	d := load(t)
+	d.endpoint(maps.EndpointFlagIngressEnforced)
+	d.allow(ingress, webIdent, 17, 5000, 0, false)
+	if got := d.run(d.to, frag4(webIP, podIP, 17, 40, 0, true, udpFirst(1000, 5000))); got != tcOK {
+		t.Fatal("first fragment dropped")
+	}
+	m := d.coll.Maps[maps.FragmentsMapName]
+	var k maps.FragmentKey
+	var v maps.FragmentValue
+	if it := m.Iterate(); !it.Next(&k, &v) {
+		t.Fatalf("no entry after an allowed first fragment: %v", it.Err())
+	}
+	if want := [4]byte{0, 40, 0, 0}; k.ID != want || k.EndpointID != epID || k.Dir != ingress || k.Protocol != 17 ||
+		binary.BigEndian.Uint16(v.DPort[:]) != 5000 || v.Reason != maps.ReasonForwardedPolicy {
+		t.Fatalf("entry %+v -> %+v", k, v)
+	}
+	later := frag4(webIP, podIP, 17, 40, 185, false, make([]byte, 8))
+	fresh := v.LastSeen
+	v.LastSeen = fresh + 3600e9 // an hour ahead: "written after now"
+	d.put(maps.FragmentsMapName, k, v)
+	if got := d.run(d.to, later); got != tcOK {
+		t.Fatalf("later fragment, entry written after its clock read: %d, want pass", got)
+	}
+	if fresh < 61e9 {
+		t.Skip("booted less than a minute ago: no entry can be older than the lifetime")
+	}
+	v.LastSeen = fresh - 61e9
+	d.put(maps.FragmentsMapName, k, v)
+	if got := d.run(d.to, later); got != tcShot {
+		t.Fatalf("later fragment, entry 61 s old: %d, want drop", got)
+	}
+}

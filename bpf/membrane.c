@@ -428,7 +428,9 @@ static __always_inline void frag_allow(struct frag_key *k, struct flow *f, __u8 
 static __always_inline int frag_lookup(struct frag_key *k, struct flow *f, __u64 now)
 {
 	struct frag_value *v = bpf_map_lookup_elem(&mb_fragments, k);
-	if (!v || now - v->last_seen >= FRAG_LIFETIME_NS)
+	/* Signed: a first fragment seen again on another CPU since now was
+	 * read is fresh, not 2^64 ns old. */
+	if (!v || (__s64)(now - v->last_seen) >= (__s64)FRAG_LIFETIME_NS)
 		return 0;
 	f->sport = v->sport;
 	f->dport = v->dport;
