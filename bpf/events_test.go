@@ -6,13 +6,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/membrane-net/membrane/datapath/maps"
 )
 
-func newReader(m *ebpf.Map) (*ringbuf.Reader, error) { return ringbuf.NewReader(m) }
+// events reads the datapath's monitor events until the test ends.
+func (d *datapath) events() *ringbuf.Reader {
+	d.t.Helper()
+	rd, err := ringbuf.NewReader(d.coll.Maps[maps.EventsMapName])
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { rd.Close() })
+	return rd
+}
 
 func readEvent(t *testing.T, rd *ringbuf.Reader) maps.Event {
 	t.Helper()

@@ -162,3 +162,37 @@ struct {
 	__uint(max_entries, 1 << 20);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_events SEC(".maps");
+
+/* fragments: what the first fragment of a fragmented datagram said, so the
+ * later ones (which carry no L4 header) get its ports and its verdict.
+ * Keyed like the datagram (addresses, protocol, IP ID: the IPv4 ID in the
+ * low 16 bits, the IPv6 fragment header's 32-bit ID) at one enforcement
+ * point. Only a first fragment that passed writes an entry; a denied one
+ * deletes it, so a later fragment finds nothing and drops. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 id;
+	__u16 endpoint_id;
+	__u8 protocol;
+	__u8 family;
+	__u8 dir;
+	__u8 pad[3];
+};
+
+struct frag_value {
+	__u64 last_seen; /* ns, bpf_ktime_get_ns, of the first fragment */
+	__be16 sport;
+	__be16 dport;
+	__be16 policy_port;
+	__u8 reason; /* the first fragment's (forwarding) reason */
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_value);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_fragments SEC(".maps");

@@ -38,6 +38,9 @@ enum reason {
 	REASON_DROP_SPOOFED = 12,        /* source address not the endpoint's */
 	REASON_DROP_NO_ENDPOINT = 13,    /* interface without endpoint entry */
 	REASON_DROP_MALFORMED = 14,      /* truncated or invalid header */
+	REASON_DROP_FRAG_NO_FIRST = 15,  /* later fragment, no allowed first one */
+	REASON_DROP_FRAG_TOO_SHORT = 16, /* first fragment without whole L4 header */
+	REASON_DROP_IPV6_EXT = 17,       /* IPv6 extension headers beyond the bound */
 	/* Not a verdict: a monitor event that found the ring buffer full
 	 * (counted as packets, with 0 bytes). */
 	REASON_EVENT_LOST = 30,
@@ -75,6 +78,13 @@ struct event {
 #define ICMPV6_ECHO_REQUEST_ 128
 #define ICMPV6_ECHO_REPLY_ 129
 
+/* A packet's place in a fragmented datagram. */
+enum frag_kind {
+	FRAG_NONE = 0,  /* not fragmented (or an IPv6 atomic fragment) */
+	FRAG_FIRST = 1, /* offset 0, more to come: carries the L4 header */
+	FRAG_LATER = 2, /* offset > 0: no L4 header */
+};
+
 struct flow {
 	__u8 family;
 	__u8 protocol;
@@ -83,40 +93,136 @@ struct flow {
 	__be16 policy_port; /* port the policy matches: dport, ICMP type */
 	__u8 saddr[16];
 	__u8 daddr[16];
+	__u8 frag;     /* enum frag_kind */
+	__be32 frag_id; /* IPv4 ID (low 16 bits) or IPv6 fragment ID */
 };
 
+#define IP_MF_ 0x2000
+#define IP_OFFSET_ 0x1fff
+
+/* IPv6 extension headers parse walks through, at most IPV6_MAX_EXT of
+ * them: a chain longer than that drops (ipv6-ext-headers) rather than
+ * being judged on a header that is not the L4 one. */
+#define IPV6_MAX_EXT 8
+#define NEXTHDR_HOP_ 0
+#define NEXTHDR_ROUTING_ 43
+#define NEXTHDR_FRAGMENT_ 44
+#define NEXTHDR_AUTH_ 51
+#define NEXTHDR_DEST_ 60
+
+/* l4_min is the L4 header a first fragment must carry whole: a shorter one
+ * (the tiny-fragment attack, RFC 1858) would leave the ports, the type or
+ * the TCP flags to a later fragment that policy cannot see into. */
+static __always_inline __u32 l4_min(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 20;
+	case IPPROTO_SCTP:
+		return 12;
+	case IPPROTO_UDP:
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		return 8;
+	}
+	return 0;
+}
+
+/* ipv6_ext walks the extension headers from *off (just after the fixed
+ * header) with *proto the fixed header's next header, leaving *off at the
+ * L4 header and *proto its protocol, and filling the fragment fields of f
+ * from a fragment header. Returns 0, or a drop reason. */
+static __always_inline int ipv6_ext(struct __sk_buff *skb, struct flow *f, __u32 *off, __u8 *proto)
+{
+	__u8 hdr[8];
+	int i;
+
+#pragma unroll
+	for (i = 0; i < IPV6_MAX_EXT; i++) {
+		switch (*proto) {
+		case NEXTHDR_HOP_:
+		case NEXTHDR_ROUTING_:
+		case NEXTHDR_DEST_:
+		case NEXTHDR_AUTH_:
+			if (bpf_skb_load_bytes(skb, *off, hdr, 2) < 0)
+				return REASON_DROP_MALFORMED;
+			/* Hop-by-hop only right after the fixed header. */
+			if (*proto == NEXTHDR_HOP_ && i != 0)
+				return REASON_DROP_IPV6_EXT;
+			/* AH counts 4-byte units minus 2, the others 8-byte
+			 * units minus 1. */
+			*off += *proto == NEXTHDR_AUTH_ ? ((__u32)hdr[1] + 2) * 4 : ((__u32)hdr[1] + 1) * 8;
+			*proto = hdr[0];
+			break;
+		case NEXTHDR_FRAGMENT_: {
+			if (f->frag != FRAG_NONE)
+				return REASON_DROP_IPV6_EXT; /* a second one */
+			if (bpf_skb_load_bytes(skb, *off, hdr, 8) < 0)
+				return REASON_DROP_MALFORMED;
+			__u16 fo = ((__u16)hdr[2] << 8) | hdr[3];
+			*off += 8;
+			*proto = hdr[0];
+			__builtin_memcpy(&f->frag_id, hdr + 4, 4);
+			if (fo & 0xfff8) {
+				f->frag = FRAG_LATER;
+				return 0; /* what follows is payload, not headers */
+			}
+			/* Offset 0 without M is an atomic fragment (RFC 6946): a
+			 * whole datagram. */
+			f->frag = (fo & 1) ? FRAG_FIRST : FRAG_NONE;
+			break;
+		}
+		default:
+			return 0;
+		}
+	}
+	switch (*proto) {
+	case NEXTHDR_HOP_:
+	case NEXTHDR_ROUTING_:
+	case NEXTHDR_DEST_:
+	case NEXTHDR_AUTH_:
+	case NEXTHDR_FRAGMENT_:
+		return REASON_DROP_IPV6_EXT;
+	}
+	return 0;
+}
+
 /* parse fills f from the packet. Returns 1 for a packet policy does not
- * apply to (not IP, neighbour discovery), 0 for an IP packet, <0 if it is
- * malformed. */
+ * apply to (not IP, neighbour discovery), 0 for an IP packet, or minus
+ * the reason to drop it: malformed, a tiny first fragment, IPv6 extension
+ * headers beyond the bound. A later fragment returns 0 without ports:
+ * handle() takes them from its first fragment. */
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	void *l4;
+	__u32 off, end;
 	__u8 proto;
 
 	if ((void *)(eth + 1) > data_end)
-		return -1;
+		return -REASON_DROP_MALFORMED;
 
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip4 = (void *)(eth + 1);
 		if ((void *)(ip4 + 1) > data_end || ip4->ihl < 5)
-			return -1;
+			return -REASON_DROP_MALFORMED;
 		f->family = FAMILY_IPV4;
 		proto = ip4->protocol;
 		__builtin_memcpy(f->saddr, &ip4->saddr, 4);
 		__builtin_memcpy(f->daddr, &ip4->daddr, 4);
-		/* Later fragments carry no L4 header: judged on addresses. */
-		if (ip4->frag_off & bpf_htons(0x1fff)) {
-			f->protocol = proto;
-			return 0;
+		off = sizeof(*eth) + ip4->ihl * 4;
+		end = sizeof(*eth) + bpf_ntohs(ip4->tot_len);
+		if (ip4->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)) {
+			f->frag_id = (__be32)ip4->id;
+			/* Later fragments carry no L4 header. */
+			f->frag = (ip4->frag_off & bpf_htons(IP_OFFSET_)) ? FRAG_LATER : FRAG_FIRST;
 		}
-		l4 = (void *)ip4 + ip4->ihl * 4;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		int r;
 		if ((void *)(ip6 + 1) > data_end)
-			return -1;
+			return -REASON_DROP_MALFORMED;
 		/* Link-scope multicast (MLD reports, router solicitations) never
 		 * leaves the veth: link control, like neighbour discovery. */
 		if (ip6->daddr.in6_u.u6_addr8[0] == 0xff && (ip6->daddr.in6_u.u6_addr8[1] & 0x0f) == 0x02)
@@ -125,19 +231,30 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		proto = ip6->nexthdr;
 		__builtin_memcpy(f->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(f->daddr, &ip6->daddr, 16);
-		l4 = (void *)(ip6 + 1);
+		off = sizeof(*eth) + sizeof(*ip6);
+		end = off + bpf_ntohs(ip6->payload_len);
+		r = ipv6_ext(skb, f, &off, &proto);
+		if (r) {
+			f->protocol = proto;
+			return -r;
+		}
 	} else {
 		return 1;
 	}
 	f->protocol = proto;
+	if (f->frag == FRAG_LATER)
+		return 0;
+	/* A first fragment must hold the whole L4 header. */
+	if (f->frag == FRAG_FIRST && (end < off || end - off < l4_min(proto)))
+		return -REASON_DROP_FRAG_TOO_SHORT;
 
 	switch (proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP: {
-		__be16 *ports = l4;
-		if ((void *)(ports + 2) > data_end)
-			return -1;
+		__be16 ports[2];
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+			return -REASON_DROP_MALFORMED;
 		f->sport = ports[0];
 		f->dport = ports[1];
 		f->policy_port = ports[1];
@@ -145,9 +262,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	}
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6_: {
-		__u8 *icmp = l4;
-		if ((void *)(icmp + 8) > data_end)
-			return -1;
+		__u8 icmp[8];
+		if (bpf_skb_load_bytes(skb, off, icmp, sizeof(icmp)) < 0)
+			return -REASON_DROP_MALFORMED;
 		__u8 type = icmp[0];
 		__be16 id = *(__be16 *)(icmp + 4);
 		if (proto == IPPROTO_ICMPV6_ && type >= 133 && type <= 137)
@@ -273,6 +390,54 @@ static __always_inline void ct_create(struct flow *f, __u8 dir, __u16 ep, __u64 
 	bpf_map_update_elem(&mb_conntrack, &k, &v, BPF_ANY);
 }
 
+/* Fragments of a datagram still in flight after this long are not
+ * honoured: the kernel gives up reassembly sooner (ipfrag_time, 30 s for
+ * IPv4 and 60 s for IPv6 by default). The IPv4 ID wraps; a stale entry must
+ * not pass a new datagram's fragments on old ports. */
+#define FRAG_LIFETIME_NS (60ULL * 1000000000ULL)
+
+static __always_inline void frag_key_of(struct frag_key *k, struct flow *f, __u16 ep, __u8 dir)
+{
+	__builtin_memcpy(k->saddr, f->saddr, 16);
+	__builtin_memcpy(k->daddr, f->daddr, 16);
+	k->id = f->frag_id;
+	k->endpoint_id = ep;
+	k->protocol = f->protocol;
+	k->family = f->family;
+	k->dir = dir;
+}
+
+/* frag_allow remembers that the first fragment of k passed with reason,
+ * on f's ports. A first fragment seen again (overlap, retransmission)
+ * replaces the entry: every first fragment is judged on its own ports. */
+static __always_inline void frag_allow(struct frag_key *k, struct flow *f, __u8 reason, __u64 now)
+{
+	struct frag_value v = {
+		.last_seen = now,
+		.sport = f->sport,
+		.dport = f->dport,
+		.policy_port = f->policy_port,
+		.reason = reason,
+	};
+	bpf_map_update_elem(&mb_fragments, k, &v, BPF_ANY);
+}
+
+/* frag_lookup gives a later fragment its first fragment's ports and
+ * returns the reason that one passed with; 0 if no first fragment passed
+ * (not seen, denied, or too long ago). */
+static __always_inline int frag_lookup(struct frag_key *k, struct flow *f, __u64 now)
+{
+	struct frag_value *v = bpf_map_lookup_elem(&mb_fragments, k);
+	/* Signed: a first fragment seen again on another CPU since now was
+	 * read is fresh, not 2^64 ns old. */
+	if (!v || (__s64)(now - v->last_seen) >= (__s64)FRAG_LIFETIME_NS)
+		return 0;
+	f->sport = v->sport;
+	f->dport = v->dport;
+	f->policy_port = v->policy_port;
+	return v->reason;
+}
+
 /* policy_verdict looks up the peer's identity and the wildcard; a deny in
  * either wins, then an allow in either; 0 if neither matched. */
 static __always_inline int policy_verdict(__u16 ep, __u8 dir, __u32 peer, struct flow *f)
@@ -318,8 +483,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 	if (ret < 0) {
-		count(ep_id, dir, REASON_DROP_MALFORMED, skb->len);
-		emit(skb, EVENT_DROP, ep_id, dir, REASON_DROP_MALFORMED, &f, 0, 0);
+		count(ep_id, dir, -ret, skb->len);
+		emit(skb, EVENT_DROP, ep_id, dir, -ret, &f, 0, 0);
 		return TC_ACT_SHOT;
 	}
 
@@ -340,10 +505,29 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		}
 	}
 
+	__u64 now = bpf_ktime_get_ns();
+	struct frag_key fk = {};
+	if (f.frag != FRAG_NONE)
+		frag_key_of(&fk, &f, ep_id, dir);
+
+	/* A later fragment has the verdict of its first fragment, or none. */
+	if (f.frag == FRAG_LATER) {
+		reason = frag_lookup(&fk, &f, now);
+		if (!reason) {
+			reason = REASON_DROP_FRAG_NO_FIRST;
+			count(ep_id, dir, reason, skb->len);
+			emit(skb, EVENT_DROP, ep_id, dir, reason, &f, 0, 0);
+			return TC_ACT_SHOT;
+		}
+		count(ep_id, dir, reason, skb->len);
+		return TC_ACT_OK;
+	}
+
 	/* Established flows first: most packets are, and they need neither
 	 * the peer's identity (an LPM lookup) nor the policy. */
-	__u64 now = bpf_ktime_get_ns();
 	if (ct_lookup(&f, dir, now)) {
+		if (f.frag == FRAG_FIRST)
+			frag_allow(&fk, &f, REASON_FORWARDED_CT, now);
 		count(ep_id, dir, REASON_FORWARDED_CT, skb->len);
 		return TC_ACT_OK;
 	}
@@ -365,9 +549,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	count(ep_id, dir, reason, skb->len);
 	if (reason >= REASON_DROP_POLICY) {
+		/* Whatever an earlier first fragment of this ID left, nothing
+		 * of this datagram may follow. */
+		if (f.frag == FRAG_FIRST)
+			bpf_map_delete_elem(&mb_fragments, &fk);
 		emit(skb, EVENT_DROP, ep_id, dir, reason, &f, src_id, dst_id);
 		return TC_ACT_SHOT;
 	}
+	if (f.frag == FRAG_FIRST)
+		frag_allow(&fk, &f, reason, now);
 	ct_create(&f, dir, ep_id, now);
 	emit(skb, EVENT_VERDICT, ep_id, dir, reason, &f, src_id, dst_id);
 	return TC_ACT_OK;

@@ -19,6 +19,7 @@ const (
 	membraneMapMbConntrack    = "mb_conntrack"
 	membraneMapMbEndpoints    = "mb_endpoints"
 	membraneMapMbEvents       = "mb_events"
+	membraneMapMbFragments    = "mb_fragments"
 	membraneMapMbIpcache      = "mb_ipcache"
 	membraneMapMbMetrics      = "mb_metrics"
 	membraneMapMbPolicy       = "mb_policy"
@@ -79,6 +80,7 @@ type membraneMapSpecs struct {
 	MbConntrack *ebpf.MapSpec `ebpf:"mb_conntrack"`
 	MbEndpoints *ebpf.MapSpec `ebpf:"mb_endpoints"`
 	MbEvents    *ebpf.MapSpec `ebpf:"mb_events"`
+	MbFragments *ebpf.MapSpec `ebpf:"mb_fragments"`
 	MbIpcache   *ebpf.MapSpec `ebpf:"mb_ipcache"`
 	MbMetrics   *ebpf.MapSpec `ebpf:"mb_metrics"`
 	MbPolicy    *ebpf.MapSpec `ebpf:"mb_policy"`
@@ -113,6 +115,7 @@ type membraneMaps struct {
 	MbConntrack *ebpf.Map `ebpf:"mb_conntrack"`
 	MbEndpoints *ebpf.Map `ebpf:"mb_endpoints"`
 	MbEvents    *ebpf.Map `ebpf:"mb_events"`
+	MbFragments *ebpf.Map `ebpf:"mb_fragments"`
 	MbIpcache   *ebpf.Map `ebpf:"mb_ipcache"`
 	MbMetrics   *ebpf.Map `ebpf:"mb_metrics"`
 	MbPolicy    *ebpf.Map `ebpf:"mb_policy"`
@@ -123,6 +126,7 @@ func (m *membraneMaps) Close() error {
 		m.MbConntrack,
 		m.MbEndpoints,
 		m.MbEvents,
+		m.MbFragments,
 		m.MbIpcache,
 		m.MbMetrics,
 		m.MbPolicy,

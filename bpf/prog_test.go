@@ -291,11 +291,7 @@ func TestIPv6Policy(t *testing.T) {
 func TestEvents(t *testing.T) {
 	d := load(t)
 	d.endpoint(maps.EndpointFlagIngressEnforced)
-	rd, err := newReader(d.coll.Maps[maps.EventsMapName])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
+	rd := d.events()
 	d.run(d.to, tcp4(dbIP, podIP, 1234, 80))
 	ev := readEvent(t, rd)
 	if ev.Type != maps.EventDrop || ev.Reason != maps.ReasonDropPolicy || ev.SrcIdentity != dbIdent || ev.DstIdentity != epIdent ||

@@ -42,7 +42,8 @@ type MonitorEvent struct {
 	Verdict string `json:"verdict,omitempty"`
 	// Reason names why the datapath decided so (maps.ReasonName):
 	// allowed-by-policy, policy-not-enforced, policy-denied,
-	// policy-deny-rule, spoofed-source, malformed, ...
+	// policy-deny-rule, spoofed-source, malformed, fragment-no-first,
+	// fragment-too-short, ipv6-ext-headers, ...
 	Reason string `json:"reason,omitempty"`
 
 	Endpoint MonitorEndpoint `json:"endpoint,omitzero"`

@@ -20,6 +20,7 @@ type Maps struct {
 	Conntrack *ebpf.Map
 	Metrics   *ebpf.Map
 	Events    *ebpf.Map
+	Fragments *ebpf.Map
 
 	all map[string]*ebpf.Map
 }
@@ -63,6 +64,7 @@ func openMaps(log *slog.Logger, root string, spec *ebpf.CollectionSpec) (*Maps, 
 	m.Conntrack = m.all[maps.ConntrackMapName]
 	m.Metrics = m.all[maps.MetricsMapName]
 	m.Events = m.all[maps.EventsMapName]
+	m.Fragments = m.all[maps.FragmentsMapName]
 	return m, nil
 }
 

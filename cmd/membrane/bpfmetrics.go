@@ -21,7 +21,12 @@ or dropped, and why. Forward reasons: allowed-by-policy (a new flow a policy
 entry allows), established (conntrack: a known flow or its reply),
 policy-not-enforced, not-ip. Drop reasons: policy-denied (no entry allows
 it), policy-deny-rule (a deny entry), spoofed-source, no-endpoint (endpoint
-0: an interface without entry in ` + maps.EndpointsMapName + `), malformed. A row with
+0: an interface without entry in ` + maps.EndpointsMapName + `), malformed, fragment-no-first (a
+later fragment whose first fragment was not seen or not allowed),
+fragment-too-short (a first fragment without its whole L4 header),
+ipv6-ext-headers (more IPv6 extension headers than the datapath walks,
+or an invalid chain). Later fragments that pass count under their first
+fragment's reason. A row with
 verdict "-" and reason monitor-event-lost counts monitor events the ring
 buffer had no room for (see membrane monitor --stats). Counters only grow;
 they survive agent restarts.`,

@@ -20,6 +20,7 @@ func TestLayoutsMatchC(t *testing.T) {
 		PolicyMapName:    {PolicyKey{}, PolicyValue{}},
 		ConntrackMapName: {ConntrackKey{}, ConntrackValue{}},
 		MetricsMapName:   {MetricsKey{}, MetricsValue{}},
+		FragmentsMapName: {FragmentKey{}, FragmentValue{}},
 	} {
 		m := spec.Maps[name]
 		if m == nil {

@@ -5,7 +5,7 @@
 // pins directly, so it works while the agent is down).
 //
 // One file per map holds its layout (ipcache.go, endpoints.go, policy.go,
-// conntrack.go, metrics.go, events.go); names.go names the numbers they
+// conntrack.go, fragments.go, metrics.go, events.go); names.go names the numbers they
 // carry (directions, protocols, reasons); this file what they share.
 //
 // Layouts are fixed-size, host byte order except where the field is an
@@ -31,6 +31,7 @@ const (
 	ConntrackMapName = "mb_conntrack"
 	MetricsMapName   = "mb_metrics"
 	EventsMapName    = "mb_events"
+	FragmentsMapName = "mb_fragments"
 )
 
 // Address families in keys.

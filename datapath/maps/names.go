@@ -125,6 +125,9 @@ const (
 	ReasonDropSpoofed         = 12
 	ReasonDropNoEndpoint      = 13
 	ReasonDropMalformed       = 14
+	ReasonDropFragNoFirst     = 15
+	ReasonDropFragTooShort    = 16
+	ReasonDropIPv6ExtHeaders  = 17
 	// ReasonEventLost is not a verdict: its counter counts the monitor
 	// events that found the ring buffer full.
 	ReasonEventLost = 30
@@ -151,6 +154,12 @@ func ReasonName(r uint8) string {
 		return "no-endpoint"
 	case ReasonDropMalformed:
 		return "malformed"
+	case ReasonDropFragNoFirst:
+		return "fragment-no-first"
+	case ReasonDropFragTooShort:
+		return "fragment-too-short"
+	case ReasonDropIPv6ExtHeaders:
+		return "ipv6-ext-headers"
 	case ReasonEventLost:
 		return "monitor-event-lost"
 	}

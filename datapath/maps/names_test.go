@@ -74,3 +74,23 @@ func toggleCase(s string) string {
 	}
 	return string(b)
 }
+
+// Operators see reasons by name in `membrane bpf metrics` and the monitor:
+// every reason the datapath counts has one, and drops are drops.
+func TestReasonTable(t *testing.T) {
+	for r, want := range map[uint8]string{
+		ReasonForwardedPolicy: "allowed-by-policy", ReasonForwardedCT: "established",
+		ReasonForwardedUnenforced: "policy-not-enforced", ReasonForwardedNotIP: "not-ip",
+		ReasonDropPolicy: "policy-denied", ReasonDropPolicyDeny: "policy-deny-rule", ReasonDropSpoofed: "spoofed-source",
+		ReasonDropNoEndpoint: "no-endpoint", ReasonDropMalformed: "malformed", ReasonDropFragNoFirst: "fragment-no-first",
+		ReasonDropFragTooShort: "fragment-too-short", ReasonDropIPv6ExtHeaders: "ipv6-ext-headers",
+		ReasonEventLost: "monitor-event-lost", 99: "reason-99",
+	} {
+		if got := ReasonName(r); got != want {
+			t.Errorf("ReasonName(%d) = %q, want %q", r, got, want)
+		}
+		if drop := r >= ReasonDropPolicy && r <= ReasonDropIPv6ExtHeaders; IsDrop(r) != drop {
+			t.Errorf("IsDrop(%s) = %v", want, IsDrop(r))
+		}
+	}
+}

@@ -2,6 +2,7 @@ package e2eutil
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +20,7 @@ import (
 // Traffic comes from the suite's test binary itself, re-executed inside a
 // pod's network namespace with ToolEnv naming the role: a server that
 // answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
-// a UDP client ("udp ADDR"), a TCP client that connects again and again
+// a UDP client ("udp ADDR [SIZE]"), a TCP client that connects again and again
 // until interrupted ("tcp-loop ADDR") and a prober that tries many
 // addresses at once ("probe tcp|udp ADDR..."). Every client gives up after a
 // second; servers live until the test ends.
@@ -79,7 +81,7 @@ func serve(ports []string) error {
 				return err
 			}
 			go func() {
-				buf := make([]byte, 1500)
+				buf := make([]byte, 65536) // whole datagrams, fragmented ones too
 				for {
 					n, from, err := pc.ReadFrom(buf)
 					if err != nil {
@@ -173,21 +175,32 @@ func probe(args []string) error {
 	return nil
 }
 
-// udpClient sends a datagram to args[0] and waits for its echo.
+// udpClient sends a datagram to args[0], of args[1] bytes if given (4
+// by default; larger than the MTU, it leaves fragmented), and waits for
+// its echo.
 func udpClient(args []string) error {
+	size := 4
+	if len(args) > 1 {
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 1 || n > 65000 {
+			return fmt.Errorf("datagram size %q: want 1-65000", args[1])
+		}
+		size = n
+	}
 	c, err := net.DialTimeout("udp", args[0], time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("ping")); err != nil {
+	msg := []byte(strings.Repeat("ping", size/4+1)[:size])
+	if _, err := c.Write(msg); err != nil {
 		return err
 	}
-	buf := make([]byte, 16)
+	buf := make([]byte, size+1)
 	n, err := c.Read(buf)
-	if err != nil || string(buf[:n]) != "ping" {
-		return fmt.Errorf("no echo from %s: %v", args[0], err)
+	if err != nil || !bytes.Equal(buf[:n], msg) {
+		return fmt.Errorf("no echo of %d bytes from %s: %d bytes, %v", size, args[0], n, err)
 	}
 	return nil
 }
@@ -279,6 +292,12 @@ func (ns Netns) CanUDP(addr string) bool {
 	return ns.Tool(context.Background(), "udp", addr).Run() == nil
 }
 
+// CanUDPSize is CanUDP with a datagram of size bytes (larger than the
+// MTU: fragmented, both ways).
+func (ns Netns) CanUDPSize(addr string, size int) bool {
+	return ns.Tool(context.Background(), "udp", addr, strconv.Itoa(size)).Run() == nil
+}
+
 // Probe tries every address ("ip:port") from the namespace at once, over
 // proto ("tcp" or "udp"), and reports which answered.
 func (ns Netns) Probe(proto string, addrs []string) (map[string]bool, error) {
@@ -301,4 +320,10 @@ func (ns Netns) Probe(proto string, addrs []string) (map[string]bool, error) {
 // (one try, a second: the suites assert drops too).
 func (ns Netns) CanPing(ip string) bool {
 	return ns.Command(context.Background(), "ping", "-c", "1", "-W", "1", ip).Run() == nil
+}
+
+// CanPingSize is CanPing with size bytes of ICMP payload (ping -s; larger
+// than the MTU, request and reply are fragmented).
+func (ns Netns) CanPingSize(ip string, size int) bool {
+	return ns.Command(context.Background(), "ping", "-c", "1", "-W", "1", "-s", strconv.Itoa(size), ip).Run() == nil
 }
