@@ -24,6 +24,7 @@ import (
 	"github.com/membrane-net/membrane/cells/k8s/client"
 	"github.com/membrane-net/membrane/cells/k8s/crds"
 	"github.com/membrane-net/membrane/cells/k8s/endpoints"
+	"github.com/membrane-net/membrane/cells/k8s/nodes"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
 	"github.com/membrane-net/membrane/cells/k8s/policies"
 )
@@ -35,4 +36,5 @@ var Cell = cell.Group(
 	pods.Cell,
 	policies.Cell,
 	endpoints.Cell,
+	nodes.Cell,
 )
