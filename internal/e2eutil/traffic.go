@@ -18,7 +18,8 @@ import (
 // Traffic comes from the suite's test binary itself, re-executed inside a
 // pod's network namespace with ToolEnv naming the role: a server that
 // answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
-// a UDP client ("udp ADDR"), a TCP client that connects again and again
+// a UDP client ("udp ADDR"), one that prints the source address the server
+// saw ("udp-from ADDR"), a TCP client that connects again and again
 // until interrupted ("tcp-loop ADDR") and a prober that tries many
 // addresses at once ("probe tcp|udp ADDR..."). Every client gives up after a
 // second; servers live until the test ends.
@@ -41,6 +42,8 @@ func RunTool(tool string, args []string) int {
 		err = tcpLoop(args)
 	case "probe":
 		err = probe(args)
+	case "udp-from":
+		err = udpFrom(args)
 	default:
 		err = fmt.Errorf("unknown tool %q", tool)
 	}
@@ -85,6 +88,11 @@ func serve(ports []string) error {
 					if err != nil {
 						errc <- err
 						return
+					}
+					if string(buf[:n]) == "whoami" {
+						// Says what source address arrived (no masquerade?).
+						pc.WriteTo([]byte(from.(*net.UDPAddr).IP.String()), from)
+						continue
 					}
 					pc.WriteTo(buf[:n], from)
 				}
@@ -173,23 +181,49 @@ func probe(args []string) error {
 	return nil
 }
 
-// udpClient sends a datagram to args[0] and waits for its echo.
-func udpClient(args []string) error {
-	c, err := net.DialTimeout("udp", args[0], time.Second)
+// udpExchange sends payload to addr and returns the answer.
+func udpExchange(addr, payload string) (string, error) {
+	c, err := net.DialTimeout("udp", addr, time.Second)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("ping")); err != nil {
-		return err
+	if _, err := c.Write([]byte(payload)); err != nil {
+		return "", err
 	}
-	buf := make([]byte, 16)
+	buf := make([]byte, 64)
 	n, err := c.Read(buf)
-	if err != nil || string(buf[:n]) != "ping" {
-		return fmt.Errorf("no echo from %s: %v", args[0], err)
+	if err != nil {
+		return "", fmt.Errorf("no answer from %s: %v", addr, err)
 	}
-	return nil
+	return string(buf[:n]), nil
+}
+
+// udpClient sends a datagram to args[0] and waits for its echo.
+func udpClient(args []string) error {
+	got, err := udpExchange(args[0], "ping")
+	if err == nil && got != "ping" {
+		err = fmt.Errorf("no echo from %s: got %q", args[0], got)
+	}
+	return err
+}
+
+// udpFrom asks the server at args[0] which source address its datagram
+// came from, and prints it.
+func udpFrom(args []string) error {
+	got, err := udpExchange(args[0], "whoami")
+	if err == nil {
+		fmt.Println(got)
+	}
+	return err
+}
+
+// SourceSeenBy returns the source address a UDP server (StartServer) at
+// addr saw a datagram from the namespace come from.
+func (ns Netns) SourceSeenBy(addr string) (string, error) {
+	out, err := ns.Tool(context.Background(), "udp-from", addr).Output()
+	return strings.TrimSpace(string(out)), err
 }
 
 // Netns is a network namespace the tools run in.

@@ -38,12 +38,22 @@ func Rows(objs []*v2.CiliumNode, local string) []*tables.Node {
 		cidr netip.Prefix
 	}
 	var claimed []claim
+	var localIPs []netip.Addr
 	rows := make([]*tables.Node, 0, len(objs))
 	for _, o := range objs {
 		row := parse(o)
 		row.Local = o.Name == local
-		if row.Refused == "" && !row.Local && len(row.InternalIPs) == 0 && len(row.PodCIDRs) > 0 {
+		if row.Local {
+			localIPs = row.InternalIPs
+		}
+		switch {
+		case row.Refused != "" || row.Local:
+		case len(row.InternalIPs) == 0 && len(row.PodCIDRs) > 0:
 			row.Refused = "no InternalIP address: its pod CIDRs cannot be routed (set spec.addresses with type InternalIP)"
+		case slices.ContainsFunc(row.InternalIPs, func(ip netip.Addr) bool { return slices.Contains(localIPs, ip) }):
+			// Two agents on one host (or a copied --node-ip): a route
+			// via our own address would loop.
+			row.Refused = "its InternalIP is this node's own: not routed; give each node its own address (--node-ip)"
 		}
 		if row.Refused == "" {
 		cidrs:

@@ -29,6 +29,7 @@ func TestRows(t *testing.T) {
 		cn("e", time.Hour, "", "10.5.0.0/24"),                           // no InternalIP
 		cn("f", time.Hour, "not-an-ip", "10.6.0.0/24"),
 		cn("g", time.Hour, "192.168.1.7", "10.7.0.0/33"),
+		cn("h", time.Hour, "192.168.1.1", "10.8.0.0/24"), // the local node's address
 	}, "a")
 	got := map[string]string{}
 	for _, r := range rows {
@@ -41,6 +42,7 @@ func TestRows(t *testing.T) {
 		"e":       "no InternalIP",
 		"f":       `spec.addresses[0].ip "not-an-ip"`,
 		"g":       `spec.ipam.podCIDRs[0] "10.7.0.0/33"`,
+		"h":       "this node's own",
 	} {
 		if want == "" && got[name] != "" || !strings.Contains(got[name], want) {
 			t.Errorf("node %s refused %q, want %q", name, got[name], want)
