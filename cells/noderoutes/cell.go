@@ -24,6 +24,7 @@
 package noderoutes
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/cilium/hive/cell"
@@ -50,7 +51,13 @@ func newDatapath() Datapath { return DirectRouting{} }
 // previous run, or added by hand with our protocol) survives.
 const pruneInterval = time.Minute
 
-func registerReconciler(p reconciler.Params, dp Datapath, nodes statedb.RWTable[*tables.Node]) error {
+func registerReconciler(p reconciler.Params, jobs job.Registry, health cell.Health, dp Datapath, nodes statedb.RWTable[*tables.Node]) error {
+	// A route to another node that fails (its address not on a local
+	// link) breaks the traffic to that node's pods, not this node's: it
+	// must not make the agent unhealthy, which would fail CNI STATUS and
+	// stop the runtime from starting pods here. The row's routes column
+	// and `membrane node list` show the error.
+	p.JobGroup = jobs.NewGroup(routeHealth{health})
 	_, err := reconciler.Register(p, nodes,
 		(*tables.Node).Clone, (*tables.Node).SetStatus, (*tables.Node).GetStatus,
 		ops{dp}, nil,
@@ -66,3 +73,12 @@ func registerIPCache(jobs job.Group, db *statedb.DB, nodes statedb.Table[*tables
 	s := &ipcacheSyncer{db: db, nodes: nodes, ipcache: ipcache, initDone: initDone}
 	jobs.Add(job.OneShot("node-addresses-in-ipcache", s.run))
 }
+
+// routeHealth reports a Degraded health as OK with the reason and error.
+type routeHealth struct{ cell.Health }
+
+func (h routeHealth) Degraded(reason string, err error) {
+	h.Health.OK(fmt.Sprintf("%s (routes to other nodes failing, retried; membrane node list): %v", reason, err))
+}
+
+func (h routeHealth) NewScope(name string) cell.Health { return routeHealth{h.Health.NewScope(name)} }

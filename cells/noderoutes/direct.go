@@ -94,6 +94,12 @@ func (DirectRouting) Update(n *tables.Node) error {
 	var errs []error
 	errs = append(errs, err)
 	for _, r := range want {
+		if isLocal(r.gw) {
+			// Two agents on one host announcing one address: a route
+			// via our own address would loop.
+			errs = append(errs, fmt.Errorf("node %s: its InternalIP %s is an address of this node: not routed", n.Name, r.gw))
+			continue
+		}
 		if err := netlink.RouteReplace(r.netlink()); err != nil {
 			errs = append(errs, fmt.Errorf("route to node %s's pods %s via %s: %w (direct routing needs the nodes on one L2 segment: is %s on a local link?)",
 				n.Name, r.dst, r.gw, err, r.gw))
@@ -135,4 +141,18 @@ func removeStale(match func(route) bool, want []route) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isLocal reports whether ip is an address of this network namespace.
+func isLocal(ip netip.Addr) bool {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if x, ok := netip.AddrFromSlice(a.IP); ok && x.Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }
