@@ -103,6 +103,23 @@ func TestMultiNodeDirectRouting(t *testing.T) {
 		t.Fatalf("routes flushed while the API server is away: node-a %v, node-b %v", a.routes(t), b.routes(t))
 	}
 	crossNodeTraffic(t, "while the API server is away", client, server)
+	// Agent A is killed (kill -9) and restarts while the API server is
+	// away: its nodes table stays uninitialized, so nothing is pruned,
+	// neither the route nor node-b's ipcache entry. (Killed: a clean stop
+	// waits for the identity garbage collector's lease release,
+	// which needs the API server.)
+	a.agent.Kill()
+	a.agent.Restart()
+	waitKubernetes(t, a.agent, "API server unreachable after the restart", func(k *models.KubernetesStatus) bool {
+		return !k.Reachable && k.LastError != ""
+	})
+	if !a.hasRoute(t, cidrB, b.ip) {
+		t.Fatalf("node-a's route pruned at a start without the API server: %v", a.routes(t))
+	}
+	if id := a.agent.IPCache()[netip.PrefixFrom(b.ip, 32)]; id != 6 {
+		t.Fatalf("node-b's address has identity %d in node-a's ipcache after a start without the API server, want 6", id)
+	}
+	crossNodeTraffic(t, "after node-a's agent restarted without the API server", client, server)
 	if err := m.kube.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
