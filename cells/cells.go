@@ -23,6 +23,7 @@ import (
 	"github.com/membrane-net/membrane/cells/k8s"
 	"github.com/membrane-net/membrane/cells/loader"
 	"github.com/membrane-net/membrane/cells/monitor"
+	"github.com/membrane-net/membrane/cells/noderoutes"
 	"github.com/membrane-net/membrane/cells/podmeta"
 	"github.com/membrane-net/membrane/cells/policy"
 	"github.com/membrane-net/membrane/cells/policyrepo"
@@ -51,6 +52,7 @@ var DefaultCells = cell.Group(
 	loader.Cell,
 	monitor.Cell,
 	hostips.Cell,
+	noderoutes.Cell, // routes to the nodes of the nodes table (Kubernetes mode)
 	// Last: the DELs queued while the agent was down are done once every
 	// other cell has restored its state, and before Serving opens the
 	// socket.

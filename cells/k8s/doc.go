@@ -4,16 +4,18 @@
 // (pods), policy rules from CiliumNetworkPolicy,
 // CiliumClusterwideNetworkPolicy and NetworkPolicy objects (policies,
 // through the policy repository, source "k8s"); identities as the mode
-// grows. It also publishes what the node does: a CiliumEndpoint per pod
-// endpoint (endpoints). The rest of the agent does not know where a row
-// came from, except that a policy rule's Source says it.
+// grows; the cluster's nodes from CiliumNode objects (nodes, the nodes
+// table). It also publishes what the node does: a CiliumEndpoint per pod
+// endpoint (endpoints), this node's CiliumNode (nodes). The rest of the
+// agent does not know where a row came from, except that a policy
+// rule's Source says it.
 //
 // The group is off unless --k8s-kubeconfig is given or the agent runs in a
 // pod with a service-account token; then the agent behaves exactly as
 // without the group. Its cells may import each other (client is the
 // group's shared connection); no cell outside the group imports them,
-// and policies imports the policy repository (a seam of
-// internal/importrules).
+// policies imports the policy repository and nodes the IPAM's flags
+// (seams of internal/importrules).
 //
 // See docs/kubernetes.md.
 package k8s
@@ -24,6 +26,7 @@ import (
 	"github.com/membrane-net/membrane/cells/k8s/client"
 	"github.com/membrane-net/membrane/cells/k8s/crds"
 	"github.com/membrane-net/membrane/cells/k8s/endpoints"
+	"github.com/membrane-net/membrane/cells/k8s/nodes"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
 	"github.com/membrane-net/membrane/cells/k8s/policies"
 )
@@ -35,4 +38,5 @@ var Cell = cell.Group(
 	pods.Cell,
 	policies.Cell,
 	endpoints.Cell,
+	nodes.Cell,
 )

@@ -1,13 +1,14 @@
 // membrane is the operator's debug CLI for membrane-agent: it shows and
-// edits endpoints, identities, pods and IPAM through the agent's unix
-// socket, dumps the agent's statedb tables, and reads the pinned BPF maps
-// directly (so `membrane bpf ...` works while the agent is down).
+// edits endpoints, identities, pods and IPAM and lists the cluster's
+// nodes through the agent's unix socket, dumps the agent's statedb
+// tables, and reads the pinned BPF maps directly (so `membrane bpf ...` works while the agent is down).
 //
 // Try it against a running agent:
 //
 //	membrane status
 //	membrane endpoint list
 //	membrane pod apply -f pods.yaml
+//	membrane node list
 //	membrane statedb ipcache
 //	membrane bpf ipcache list
 //

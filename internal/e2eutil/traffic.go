@@ -20,7 +20,8 @@ import (
 // Traffic comes from the suite's test binary itself, re-executed inside a
 // pod's network namespace with ToolEnv naming the role: a server that
 // answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
-// a UDP client ("udp ADDR [SIZE]"), a TCP client that connects again and again
+// a UDP client ("udp ADDR [SIZE]"), one that prints the source address the
+// server saw ("udp-from ADDR"), a TCP client that connects again and again
 // until interrupted ("tcp-loop ADDR") and a prober that tries many
 // addresses at once ("probe tcp|udp ADDR..."). Every client gives up after a
 // second; servers live until the test ends.
@@ -43,6 +44,8 @@ func RunTool(tool string, args []string) int {
 		err = tcpLoop(args)
 	case "probe":
 		err = probe(args)
+	case "udp-from":
+		err = udpFrom(args)
 	default:
 		err = fmt.Errorf("unknown tool %q", tool)
 	}
@@ -87,6 +90,11 @@ func serve(ports []string) error {
 					if err != nil {
 						errc <- err
 						return
+					}
+					if string(buf[:n]) == "whoami" {
+						// Says what source address arrived (no masquerade?).
+						pc.WriteTo([]byte(from.(*net.UDPAddr).IP.String()), from)
+						continue
 					}
 					pc.WriteTo(buf[:n], from)
 				}
@@ -175,6 +183,25 @@ func probe(args []string) error {
 	return nil
 }
 
+// udpExchange sends payload to addr and returns the answer.
+func udpExchange(addr string, payload []byte) ([]byte, error) {
+	c, err := net.DialTimeout("udp", addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write(payload); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, max(len(payload)+1, 128))
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, fmt.Errorf("no answer from %s: %v", addr, err)
+	}
+	return buf[:n], nil
+}
+
 // udpClient sends a datagram to args[0], of args[1] bytes if given (4
 // by default; larger than the MTU, it leaves fragmented), and waits for
 // its echo.
@@ -187,22 +214,29 @@ func udpClient(args []string) error {
 		}
 		size = n
 	}
-	c, err := net.DialTimeout("udp", args[0], time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
 	msg := []byte(strings.Repeat("ping", size/4+1)[:size])
-	if _, err := c.Write(msg); err != nil {
-		return err
+	got, err := udpExchange(args[0], msg)
+	if err == nil && !bytes.Equal(got, msg) {
+		err = fmt.Errorf("no echo of %d bytes from %s: %d bytes", size, args[0], len(got))
 	}
-	buf := make([]byte, size+1)
-	n, err := c.Read(buf)
-	if err != nil || !bytes.Equal(buf[:n], msg) {
-		return fmt.Errorf("no echo of %d bytes from %s: %d bytes, %v", size, args[0], n, err)
+	return err
+}
+
+// udpFrom asks the server at args[0] which source address its datagram
+// came from, and prints it.
+func udpFrom(args []string) error {
+	got, err := udpExchange(args[0], []byte("whoami"))
+	if err == nil {
+		fmt.Println(string(got))
 	}
-	return nil
+	return err
+}
+
+// SourceSeenBy returns the source address a UDP server (StartServer) at
+// addr saw a datagram from the namespace come from.
+func (ns Netns) SourceSeenBy(addr string) (string, error) {
+	out, err := ns.Tool(context.Background(), "udp-from", addr).Output()
+	return strings.TrimSpace(string(out)), err
 }
 
 // Netns is a network namespace the tools run in.

@@ -36,6 +36,9 @@ var seams = map[[2]string]string{
 	// rules, their revision and their persistence: the Kubernetes policy
 	// watcher hands it each object's rules (SetObjects, source k8s).
 	{"cells/k8s", "cells/policyrepo"}: "policy rules of the cluster",
+	// This node's CiliumNode announces the pod CIDRs the IPAM hands
+	// addresses from: its flags (ipam.Config), read, never a second flag.
+	{"cells/k8s", "cells/ipam"}: "this node's pod CIDRs in its CiliumNode",
 	// In Kubernetes mode the identity cell's caches (CiliumIdentities,
 	// claims, CiliumEndpoints) report their sync and watch errors in the
 	// k8s-status table, like the watchers of cells/k8s.

@@ -23,12 +23,13 @@ var Cell = cell.Module(
 		NewEndpointPolicyTable, statedb.RWTable[*EndpointPolicy].ToTable,
 		NewK8sStatusTable, statedb.RWTable[*K8sStatus].ToTable,
 		NewCiliumEndpointsTable, statedb.RWTable[*CiliumEndpoint].ToTable,
+		NewNodesTable, statedb.RWTable[*Node].ToTable,
 	),
 	// Construct every table even if no cell of a custom agent uses it, so
 	// /statedb/ always shows the whole schema.
 	cell.Invoke(func(statedb.Table[*Endpoint], statedb.Table[*Identity], statedb.Table[*Pod],
 		statedb.Table[*IPAMAllocation], statedb.Table[*IPCacheEntry], statedb.Table[*EndpointMapEntry],
 		statedb.Table[*PolicyRule], statedb.Table[*PolicyRevision], statedb.Table[*EndpointPolicy],
-		statedb.Table[*K8sStatus], statedb.Table[*CiliumEndpoint]) {
+		statedb.Table[*K8sStatus], statedb.Table[*CiliumEndpoint], statedb.Table[*Node]) {
 	}),
 )

@@ -150,7 +150,8 @@ spec:
 
 // daemonSetFlags returns the agent container's arguments of the
 // DaemonSet with the ConfigMap's values expanded as the kubelet expands
-// them, without the flags that name the node's paths and pod CIDR.
+// them, without the flags that name the node's paths, address and pod
+// CIDR.
 func daemonSetFlags(t *testing.T, dir string) []string {
 	t.Helper()
 	var cm struct {
@@ -210,7 +211,7 @@ func daemonSetFlags(t *testing.T, dir string) []string {
 	for _, arg := range args {
 		name, _, _ := strings.Cut(arg, "=")
 		switch name {
-		case "--socket", "--state-dir", "--bpf-root", "--pod-cidr", "--pod-cidr-v6", "--write-cni-conf-when-ready":
+		case "--socket", "--state-dir", "--bpf-root", "--pod-cidr", "--pod-cidr-v6", "--node-ip", "--write-cni-conf-when-ready":
 			continue
 		}
 		flags = append(flags, ref.ReplaceAllStringFunc(arg, func(m string) string {

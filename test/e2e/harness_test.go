@@ -114,6 +114,10 @@ type network struct {
 	// CapArgs, if set, is cnitool's CAP_ARGS: the runtimeConfig values
 	// libcni injects for the capabilities the configuration declares.
 	CapArgs string
+	// NodeNetns, if set, is the network namespace (`ip netns` name) of
+	// the node the agent runs in: cnitool runs there (nsenter --net), so
+	// the host veths are made in the node's namespace.
+	NodeNetns string
 }
 
 // newNetwork writes the conflist. plugin holds extra keys of the plugin's
@@ -201,6 +205,9 @@ func newPod(t *testing.T, namespace, name string) *pod {
 // cnitool runs `cnitool CMD NET NETNS` with cniArgs as CNI_ARGS.
 func (n *network) cnitool(cmd string, p *pod, cniArgs string) (stdout string, err error) {
 	c := exec.Command(bins.Cnitool, cmd, n.Name, p.Netns)
+	if n.NodeNetns != "" {
+		c = exec.Command("nsenter", "--net=/var/run/netns/"+n.NodeNetns, "--", bins.Cnitool, cmd, n.Name, p.Netns)
+	}
 	c.Env = append(os.Environ(),
 		"CNI_PATH="+bins.PluginDir,
 		"NETCONFPATH="+n.Dir,

@@ -50,8 +50,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -132,17 +130,12 @@ func listWatch[T runtime.Object](list func(context.Context, metav1.ListOptions) 
 }
 
 func (w *watcher) run(ctx context.Context, health cell.Health) error {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+	rec, stopEvents, err := k8scell.NewRecorder(ctx, w.cs)
+	if err != nil {
 		return err
 	}
-	if err := v2.AddToScheme(scheme); err != nil {
-		return err
-	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: w.cs.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	w.recorder = broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "membrane-agent", Host: w.cs.NodeName})
+	defer stopEvents()
+	w.recorder = rec
 
 	cnps, ccnps := w.cs.CiliumV2.CiliumNetworkPolicies(""), w.cs.CiliumV2.CiliumClusterwideNetworkPolicies()
 	factory := informers.NewSharedInformerFactory(w.cs, resync)
