@@ -16,7 +16,8 @@ type IPCacheEntry struct {
 	Prefix   netip.Prefix    `json:"prefix"`
 	Identity NumericIdentity `json:"identity"`
 	// Source says who wrote it: "endpoint" (regeneration), "host" (host-ips),
-	// "cidr-policy" (the policy engine).
+	// "cidr-policy" (the policy engine), "remote" (a pod of another node,
+	// from its CiliumEndpoint: k8s-remote-endpoints).
 	Source string `json:"source"`
 	// EndpointID is the local endpoint behind the prefix (0 if none).
 	EndpointID uint16            `json:"endpoint-id,omitempty"`
