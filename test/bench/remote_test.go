@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,15 +137,28 @@ func BenchmarkRemoteEndpointPropagation(b *testing.B) {
 
 	before := k8sEvents(b, a)
 	w := watchWrites(b, cs)
-	var add, remove []float64
+	seen := watchCEPTimes(b, cs)
+	var add, remove, write, deliver []float64
+	ready, inA := make([]time.Time, n+1), make([]time.Time, n+1)
 	for i := 1; i <= n; i++ {
 		ep, p := put(i)
+		ready[i] = time.Now()
 		add = append(add, ms(wait(p, ep.Identity.ID, true)))
+		inA[i] = time.Now()
 		del(ep)
 		remove = append(remove, ms(wait(p, ep.Identity.ID, false)))
 	}
 	time.Sleep(2 * time.Second) // let the last events land
 	writes := w.stop()
+	seen.stop()
+	// The split: B's write (ready until a watcher sees the CEP) and the
+	// rest (the event until A's map has it; negative when A was first).
+	for i := 1; i <= n; i++ {
+		if t, ok := seen.at(fmt.Sprintf("r-%d ADDED", i)); ok {
+			write = append(write, ms(t.Sub(ready[i])))
+			deliver = append(deliver, ms(inA[i].Sub(t)))
+		}
+	}
 	after := k8sEvents(b, a)
 	received := after["remote-ciliumendpoints"] - before["remote-ciliumendpoints"]
 
@@ -153,6 +168,8 @@ func BenchmarkRemoteEndpointPropagation(b *testing.B) {
 		percentile(add, 50), percentile(add, 99), percentile(add, 100))
 	fmt.Fprintf(&sb, "%-44s %.1f / %.1f / %.1f ms\n", "endpoint deleted on B -> out of A's p50/p99/max:",
 		percentile(remove, 50), percentile(remove, 99), percentile(remove, 100))
+	fmt.Fprintf(&sb, "%-44s %.1f / %.1f ms (%d pods)\n", "  of which ready -> CEP created (B) p50/p99:", percentile(write, 50), percentile(write, 99), len(write))
+	fmt.Fprintf(&sb, "%-44s %.1f / %.1f ms\n", "  and CEP event -> in A's pinned map p50/p99:", percentile(deliver, 50), percentile(deliver, 99))
 	fmt.Fprintf(&sb, "API server writes per pod lifecycle: %.2f (%s)\n", float64(total(writes))/float64(n), writesText(writes))
 	fmt.Fprintf(&sb, "watch events node A's remote-endpoints watcher received per pod lifecycle: %.2f\n", float64(received)/float64(n))
 	fmt.Fprintf(&sb, "one CiliumEndpoint as JSON: %d bytes\n", len(raw))
@@ -161,3 +178,51 @@ func BenchmarkRemoteEndpointPropagation(b *testing.B) {
 	b.ReportMetric(percentile(add, 99), "add-p99-ms")
 	b.ReportMetric(float64(received)/float64(n), "events-per-pod")
 }
+
+// cepTimes records when a watcher of its own sees each CEP event
+// ("NAME ADDED"), as an agent's watch would.
+type cepTimes struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	times  map[string]time.Time
+}
+
+func watchCEPTimes(b *testing.B, cs *k8sclient.Clientset) *cepTimes {
+	ctx, cancel := context.WithCancel(context.Background())
+	wi, err := cs.CiliumV2.CiliumEndpoints("default").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	c := &cepTimes{cancel: cancel, done: make(chan struct{}), times: map[string]time.Time{}}
+	go func() {
+		defer close(c.done)
+		defer wi.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-wi.ResultChan():
+				if !ok {
+					return
+				}
+				if o, ok := ev.Object.(metav1.Object); ok {
+					c.mu.Lock()
+					c.times[o.GetName()+" "+string(ev.Type)] = time.Now()
+					c.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return c
+}
+
+func (c *cepTimes) at(key string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.times[key]
+	return t, ok
+}
+
+func (c *cepTimes) stop() { c.cancel(); <-c.done }
