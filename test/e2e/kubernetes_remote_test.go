@@ -12,6 +12,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/internal/e2eutil"
+	"github.com/membrane-net/membrane/internal/kubetest"
 	"github.com/membrane-net/membrane/internal/testutil"
 )
 
@@ -30,25 +31,7 @@ func TestKubernetesRemoteEndpoints(t *testing.T) {
 	cluster := kubeCluster(t, "remote")
 	kubePod(t, cluster, "remote", "web", "web", "node-b")
 	kubePod(t, cluster, "remote", "local", "local", "node-a")
-	kubeArgs := func(node string) []string {
-		return []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}
-	}
-	bpf := testutil.BPFDir(t)
-	nodeBPF := func(node string) string {
-		dir := filepath.Join(bpf, node)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
-	a := startAgent(t, agentOpts{DualStack: true, Extra: kubeArgs("node-a"), BPFRoot: nodeBPF("node-a")})
-	b := startAgent(t, agentOpts{DualStack: true, Extra: kubeArgs("node-b"), BPFRoot: nodeBPF("node-b")})
-	waitCRDs(t, cluster)
-	for _, ag := range []*agent{a, b} {
-		waitKubernetes(t, ag, "remote endpoints synced", func(k *models.KubernetesStatus) bool {
-			return k.Reachable && cacheSynced(k, "remote-ciliumendpoints") && cacheSynced(k, "pods")
-		})
-	}
+	a, b := twoNodes(t, cluster)
 
 	web := putRemoteTestEndpoint(t, b, "web", 10)
 	local := putRemoteTestEndpoint(t, a, "local", 11)
@@ -111,6 +94,103 @@ func TestKubernetesRemoteEndpoints(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// twoNodes starts the agents of node-a and node-b on the cluster, each
+// with its own state dir, socket, pod CIDRs and bpf root, and waits until
+// both have listed the other's CiliumEndpoints.
+func twoNodes(t *testing.T, cluster *kubetest.Cluster) (a, b *agent) {
+	t.Helper()
+	bpf := testutil.BPFDir(t)
+	start := func(node string) *agent {
+		dir := filepath.Join(bpf, node)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return startAgent(t, agentOpts{DualStack: true, BPFRoot: dir,
+			Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
+	}
+	a, b = start("node-a"), start("node-b")
+	waitCRDs(t, cluster)
+	for _, ag := range []*agent{a, b} {
+		waitKubernetes(t, ag, "remote endpoints synced", func(k *models.KubernetesStatus) bool {
+			return k.Reachable && cacheSynced(k, "remote-ciliumendpoints") && cacheSynced(k, "pods")
+		})
+	}
+	return a, b
+}
+
+// Policy across nodes, the Star Wars demo's rule1 on real TCP: deathstar
+// runs on node A, tiefighter (org=empire) and xwing (org=alliance) on
+// node B (two agents, one host network namespace: a packet from B's pod
+// leaves through B's programs and enters deathstar through A's, which
+// look its source up in A's ipcache). With rule1 applied, tiefighter
+// reaches deathstar:80, xwing does not, port 81 is closed to both;
+// relabelling xwing to org=empire on node B opens port 80 to it on node
+// A. Without the remote entries both would be world, and both dropped.
+func TestKubernetesRemotePolicy(t *testing.T) {
+	setup(t)
+	cluster := kubeCluster(t, "sw")
+	for _, p := range []struct{ name, org, class, node string }{
+		{"deathstar", "empire", "deathstar", "node-a"},
+		{"tiefighter", "empire", "tiefighter", "node-b"},
+		{"xwing", "alliance", "xwing", "node-b"},
+	} {
+		cluster.Apply(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {namespace: sw, name: %s, labels: {org: %s, class: %s}}
+spec: {nodeName: %s, containers: [{name: c, image: registry.k8s.io/pause:3.10}]}
+`, p.name, p.org, p.class, p.node))
+	}
+	a, b := twoNodes(t, cluster)
+	na, nb := newNetwork(t, a, "", nil), newNetwork(t, b, "", nil)
+	mk := func(n *network, name string) *pod {
+		p := newPod(t, "sw", name)
+		addK8sPod(t, cluster, n, p)
+		return p
+	}
+	deathstar := mk(na, "deathstar")
+	tiefighter, xwing := mk(nb, "tiefighter"), mk(nb, "xwing")
+	startServer(t, deathstar, "80", "81")
+	ds := deathstar.IP().String()
+	for _, p := range []*pod{tiefighter, xwing} {
+		ep := b.endpoint(p.Attachment())
+		waitIPCacheRows(t, a, p.Name+" of node B on node A", []netip.Prefix{netip.PrefixFrom(p.IP(), 32)}, "remote", ep.Identity.ID)
+	}
+
+	cluster.Apply(t, `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: rule1, namespace: sw}
+spec:
+  description: "L3-L4 policy to restrict deathstar access to empire ships only"
+  endpointSelector: {matchLabels: {org: empire, class: deathstar}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {org: empire}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+`)
+	verdicts := func(when string, xwingAllowed bool) {
+		t.Helper()
+		e2eutil.Eventually(t, 60*time.Second, when, func() error {
+			for _, c := range []struct {
+				from *pod
+				port string
+				want bool
+			}{
+				{tiefighter, "80", true}, {xwing, "80", xwingAllowed}, {tiefighter, "81", false}, {xwing, "81", false},
+			} {
+				if got := canTCP(c.from, ds, c.port); got != c.want {
+					return fmt.Errorf("%s -> deathstar:%s: connected %v, want %v", c.from.Name, c.port, got, c.want)
+				}
+			}
+			return nil
+		})
+	}
+	verdicts("rule1 enforced on node A for node B's pods", false)
+
+	cluster.Kubectl(t, "label", "pod", "-n", "sw", "xwing", "org=empire", "--overwrite")
+	verdicts("xwing relabelled to org=empire on node B", true)
 }
 
 // putRemoteTestEndpoint makes an endpoint of the Pod object remote/name
