@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,8 +71,6 @@ const Resource = "remote-ciliumendpoints"
 // missed change left stale converges.
 const resync = 10 * time.Minute
 
-const prefixIndex = "prefix"
-
 func register(cs *client.Clientset, status *k8scell.Status, jobs job.Group, log *slog.Logger,
 	db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry]) {
 	if !cs.IsEnabled() {
@@ -94,15 +93,16 @@ type watcher struct {
 	ipcache  statedb.RWTable[*tables.IPCacheEntry]
 	initDone func(statedb.WriteTxn)
 
-	// indexer is the informer's cache of remote CEPs, indexed by prefix.
-	indexer cache.Indexer
+	// store is the informer's cache of remote CEPs (slimmed).
+	store cache.Store
 
 	mu        sync.Mutex
+	claims    claimants               // the CEPs claiming each address, from the events
 	conflicts map[netip.Prefix]string // the remote CEP a local row keeps out, logged once
 }
 
 func newWatcher(log *slog.Logger, db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry]) *watcher {
-	return &watcher{log: log, db: db, ipcache: ipcache, conflicts: map[netip.Prefix]string{}}
+	return &watcher{log: log, db: db, ipcache: ipcache, claims: claimants{}, conflicts: map[netip.Prefix]string{}}
 }
 
 // selector matches the CEPs of every node but this one (and CEPs without
@@ -131,11 +131,11 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 			return ceps.Watch(ctx, o)
 		},
 	}
-	inf := cache.NewSharedIndexInformer(lw, &v2.CiliumEndpoint{}, resync, cache.Indexers{prefixIndex: prefixIndexFunc})
+	inf := cache.NewSharedIndexInformer(lw, &v2.CiliumEndpoint{}, resync, cache.Indexers{})
 	if err := inf.SetTransform(slim); err != nil {
 		return err
 	}
-	w.indexer = inf.GetIndexer()
+	w.store = inf.GetStore()
 	handler, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { w.status.Event(Resource); w.changed(nil, obj) },
 		UpdateFunc: func(old, obj any) { w.status.Event(Resource); w.changed(old, obj) },
@@ -176,7 +176,7 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 	}
 	w.initDone(wtxn)
 	wtxn.Commit()
-	n := len(w.indexer.ListKeys())
+	n := len(w.store.ListKeys())
 	w.status.Cache(Resource, true, fmt.Sprintf("%d endpoints of other nodes", n))
 	w.log.Info("Endpoints of other nodes synced into the ipcache", "server", w.cs.Server, "endpoints", n)
 	health.OK(fmt.Sprintf("synced: %d endpoints of other nodes", n))
@@ -200,23 +200,39 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 	}
 }
 
-// changed writes the rows of the addresses an event touches: those the
-// CEP had and those it has.
+// changed records which addresses the CEP of an event claims and writes
+// the rows of those it had and those it has.
 func (w *watcher) changed(old, obj any) {
-	var ps []netip.Prefix
-	for _, o := range []any{old, obj} {
+	var key string
+	var from, to []netip.Prefix
+	for i, o := range []any{old, obj} {
+		if o == nil {
+			continue
+		}
+		k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o)
+		if err != nil {
+			continue
+		}
+		key = k
 		if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
 			o = t.Obj
 		}
-		if cep, ok := o.(*v2.CiliumEndpoint); ok {
-			for _, p := range prefixesOf(cep) {
-				if p.IsValid() {
-					ps = append(ps, p)
-				}
-			}
+		if cep, ok := o.(*v2.CiliumEndpoint); ok && i == 0 {
+			from = validPrefixes(cep)
+		} else if ok {
+			to = validPrefixes(cep)
 		}
 	}
-	w.sync(ps)
+	if key == "" {
+		return
+	}
+	if _, gone := old.(cache.DeletedFinalStateUnknown); gone || obj == nil {
+		to = nil
+	}
+	w.mu.Lock()
+	w.claims.move(key, from, to)
+	w.mu.Unlock()
+	w.sync(append(from, to...))
 }
 
 // sync makes the rows of the given prefixes what the cache says, in one
@@ -262,14 +278,18 @@ func (w *watcher) apply(wtxn statedb.WriteTxn, p netip.Prefix) {
 	w.mu.Unlock()
 }
 
-// winner is the remote claim the row of p follows, from the cache.
+// winner is the remote claim the row of p follows: among the CEPs the
+// events say claim p, those whose cached version still does.
 func (w *watcher) winner(p netip.Prefix) (claim, bool) {
-	objs, err := w.indexer.ByIndex(prefixIndex, p.String())
-	if err != nil {
-		return claim{}, false
-	}
+	w.mu.Lock()
+	keys := slices.Clone(w.claims[p])
+	w.mu.Unlock()
 	var claims []claim
-	for _, o := range objs {
+	for _, key := range keys {
+		o, exists, err := w.store.GetByKey(key)
+		if err != nil || !exists {
+			continue
+		}
 		cep, ok := o.(*v2.CiliumEndpoint)
 		if !ok {
 			continue
@@ -279,7 +299,9 @@ func (w *watcher) winner(p netip.Prefix) (claim, bool) {
 			w.log.Debug("CiliumEndpoint of another node not in the ipcache", "error", err)
 			continue
 		}
-		claims = append(claims, c)
+		if slices.Contains(c.Prefixes, p) {
+			claims = append(claims, c)
+		}
 	}
 	if len(claims) > 1 {
 		best, _ := winner(claims)

@@ -54,8 +54,8 @@ func TestClaimOf(t *testing.T) {
 	if _, err := claimOf(bad); err == nil {
 		t.Fatal("a CEP with a bad address is refused")
 	}
-	if keys, _ := prefixIndexFunc(bad); len(keys) != 0 {
-		t.Fatalf("a bad address is not indexed: %v", keys)
+	if ps := validPrefixes(bad); len(ps) != 0 {
+		t.Fatalf("a bad address is not claimed: %v", ps)
 	}
 }
 
@@ -139,7 +139,7 @@ func TestSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newWatcher(hivetest.Logger(t), db, ipc)
-	w.indexer = cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.Indexers{prefixIndex: prefixIndexFunc})
+	w.store = cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
 
 	rows := func() map[string]string {
 		out := map[string]string{}
@@ -163,10 +163,10 @@ func TestSync(t *testing.T) {
 	event := func(old, obj *v2.CiliumEndpoint) {
 		if obj != nil {
 			s, _ := slim(obj)
-			if err := w.indexer.Update(s); err != nil {
+			if err := w.store.Update(s); err != nil {
 				t.Fatal(err)
 			}
-		} else if err := w.indexer.Delete(old); err != nil {
+		} else if err := w.store.Delete(old); err != nil {
 			t.Fatal(err)
 		}
 		var o, n any

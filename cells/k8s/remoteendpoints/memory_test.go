@@ -18,8 +18,8 @@ import (
 )
 
 // BenchmarkMemoryPerRemoteEndpoint reports the heap the cell holds per
-// remote endpoint: the slimmed CEP in the informer's cache (with its
-// prefix index) and its ipcache row, for 20,000 dual-stack endpoints
+// remote endpoint: the slimmed CEP in the informer's cache, the map of
+// addresses to claiming CEPs, and its ipcache rows, for 20,000 dual-stack endpoints
 // (the informer's copy as decoded is garbage once transformed). Not the
 // BPF map (kernel memory, 1 entry per address) nor the reconciler's
 // status. Run: go test -run '^$' -bench Memory ./cells/k8s/remoteendpoints/
@@ -42,7 +42,8 @@ func memoryPerRemoteEndpoint(b *testing.B, withCache, withRows bool) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		indexer := cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.Indexers{prefixIndex: prefixIndexFunc})
+		store := cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
+		claims := claimants{}
 		wtxn := db.WriteTxn(ipc)
 		for i := range n {
 			v4 := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -65,9 +66,10 @@ func memoryPerRemoteEndpoint(b *testing.B, withCache, withRows bool) {
 			}
 			if withCache {
 				s, _ := slim(full)
-				if err := indexer.Add(s); err != nil {
+				if err := store.Add(s); err != nil {
 					b.Fatal(err)
 				}
+				claims.move(full.Namespace+"/"+full.Name, nil, validPrefixes(full))
 			}
 			for _, p := range []netip.Prefix{netip.PrefixFrom(v4, 32), netip.PrefixFrom(v6, 128)} {
 				if !withRows {
@@ -82,7 +84,7 @@ func memoryPerRemoteEndpoint(b *testing.B, withCache, withRows bool) {
 		var after runtime.MemStats
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-bytes/endpoint")
-		sink = append(sink, indexer, db)
+		sink = append(sink, store, claims, db)
 	}
 	runtime.KeepAlive(sink)
 }
