@@ -1,7 +1,8 @@
 // Package k8s is the Kubernetes mode of the agent: a group of cells that
 // connect to the API server and turn what it holds into the same tables
 // the embedded sources write: pods from Pod and Namespace objects
-// (pods), policy rules from CiliumNetworkPolicy,
+// (pods), the other nodes' pods in the ipcache from their CiliumEndpoints
+// (remoteendpoints), policy rules from CiliumNetworkPolicy,
 // CiliumClusterwideNetworkPolicy and NetworkPolicy objects (policies,
 // through the policy repository, source "k8s"); identities as the mode
 // grows; the cluster's nodes from CiliumNode objects (nodes, the nodes
@@ -29,6 +30,7 @@ import (
 	"github.com/membrane-net/membrane/cells/k8s/nodes"
 	"github.com/membrane-net/membrane/cells/k8s/pods"
 	"github.com/membrane-net/membrane/cells/k8s/policies"
+	"github.com/membrane-net/membrane/cells/k8s/remoteendpoints"
 )
 
 // Cell is the Kubernetes mode's cell group.
@@ -39,4 +41,5 @@ var Cell = cell.Group(
 	policies.Cell,
 	endpoints.Cell,
 	nodes.Cell,
+	remoteendpoints.Cell,
 )

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,17 +54,27 @@ func (a *app) bpfIPCacheCommand(root *string) *cobra.Command {
 		Short:   "List the ipcache map: prefix -> security identity",
 		Long: `list prints every entry of the pinned ipcache map (` + maps.IPCacheMapName + `), an LPM trie
 from address prefix to the security identity of whatever sits behind it.
-The datapath looks a packet's peer up in it. Sorted by address, IPv4 first.`,
+The datapath looks a packet's peer up in it. Sorted by address, IPv4 first.
+
+SOURCE is who wrote the entry, from the agent's ipcache table when the
+agent answers: endpoint (a pod of this node), host (this node's
+addresses), cidr-policy (a CIDR rule), remote (a pod of another node,
+from its CiliumEndpoint). "-" when the agent does not answer or has no
+row for the prefix (an entry it has not pruned yet).`,
 		Example: `  membrane bpf ipcache list
   membrane bpf ipcache list -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			entries, err := readIPCache(*root)
 			if err != nil {
 				return err
 			}
-			return renderRows(a, entries, []string{"PREFIX", "IDENTITY", "FLAGS"}, func(e ipcacheEntry) []string {
-				return []string{e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), fmt.Sprintf("%#x", e.Flags)}
+			sources := a.ipcacheSources(cmd)
+			for i := range entries {
+				entries[i].Source = sources[entries[i].Prefix]
+			}
+			return renderRows(a, entries, []string{"PREFIX", "IDENTITY", "FLAGS", "SOURCE"}, func(e ipcacheEntry) []string {
+				return []string{e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), fmt.Sprintf("%#x", e.Flags), dash(e.Source)}
 			})
 		},
 	}
@@ -75,8 +86,36 @@ type ipcacheEntry struct {
 	Prefix   string `json:"prefix"`
 	Identity uint32 `json:"identity"`
 	Flags    uint32 `json:"flags"`
+	// Source is the writer of the agent's row for the prefix, "" if the
+	// agent did not answer or has none.
+	Source string `json:"source,omitempty"`
 
 	sortKey netip.Prefix
+}
+
+// ipcacheSources asks the agent which cell wrote each prefix (its ipcache
+// table); none if it does not answer: the maps are read without it.
+func (a *app) ipcacheSources(cmd *cobra.Command) map[string]string {
+	c, ctx, cancel := a.client(cmd)
+	defer cancel()
+	out := map[string]string{}
+	raw, err := c.StateDBDump(ctx, "ipcache")
+	if err != nil {
+		return out
+	}
+	var dump map[string][]struct {
+		Prefix string `json:"prefix"`
+		Source string `json:"source"`
+	}
+	if json.Unmarshal(raw, &dump) != nil {
+		return out
+	}
+	for _, row := range dump["ipcache"] {
+		if p, err := netip.ParsePrefix(row.Prefix); err == nil {
+			out[p.String()] = row.Source
+		}
+	}
+	return out
 }
 
 func readIPCache(root string) ([]ipcacheEntry, error) {

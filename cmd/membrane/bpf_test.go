@@ -56,12 +56,12 @@ func TestBPFMaps(t *testing.T) {
 	// The agent's socket does not exist: the bpf commands do not need it.
 	noAgent := tempSocket(t)
 	wantLines(t, ok(t, "--socket", noAgent, "bpf", "ipcache", "list", "--bpf-root", root),
-		"PREFIX          IDENTITY   FLAGS",
-		"0.0.0.0/0       2          0x0",
-		"10.0.0.0/8      16777217   0x1",
-		"10.200.0.7/32   256        0x0",
-		"10.200.0.8/32   257        0x0",
-		"fd00::7/128     256        0x0",
+		"PREFIX          IDENTITY   FLAGS   SOURCE",
+		"0.0.0.0/0       2          0x0     -",
+		"10.0.0.0/8      16777217   0x1     -",
+		"10.200.0.7/32   256        0x0     -",
+		"10.200.0.8/32   257        0x0     -",
+		"fd00::7/128     256        0x0     -",
 	)
 	// Endpoint 17 sits on ifindex 1, the loopback device of this netns.
 	wantLines(t, ok(t, "--socket", noAgent, "bpf", "endpoint", "list", "--bpf-root", root),

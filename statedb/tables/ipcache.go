@@ -17,7 +17,8 @@ type IPCacheEntry struct {
 	Identity NumericIdentity `json:"identity"`
 	// Source says who wrote it: "endpoint" (regeneration), "host" (host-ips),
 	// "node" (node-routes: other nodes' addresses), "cidr-policy" (the
-	// policy engine).
+	// policy engine), "remote" (a pod of another node, from its
+	// CiliumEndpoint: k8s-remote-endpoints).
 	Source string `json:"source"`
 	// EndpointID is the local endpoint behind the prefix (0 if none).
 	EndpointID uint16            `json:"endpoint-id,omitempty"`

@@ -48,6 +48,9 @@ type agentOpts struct {
 	// DualStack gives the agent an IPv6 pod CIDR too.
 	DualStack bool
 	Extra     []string
+	// BPFRoot is the agent's bpffs directory; "" is a fresh one named
+	// after the test (two agents of one test need their own).
+	BPFRoot string
 }
 
 // startAgent runs membrane-agent on temporary paths (socket, state dir,
@@ -62,6 +65,7 @@ func startAgent(t *testing.T, o agentOpts) *agent {
 		Bits:        o.Bits,
 		DualStack:   o.DualStack,
 		Extra:       o.Extra,
+		BPFRoot:     o.BPFRoot,
 		KeepLogsEnv: "MEMBRANE_E2E_KEEP_LOGS",
 	})}
 }

@@ -1,0 +1,223 @@
+package remoteendpoints
+
+import (
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	v2 "github.com/membrane-net/membrane/k8s/apis/cilium.io/v2"
+	"github.com/membrane-net/membrane/statedb/tables"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func cep(ns, name string, created time.Time, id int64, ips ...string) *v2.CiliumEndpoint {
+	o := &v2.CiliumEndpoint{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.NewTime(created),
+		Labels: map[string]string{"membrane.io/node": "b"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "x"}}}}
+	if id != 0 {
+		o.Status.Identity = &v2.EndpointIdentity{ID: id, Labels: []string{"k8s:app=x"}}
+	}
+	pair := v2.AddressPair{}
+	for _, ip := range ips {
+		if netip.MustParseAddr(ip).Is4() {
+			pair.IPv4 = ip
+		} else {
+			pair.IPv6 = ip
+		}
+	}
+	o.Status.Networking = &v2.EndpointNetworking{Addressing: []v2.AddressPair{pair}, NodeIP: "b"}
+	o.Status.State = "ready"
+	return o
+}
+
+func TestClaimOf(t *testing.T) {
+	c, err := claimOf(cep("ns", "p", t0, 1234, "10.0.1.5", "fd00::1:5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.1.5/32"), netip.MustParsePrefix("fd00::1:5/128")}
+	if c.Key != "ns/p" || c.Identity != 1234 || c.Node != "b" || len(c.Prefixes) != 2 || c.Prefixes[0] != want[0] || c.Prefixes[1] != want[1] {
+		t.Fatalf("claim = %+v", c)
+	}
+	if _, err := claimOf(cep("ns", "p", t0, 0, "10.0.1.5")); err == nil {
+		t.Fatal("a CEP without identity claims nothing")
+	}
+	bad := cep("ns", "p", t0, 5, "10.0.1.5")
+	bad.Status.Networking.Addressing[0].IPv4 = "not-an-ip"
+	if _, err := claimOf(bad); err == nil {
+		t.Fatal("a CEP with a bad address is refused")
+	}
+	if ps := validPrefixes(bad); len(ps) != 0 {
+		t.Fatalf("a bad address is not claimed: %v", ps)
+	}
+}
+
+func TestWinner(t *testing.T) {
+	old := claim{Key: "a/old", Created: t0, Identity: 1}
+	newer := claim{Key: "z/new", Created: t0.Add(time.Second), Identity: 2}
+	tieA := claim{Key: "a/tie", Created: t0, Identity: 3}
+	if w, _ := winner([]claim{old, newer}); w.Key != "z/new" {
+		t.Fatalf("newest wins, got %s", w.Key)
+	}
+	if w, _ := winner([]claim{newer, old}); w.Key != "z/new" {
+		t.Fatalf("order does not matter, got %s", w.Key)
+	}
+	if w, _ := winner([]claim{old, tieA}); w.Key != "a/old" {
+		t.Fatalf("tie: smallest key, got %s", w.Key)
+	}
+	if w, _ := winner([]claim{tieA, old}); w.Key != "a/old" {
+		t.Fatalf("tie: smallest key in any order, got %s", w.Key)
+	}
+	if _, ok := winner(nil); ok {
+		t.Fatal("no claims, no winner")
+	}
+}
+
+func TestDecide(t *testing.T) {
+	want := claim{Key: "ns/p", Identity: 7}
+	row := func(src string, id tables.NumericIdentity) *tables.IPCacheEntry {
+		return &tables.IPCacheEntry{Source: src, Identity: id}
+	}
+	for _, tc := range []struct {
+		name string
+		have *tables.IPCacheEntry
+		ok   bool
+		out  action
+	}{
+		{"new", nil, true, write},
+		{"same", row(Source, 7), true, keep},
+		{"identity moved", row(Source, 8), true, write},
+		{"gone", row(Source, 7), false, remove},
+		{"nothing", nil, false, keep},
+		{"local endpoint wins", row("endpoint", 9), true, conflict},
+		{"host wins", row("host", 1), true, conflict},
+		{"unknown local source wins", row("remote-node", 6), true, conflict},
+		{"local row not ours to delete", row("endpoint", 9), false, keep},
+		{"pod identity over CIDR identity", row("cidr-policy", 16777217), true, write},
+		{"CIDR row not ours to delete", row("cidr-policy", 16777217), false, keep},
+	} {
+		if got := decide(tc.have, want, tc.ok); got != tc.out {
+			t.Errorf("%s: decide = %d, want %d", tc.name, got, tc.out)
+		}
+	}
+}
+
+func TestSlim(t *testing.T) {
+	in := cep("ns", "p", t0, 1234, "10.0.1.5")
+	in.ResourceVersion = "42"
+	out, err := slim(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := out.(*v2.CiliumEndpoint)
+	if s.Labels != nil || s.ManagedFields != nil || s.Status.State != "" || len(s.Status.Identity.Labels) != 0 {
+		t.Fatalf("slim kept more than the ipcache needs: %+v", s)
+	}
+	if s.ResourceVersion != "42" || s.Name != "p" || s.Namespace != "ns" || !s.CreationTimestamp.Equal(&in.CreationTimestamp) {
+		t.Fatalf("slim lost metadata: %+v", s.ObjectMeta)
+	}
+	c, err := claimOf(s)
+	if err != nil || c.Identity != 1234 || len(c.Prefixes) != 1 {
+		t.Fatalf("slim lost the claim: %+v %v", c, err)
+	}
+}
+
+// TestSync runs the row computation against a real ipcache table and a
+// cache like the informer's: rows follow the CEPs, move with them, and a
+// local row wins, giving the address back when it goes.
+func TestSync(t *testing.T) {
+	db := statedb.New()
+	ipc, err := tables.NewIPCacheTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatcher(hivetest.Logger(t), db, ipc)
+	w.store = cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
+
+	rows := func() map[string]string {
+		out := map[string]string{}
+		for r := range ipc.All(db.ReadTxn()) {
+			out[r.Prefix.String()] = r.Source + "/" + itoa(r.Identity)
+		}
+		return out
+	}
+	expect := func(step string, want map[string]string) {
+		t.Helper()
+		got := rows()
+		if len(got) != len(want) {
+			t.Fatalf("%s: rows %v, want %v", step, got, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("%s: rows %v, want %v", step, got, want)
+			}
+		}
+	}
+	event := func(old, obj *v2.CiliumEndpoint) {
+		if obj != nil {
+			s, _ := slim(obj)
+			if err := w.store.Update(s); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := w.store.Delete(old); err != nil {
+			t.Fatal(err)
+		}
+		var o, n any
+		if old != nil {
+			o = old
+		}
+		if obj != nil {
+			n = obj
+		}
+		w.changed(o, n)
+	}
+
+	a := cep("ns", "a", t0, 1000, "10.0.1.5", "fd00::1:5")
+	event(nil, a)
+	expect("created", map[string]string{"10.0.1.5/32": "remote/1000", "fd00::1:5/128": "remote/1000"})
+
+	relabelled := cep("ns", "a", t0, 1001, "10.0.1.5", "fd00::1:5")
+	event(a, relabelled)
+	expect("relabelled", map[string]string{"10.0.1.5/32": "remote/1001", "fd00::1:5/128": "remote/1001"})
+
+	moved := cep("ns", "a", t0, 1001, "10.0.1.6")
+	event(relabelled, moved)
+	expect("address changed", map[string]string{"10.0.1.6/32": "remote/1001"})
+
+	// A local endpoint holds 10.0.1.7; a remote CEP claiming it stays out.
+	wtxn := db.WriteTxn(ipc)
+	ipc.Insert(wtxn, &tables.IPCacheEntry{Prefix: netip.MustParsePrefix("10.0.1.7/32"), Identity: 5000, Source: "endpoint", EndpointID: 12, Status: reconciler.StatusPending()})
+	wtxn.Commit()
+	clash := cep("other", "b", t0, 2000, "10.0.1.7")
+	event(nil, clash)
+	expect("local wins", map[string]string{"10.0.1.6/32": "remote/1001", "10.0.1.7/32": "endpoint/5000"})
+
+	// The local endpoint goes: the address goes back to the remote CEP.
+	wtxn = db.WriteTxn(ipc)
+	local, _, _ := ipc.Get(wtxn, tables.IPCachePrefixIndex.Query(netip.MustParsePrefix("10.0.1.7/32")))
+	ipc.Delete(wtxn, local)
+	wtxn.Commit()
+	w.sync([]netip.Prefix{netip.MustParsePrefix("10.0.1.7/32")})
+	expect("local gone", map[string]string{"10.0.1.6/32": "remote/1001", "10.0.1.7/32": "remote/2000"})
+
+	// Two remote CEPs on one address: the newest wins; when it goes, the
+	// other takes over.
+	newer := cep("other", "c", t0.Add(time.Minute), 3000, "10.0.1.6")
+	event(nil, newer)
+	expect("newest wins", map[string]string{"10.0.1.6/32": "remote/3000", "10.0.1.7/32": "remote/2000"})
+	event(newer, nil)
+	expect("older back", map[string]string{"10.0.1.6/32": "remote/1001", "10.0.1.7/32": "remote/2000"})
+
+	event(moved, nil)
+	event(clash, nil)
+	expect("deleted", map[string]string{})
+}
+
+func itoa(id tables.NumericIdentity) string { return strconv.FormatUint(uint64(id), 10) }
