@@ -83,4 +83,3 @@ func (a *agent) metric(ep uint16, dir, reason uint8) uint64 {
 	}
 	return n
 }
-
