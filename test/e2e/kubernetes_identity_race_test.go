@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/internal/e2eutil"
+	"github.com/membrane-net/membrane/internal/testutil"
 )
 
 // Two agents (two nodes: two state dirs, two bpf roots, one API server)
@@ -25,8 +28,15 @@ func TestKubernetesConcurrentIdentityAllocation(t *testing.T) {
 	cluster := kubeCluster(t, "race")
 	nodes := []string{"node-1", "node-2"}
 	agents := make([]*agent, len(nodes))
+	bpf := testutil.BPFDir(t)
 	for i, node := range nodes {
-		agents[i] = startAgent(t, agentOpts{Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
+		// Two nodes: each its own bpf root, as on two machines.
+		dir := filepath.Join(bpf, node)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		agents[i] = startAgent(t, agentOpts{BPFRoot: dir,
+			Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
 	}
 	waitCRDs(t, cluster)
 
