@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,13 +28,7 @@ func TestKubernetesConcurrentIdentityAllocation(t *testing.T) {
 	agents := make([]*agent, len(nodes))
 	bpf := testutil.BPFDir(t)
 	for i, node := range nodes {
-		// Two nodes: each its own bpf root, as on two machines.
-		dir := filepath.Join(bpf, node)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		agents[i] = startAgent(t, agentOpts{BPFRoot: dir,
-			Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
+		agents[i] = startNodeAgent(t, cluster, bpf, node, agentOpts{})
 	}
 	waitCRDs(t, cluster)
 

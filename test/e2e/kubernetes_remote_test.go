@@ -96,21 +96,28 @@ func TestKubernetesRemoteEndpoints(t *testing.T) {
 	})
 }
 
+// startNodeAgent starts the agent of one node of the cluster, on this
+// machine beside other nodes' agents: its own state dir, socket and pod
+// CIDRs, and its own bpf root under bpf (agents that share one replace
+// each other's pinned maps at start).
+func startNodeAgent(t *testing.T, cluster *kubetest.Cluster, bpf, node string, o agentOpts) *agent {
+	t.Helper()
+	o.BPFRoot = filepath.Join(bpf, node)
+	if err := os.MkdirAll(o.BPFRoot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o.Extra = append([]string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}, o.Extra...)
+	return startAgent(t, o)
+}
+
 // twoNodes starts the agents of node-a and node-b on the cluster, each
 // with its own state dir, socket, pod CIDRs and bpf root, and waits until
 // both have listed the other's CiliumEndpoints.
 func twoNodes(t *testing.T, cluster *kubetest.Cluster) (a, b *agent) {
 	t.Helper()
 	bpf := testutil.BPFDir(t)
-	start := func(node string) *agent {
-		dir := filepath.Join(bpf, node)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return startAgent(t, agentOpts{DualStack: true, BPFRoot: dir,
-			Extra: []string{"--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node}})
-	}
-	a, b = start("node-a"), start("node-b")
+	a = startNodeAgent(t, cluster, bpf, "node-a", agentOpts{DualStack: true})
+	b = startNodeAgent(t, cluster, bpf, "node-b", agentOpts{DualStack: true})
 	waitCRDs(t, cluster)
 	for _, ag := range []*agent{a, b} {
 		waitKubernetes(t, ag, "remote endpoints synced", func(k *models.KubernetesStatus) bool {
