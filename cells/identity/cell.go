@@ -121,6 +121,7 @@ func registerController(p controllerParams) {
 			c.cluster.SetWatchErrorHandlers(func(r string) cache.WatchErrorHandlerWithContext {
 				return p.K8sStatus.WatchErrors(r, p.Log)
 			})
+			c.cluster.CountEvents(p.K8sStatus.Event)
 		}
 		p.Lifecycle.Append(cell.Hook{
 			OnStart: func(cell.HookContext) error { c.cluster.Start(cacheCtx); return nil },
@@ -130,9 +131,9 @@ func registerController(p controllerParams) {
 		p.Jobs.Add(job.OneShot("identity-gc", gc.run))
 		if p.K8sStatus != nil {
 			p.Jobs.Add(job.OneShot("identity-cache-status", func(ctx context.Context, _ cell.Health) error {
-				p.K8sStatus.Cache("ciliumidentities", false, "")
+				p.K8sStatus.Cache(IdentitiesResource, false, "")
 				if c.cluster.WaitSynced(ctx) {
-					p.K8sStatus.Cache("ciliumidentities", true, "every CiliumIdentity, identity claims")
+					p.K8sStatus.Cache(IdentitiesResource, true, "every CiliumIdentity, identity claims")
 				}
 				return nil
 			}))

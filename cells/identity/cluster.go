@@ -83,6 +83,9 @@ type ClusterAllocator struct {
 	claims cache.SharedIndexInformer // claims in ClaimNamespace
 
 	changed chan struct{}
+	// event counts one watch event of a resource (the k8s-status
+	// table's Events column); set before Start.
+	event func(resource string)
 
 	mu       sync.Mutex
 	lastFail time.Time // last failure to reach the API server
@@ -113,7 +116,8 @@ const maxAttempts = 20
 
 // NewClusterAllocator builds the backend; Start starts its caches.
 func NewClusterAllocator(cs *client.Clientset, min, max tables.NumericIdentity) *ClusterAllocator {
-	a := &ClusterAllocator{cs: cs, min: min, max: max, changed: make(chan struct{}, 1), pending: map[string]pendingIdentity{}}
+	a := &ClusterAllocator{cs: cs, min: min, max: max, changed: make(chan struct{}, 1), pending: map[string]pendingIdentity{},
+		event: func(string) {}}
 	ids := cs.CiliumV2.CiliumIdentities()
 	a.idents = cache.NewSharedIndexInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -127,26 +131,37 @@ func NewClusterAllocator(cs *client.Clientset, min, max tables.NumericIdentity) 
 		informers.WithNamespace(ClaimNamespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ClaimLabel }))
 	a.claims = f.Coordination().V1().Leases().Informer()
-	notify := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.notify() },
-		UpdateFunc: func(any, any) { a.notify() },
-		DeleteFunc: func(any) { a.notify() },
-	}
-	a.idents.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { a.seen(obj); a.notify() },
-		UpdateFunc: func(_, obj any) { a.seen(obj); a.notify() },
-		DeleteFunc: func(obj any) { a.seen(obj); a.notify() },
+	claim := func() { a.event(ClaimsResource); a.notify() }
+	a.claims.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { claim() },
+		UpdateFunc: func(any, any) { claim() },
+		DeleteFunc: func(any) { claim() },
 	})
-	a.claims.AddEventHandler(notify)
+	ident := func(obj any) { a.event(IdentitiesResource); a.seen(obj); a.notify() }
+	a.idents.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    ident,
+		UpdateFunc: func(_, obj any) { ident(obj) },
+		DeleteFunc: ident,
+	})
 	return a
 }
 
 // SetWatchErrorHandlers reports the caches' watch errors (to the
 // k8s-status table).
 func (a *ClusterAllocator) SetWatchErrorHandlers(h func(resource string) cache.WatchErrorHandlerWithContext) {
-	a.idents.SetWatchErrorHandlerWithContext(h("ciliumidentities"))
-	a.claims.SetWatchErrorHandlerWithContext(h("identity-claims"))
+	a.idents.SetWatchErrorHandlerWithContext(h(IdentitiesResource))
+	a.claims.SetWatchErrorHandlerWithContext(h(ClaimsResource))
 }
+
+// CountEvents has f called for each watch event the caches receive, with
+// the resource's name; call it before Start.
+func (a *ClusterAllocator) CountEvents(f func(resource string)) { a.event = f }
+
+// The resources' names in the k8s-status table.
+const (
+	IdentitiesResource = "ciliumidentities"
+	ClaimsResource     = "identity-claims"
+)
 
 // Start runs the caches until ctx ends.
 func (a *ClusterAllocator) Start(ctx context.Context) {

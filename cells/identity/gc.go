@@ -47,6 +47,7 @@ type collector struct {
 	cluster   *ClusterAllocator
 	grace     time.Duration
 	ceps      cache.SharedIndexInformer
+	event     func(resource string) // counts a watch event (k8s-status)
 
 	// unusedSince: when the leader first saw an identity (by number) or a
 	// claim (by name) unused; a new leader starts afresh.
@@ -55,14 +56,22 @@ type collector struct {
 }
 
 func newCollector(p controllerParams, cl *ClusterAllocator, grace time.Duration) *collector {
-	return &collector{log: p.Log, db: p.DB, endpoints: p.Endpoints, cs: p.Clientset, cluster: cl, grace: grace}
+	g := &collector{log: p.Log, db: p.DB, endpoints: p.Endpoints, cs: p.Clientset, cluster: cl, grace: grace, event: func(string) {}}
+	if p.K8sStatus != nil {
+		g.event = p.K8sStatus.Event
+	}
+	return g
 }
+
+// cepsResource names the leader's cache of every CiliumEndpoint in the
+// k8s-status table (the row the CiliumEndpoint writer reports to).
+const cepsResource = "ciliumendpoints"
 
 // cepInformer caches every CiliumEndpoint; a new one per leadership term
 // (an informer does not start twice).
 func (g *collector) cepInformer() cache.SharedIndexInformer {
 	ceps := g.cs.CiliumV2.CiliumEndpoints("")
-	return cache.NewSharedIndexInformer(&cache.ListWatch{
+	inf := cache.NewSharedIndexInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return ceps.List(ctx, o)
 		},
@@ -70,6 +79,13 @@ func (g *collector) cepInformer() cache.SharedIndexInformer {
 			return ceps.Watch(ctx, o)
 		},
 	}, &v2.CiliumEndpoint{}, 0, cache.Indexers{})
+	count := func(any) { g.event(cepsResource) }
+	inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    count,
+		UpdateFunc: func(_, obj any) { count(obj) },
+		DeleteFunc: count,
+	})
+	return inf
 }
 
 // run takes part in the election until the agent stops; while leading it
