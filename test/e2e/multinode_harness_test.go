@@ -299,17 +299,9 @@ func (n *mnode) hasRoute(t *testing.T, dst netip.Prefix, gw netip.Addr) bool {
 // nodeList is `membrane node list -o json` on the node's agent.
 func (n *mnode) nodeList(t *testing.T) (map[string]nodeListRow, error) {
 	t.Helper()
-	out, err := exec.Command(bins.CLI, "--socket", n.agent.Socket, "node", "list", "-o", "json").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			err = fmt.Errorf("%w: %s", err, ee.Stderr)
-		}
-		return nil, fmt.Errorf("membrane node list: %w", err)
-	}
 	var rows []nodeListRow
-	if err := json.Unmarshal(out, &rows); err != nil {
-		return nil, fmt.Errorf("membrane node list: %w: %s", err, out)
+	if err := n.cliJSON(&rows, "node", "list"); err != nil {
+		return nil, err
 	}
 	got := map[string]nodeListRow{}
 	for _, r := range rows {
@@ -324,4 +316,65 @@ type nodeListRow struct {
 	Addresses []string `json:"addresses"`
 	PodCIDRs  []string `json:"podCIDRs"`
 	Routes    string   `json:"routes"`
+}
+
+// labeledPod is pod with the Pod object's labels given (the identity's).
+func (n *mnode) labeledPod(t *testing.T, m *multiCluster, ns, name string, labels map[string]string) *pod {
+	t.Helper()
+	var ls []string
+	for k, v := range labels {
+		ls = append(ls, fmt.Sprintf("%s: %s", k, v))
+	}
+	m.kube.Apply(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {namespace: %s, name: %s, labels: {%s}}
+spec: {nodeName: %s, containers: [{name: c, image: registry.k8s.io/pause:3.10}]}
+`, ns, name, strings.Join(ls, ", "), n.name))
+	p := newPod(t, ns, name)
+	addK8sPod(t, m.kube, n.net, p)
+	return p
+}
+
+// bpfIPCache is `membrane bpf ipcache list -o json` on the node's agent,
+// by prefix: the pinned map with the source of each entry's row.
+func (n *mnode) bpfIPCache(t *testing.T) (map[netip.Prefix]bpfIPCacheEntry, error) {
+	t.Helper()
+	var rows []bpfIPCacheEntry
+	if err := n.cliJSON(&rows, "bpf", "ipcache", "list", "--bpf-root", n.agent.BPFRoot); err != nil {
+		return nil, err
+	}
+	got := map[netip.Prefix]bpfIPCacheEntry{}
+	for _, r := range rows {
+		p, err := netip.ParsePrefix(r.Prefix)
+		if err != nil {
+			return nil, fmt.Errorf("membrane bpf ipcache list: prefix %q: %w", r.Prefix, err)
+		}
+		got[p] = r
+	}
+	return got, nil
+}
+
+type bpfIPCacheEntry struct {
+	Prefix   string `json:"prefix"`
+	Identity uint32 `json:"identity"`
+	Source   string `json:"source"`
+}
+
+// cliJSON runs `membrane ARGS -o json` against the node's agent and
+// decodes its output into v.
+func (n *mnode) cliJSON(v any, args ...string) error {
+	what := "membrane " + strings.Join(args, " ")
+	out, err := exec.Command(bins.CLI, append(append([]string{"--socket", n.agent.Socket}, args...), "-o", "json")...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		return fmt.Errorf("%s: %w: %s", what, err, out)
+	}
+	return nil
 }

@@ -162,17 +162,29 @@ spec:
 	waitNodeRow(t, a, "node-c", nil)
 
 	// node-b leaves the cluster: its agent stops, its CiliumNode is
-	// deleted; node-a drops its route and its address's entry.
+	// deleted; node-a drops its route, its address's entry and the
+	// entries of its pods (whose CiliumEndpoints stay until the Pods are
+	// garbage collected).
+	serverIP := netip.PrefixFrom(server.IP(), 32)
+	waitIPCacheRows(t, a.agent, "node-b's pod in node-a's ipcache", []netip.Prefix{serverIP}, "remote",
+		b.agent.endpoint(server.Attachment()).Identity.ID)
 	b.agent.Stop()
 	m.kube.Kubectl(t, "delete", "ciliumnode", "node-b")
 	waitRoute(t, a, cidrB, b.ip, false)
 	waitNodeRow(t, a, "node-b", nil)
-	e2eutil.Eventually(t, 30*time.Second, "node-b's address gone from node-a's ipcache", func() error {
-		if id, ok := a.agent.IPCache()[netip.PrefixFrom(b.ip, 32)]; ok {
-			return fmt.Errorf("still there with identity %d", id)
+	e2eutil.Eventually(t, 30*time.Second, "node-b's address and pod gone from node-a's ipcache", func() error {
+		ipc := a.agent.IPCache()
+		if id, ok := ipc[netip.PrefixFrom(b.ip, 32)]; ok {
+			return fmt.Errorf("node-b's address still there with identity %d", id)
+		}
+		if id, ok := ipc[serverIP]; ok {
+			return fmt.Errorf("node-b's pod %s still there with identity %d", serverIP, id)
 		}
 		return nil
 	})
+	if out := m.kube.Kubectl(t, "get", "cep", "-n", "web", "server", "-o", "name"); strings.TrimSpace(out) == "" {
+		t.Fatal("the server's CiliumEndpoint went with node-b: the test no longer tells node-a's part")
+	}
 	if rs := a.routes(t); len(rs) != 0 {
 		t.Fatalf("node-a keeps routes of membrane's protocol: %v", rs)
 	}

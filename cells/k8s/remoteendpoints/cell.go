@@ -16,6 +16,13 @@
 // which is logged; between two remote CEPs claiming one address, the
 // newest wins, then the smallest namespace/name.
 //
+// A CEP counts only while its node is in the nodes table (once that is
+// listed from the API server): a node deleted from the cluster (kubectl
+// delete ciliumnode) takes its pods' rows with it at once, though their
+// CEPs stay until the Pods are garbage collected, and a node that comes
+// back brings them back. Before the nodes table is listed every CEP
+// counts, so nothing is flushed at a start without the API server.
+//
 // The loader prunes the pinned ipcache only once this cell has written
 // the rows of the listed CEPs (a table initializer): an agent that
 // restarts, or starts while the API server is unreachable, flushes none
@@ -23,7 +30,8 @@
 // away the rows stay as they are.
 //
 // Reads: CiliumEndpoint objects of other nodes, ipcache (to give an
-// address back to a remote CEP when the local row holding it goes).
+// address back to a remote CEP when the local row holding it goes),
+// nodes (which nodes the cluster has).
 // Writes: ipcache (source "remote"), the k8s-status row
 // "remote-ciliumendpoints".
 // Try it: membrane statedb ipcache; membrane bpf ipcache list (SOURCE
@@ -34,6 +42,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -72,7 +81,7 @@ const Resource = "remote-ciliumendpoints"
 const resync = 10 * time.Minute
 
 func register(cs *client.Clientset, status *k8scell.Status, jobs job.Group, log *slog.Logger,
-	db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry]) {
+	db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry], nodes statedb.Table[*tables.Node]) {
 	if !cs.IsEnabled() {
 		return
 	}
@@ -81,7 +90,7 @@ func register(cs *client.Clientset, status *k8scell.Status, jobs job.Group, log 
 	initDone := ipcache.RegisterInitializer(wtxn, "k8s-remote-endpoints")
 	wtxn.Commit()
 	w := newWatcher(log, db, ipcache)
-	w.cs, w.status, w.initDone = cs, status, initDone
+	w.cs, w.status, w.initDone, w.nodes = cs, status, initDone, nodes
 	jobs.Add(job.OneShot("watch-remote-endpoints", w.run))
 }
 
@@ -92,6 +101,8 @@ type watcher struct {
 	db       *statedb.DB
 	ipcache  statedb.RWTable[*tables.IPCacheEntry]
 	initDone func(statedb.WriteTxn)
+	// nodes says which nodes the cluster has; nil: every CEP counts.
+	nodes statedb.Table[*tables.Node]
 
 	// store is the informer's cache of remote CEPs (slimmed).
 	store cache.Store
@@ -99,6 +110,7 @@ type watcher struct {
 	mu        sync.Mutex
 	claims    claimants               // the CEPs claiming each address, from the events
 	conflicts map[netip.Prefix]string // the remote CEP a local row keeps out, logged once
+	known     nodeSet                 // the nodes whose CEPs count; nil: all
 }
 
 func newWatcher(log *slog.Logger, db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry]) *watcher {
@@ -148,6 +160,7 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 		return err
 	}
 	w.status.Cache(Resource, false, "")
+	nodesChanged := w.refreshNodes()
 
 	// The ipcache's changes, registered before any row is written: a
 	// local row that goes gives its address back to a remote claim.
@@ -196,6 +209,8 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 		case <-ctx.Done():
 			return nil
 		case <-watchCh:
+		case <-nodesChanged:
+			nodesChanged = w.refreshNodes()
 		}
 	}
 }
@@ -299,7 +314,7 @@ func (w *watcher) winner(p netip.Prefix) (claim, bool) {
 			w.log.Debug("CiliumEndpoint of another node not in the ipcache", "error", err)
 			continue
 		}
-		if slices.Contains(c.Prefixes, p) {
+		if slices.Contains(c.Prefixes, p) && w.counts(c) {
 			claims = append(claims, c)
 		}
 	}
@@ -309,4 +324,49 @@ func (w *watcher) winner(p netip.Prefix) (claim, bool) {
 			"prefix", p, "winner", best.Key, "claims", len(claims))
 	}
 	return winner(claims)
+}
+
+// counts reports whether a claim's node is one of the cluster's.
+func (w *watcher) counts(c claim) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.known.has(c.Node)
+}
+
+// refreshNodes reads the nodes table into known and, where the set of
+// nodes changed, rewrites the rows of the CEPs of the nodes that came or
+// went. It returns a channel that closes when the table changes next.
+func (w *watcher) refreshNodes() <-chan struct{} {
+	if w.nodes == nil {
+		return nil
+	}
+	known, changed := readNodes(w.db.ReadTxn(), w.nodes)
+	w.mu.Lock()
+	old := w.known
+	w.known = known
+	w.mu.Unlock()
+	if w.store == nil || (old != nil && known != nil && maps.Equal(old, known)) {
+		return changed // most changes of the table are of its routes' status
+	}
+	var ps []netip.Prefix
+	moved := map[string]int{}
+	for _, o := range w.store.List() {
+		cep, ok := o.(*v2.CiliumEndpoint)
+		if !ok || cep.Status.Networking == nil {
+			continue
+		}
+		if node := cep.Status.Networking.NodeIP; old.has(node) != known.has(node) {
+			ps = append(ps, validPrefixes(cep)...)
+			moved[node]++
+		}
+	}
+	for node, n := range moved {
+		if known.has(node) {
+			w.log.Info("Endpoints of a node of the cluster into the ipcache", "node", node, "endpoints", n)
+		} else {
+			w.log.Info("Endpoints of a node no longer in the cluster out of the ipcache", "node", node, "endpoints", n)
+		}
+	}
+	w.sync(ps)
+	return changed
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cilium/statedb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v2 "github.com/membrane-net/membrane/k8s/apis/cilium.io/v2"
@@ -183,4 +184,33 @@ func (c claimants) move(key string, from, to []netip.Prefix) {
 			c[p] = append(slices.Clip(c[p]), key)
 		}
 	}
+}
+
+// nodeSet holds the names and addresses of the cluster's nodes, as a
+// CEP's status.networking.node names its node (Membrane writes the
+// node's name, Cilium its address). nil: the nodes are not listed yet,
+// and every node counts.
+type nodeSet map[string]bool
+
+// has reports whether a CEP naming node counts: a node of the set, or
+// any node while the set is not known, or a CEP that names no node.
+func (s nodeSet) has(node string) bool {
+	return s == nil || node == "" || s[node]
+}
+
+// readNodes is the nodes table's set (nil until the table is
+// initialized) and a channel that closes when that may change.
+func readNodes(txn statedb.ReadTxn, nodes statedb.Table[*tables.Node]) (nodeSet, <-chan struct{}) {
+	if ok, initCh := nodes.Initialized(txn); !ok {
+		return nil, initCh
+	}
+	rows, changed := nodes.AllWatch(txn)
+	s := nodeSet{}
+	for n := range rows {
+		s[n.Name] = true
+		for _, a := range n.Addresses() {
+			s[a.String()] = true
+		}
+	}
+	return s, changed
 }

@@ -1,6 +1,7 @@
 package remoteendpoints
 
 import (
+	"maps"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -141,13 +142,7 @@ func TestSync(t *testing.T) {
 	w := newWatcher(hivetest.Logger(t), db, ipc)
 	w.store = cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
 
-	rows := func() map[string]string {
-		out := map[string]string{}
-		for r := range ipc.All(db.ReadTxn()) {
-			out[r.Prefix.String()] = r.Source + "/" + itoa(r.Identity)
-		}
-		return out
-	}
+	rows := func() map[string]string { return rowsOf(db, ipc) }
 	expect := func(step string, want map[string]string) {
 		t.Helper()
 		got := rows()
@@ -220,4 +215,103 @@ func TestSync(t *testing.T) {
 	expect("deleted", map[string]string{})
 }
 
+// rowsOf is the ipcache table as "prefix": "source/identity".
+func rowsOf(db *statedb.DB, ipc statedb.Table[*tables.IPCacheEntry]) map[string]string {
+	out := map[string]string{}
+	for r := range ipc.All(db.ReadTxn()) {
+		out[r.Prefix.String()] = r.Source + "/" + itoa(r.Identity)
+	}
+	return out
+}
+
 func itoa(id tables.NumericIdentity) string { return strconv.FormatUint(uint64(id), 10) }
+
+// TestNodeLeaves runs the rows against real ipcache and nodes tables:
+// before the nodes are listed every CEP counts; then only those of the
+// cluster's nodes (by name, or by address for a CEP naming its node's
+// address); a node deleted takes its CEPs' rows, though the CEPs stay,
+// and brings them back when it returns.
+func TestNodeLeaves(t *testing.T) {
+	db := statedb.New()
+	ipc, err := tables.NewIPCacheTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := tables.NewNodesTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wtxn := db.WriteTxn(nodes)
+	listed := nodes.RegisterInitializer(wtxn, "test")
+	wtxn.Commit()
+	w := newWatcher(hivetest.Logger(t), db, ipc)
+	w.nodes = nodes
+	w.store = cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
+	changed := w.refreshNodes()
+
+	rows := func() map[string]string { return rowsOf(db, ipc) }
+	expect := func(step string, want map[string]string) {
+		t.Helper()
+		if got := rows(); !maps.Equal(got, want) {
+			t.Fatalf("%s: rows %v, want %v", step, got, want)
+		}
+	}
+	onNode := func(c *v2.CiliumEndpoint, node string) *v2.CiliumEndpoint {
+		c.Status.Networking.NodeIP = node
+		return c
+	}
+	add := func(c *v2.CiliumEndpoint) {
+		s, _ := slim(c)
+		if err := w.store.Add(s); err != nil {
+			t.Fatal(err)
+		}
+		w.changed(nil, c)
+	}
+	nodesChanged := func(step string, f func(statedb.WriteTxn)) {
+		t.Helper()
+		wtxn := db.WriteTxn(nodes)
+		f(wtxn)
+		wtxn.Commit()
+		select {
+		case <-changed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the nodes table's watch channel did not close", step)
+		}
+		changed = w.refreshNodes()
+	}
+
+	add(onNode(cep("ns", "b1", t0, 1000, "10.0.2.5"), "b"))
+	add(onNode(cep("ns", "c1", t0, 1001, "10.0.3.5"), "c"))
+	add(onNode(cep("ns", "d1", t0, 1002, "10.0.4.5"), "10.250.0.4")) // Cilium names the node's address
+	expect("nodes not listed yet: every CEP counts",
+		map[string]string{"10.0.2.5/32": "remote/1000", "10.0.3.5/32": "remote/1001", "10.0.4.5/32": "remote/1002"})
+
+	nodeB := &tables.Node{Name: "b", InternalIPs: []netip.Addr{netip.MustParseAddr("10.250.0.2")}}
+	nodeD := &tables.Node{Name: "d", InternalIPs: []netip.Addr{netip.MustParseAddr("10.250.0.4")}}
+	nodesChanged("listed", func(wtxn statedb.WriteTxn) {
+		nodes.Insert(wtxn, nodeB)
+		nodes.Insert(wtxn, nodeD)
+		listed(wtxn)
+	})
+	expect("nodes listed: c is not a node", map[string]string{"10.0.2.5/32": "remote/1000", "10.0.4.5/32": "remote/1002"})
+
+	add(onNode(cep("ns", "c2", t0, 1003, "10.0.3.6"), "c"))
+	expect("a CEP of no node", map[string]string{"10.0.2.5/32": "remote/1000", "10.0.4.5/32": "remote/1002"})
+
+	nodesChanged("routes status only", func(wtxn statedb.WriteTxn) {
+		n := nodeB.Clone()
+		n.RouteStatus = reconciler.StatusDone()
+		nodes.Insert(wtxn, n)
+	})
+	expect("routes status only", map[string]string{"10.0.2.5/32": "remote/1000", "10.0.4.5/32": "remote/1002"})
+
+	nodesChanged("b deleted", func(wtxn statedb.WriteTxn) { nodes.Delete(wtxn, nodeB) })
+	expect("b deleted", map[string]string{"10.0.4.5/32": "remote/1002"})
+
+	nodesChanged("c joins, b back", func(wtxn statedb.WriteTxn) {
+		nodes.Insert(wtxn, &tables.Node{Name: "c"})
+		nodes.Insert(wtxn, nodeB)
+	})
+	expect("c joins, b back", map[string]string{"10.0.2.5/32": "remote/1000", "10.0.3.5/32": "remote/1001",
+		"10.0.3.6/32": "remote/1003", "10.0.4.5/32": "remote/1002"})
+}

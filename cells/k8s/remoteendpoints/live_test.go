@@ -45,17 +45,28 @@ func TestInitializerWaitsForTheCEPs(t *testing.T) {
 	cluster.StopAPIServer()
 
 	var (
-		db  *statedb.DB
-		ipc statedb.RWTable[*tables.IPCacheEntry]
+		db    *statedb.DB
+		ipc   statedb.RWTable[*tables.IPCacheEntry]
+		nodes statedb.RWTable[*tables.Node]
 	)
 	h := celltest.New(t, "", k8scell.Cell, remoteendpoints.Cell,
-		cell.Invoke(func(d *statedb.DB, t statedb.RWTable[*tables.IPCacheEntry]) { db, ipc = d, t }))
+		cell.Invoke(func(d *statedb.DB, t statedb.RWTable[*tables.IPCacheEntry], n statedb.RWTable[*tables.Node]) {
+			db, ipc, nodes = d, t, n
+		}))
 	hive.AddConfigOverride(h.Hive, func(c *k8scell.Config) { c.K8sKubeconfig, c.NodeName = cluster.Kubeconfig(), "node-a" })
 	h.StartTest()
 	t.Cleanup(h.StopTest)
 
+	// The nodes of the cluster, as k8s-nodes (not in this hive) lists
+	// them: a CEP counts only while its node is one.
+	wtxn := db.WriteTxn(nodes)
+	for _, n := range []string{"node-a", "node-b", "node-c"} {
+		nodes.Insert(wtxn, &tables.Node{Name: n, Local: n == "node-a"})
+	}
+	wtxn.Commit()
+
 	stale := netip.MustParsePrefix("10.9.9.9/32")
-	wtxn := db.WriteTxn(ipc)
+	wtxn = db.WriteTxn(ipc)
 	ipc.Insert(wtxn, &tables.IPCacheEntry{Prefix: stale, Identity: 7, Source: remoteendpoints.Source, Status: reconciler.StatusPending()})
 	wtxn.Commit()
 
