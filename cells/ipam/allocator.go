@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"context"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -29,6 +30,9 @@ type IPAM struct {
 	v4    *pool // nil when --pod-cidr is empty
 	v6    *pool // nil when --pod-cidr-v6 is empty
 	now   func() time.Time
+	// source gives the pools at start with --ipam=kubernetes (nil:
+	// --ipam=local, the pools come from the flags).
+	source PodCIDRSource
 
 	// mu serializes every change: the table write, the state file write
 	// and the cursors move together, so concurrent CNI ADDs neither get
@@ -54,18 +58,49 @@ type Result struct {
 	IPv6 *Address
 }
 
-// newIPAM validates cfg and registers the table initializer. Call load
-// before anything else; until then changes fail with ErrNotReady.
-func newIPAM(log *slog.Logger, db *statedb.DB, table statedb.RWTable[*tables.IPAMAllocation], dir statedir.Dir, cfg Config) (*IPAM, error) {
-	v4, v6, err := parseConfig(cfg)
-	if err != nil {
+// newIPAM validates cfg and registers the table initializer. Call
+// resolve and start before anything else; until then changes fail with
+// ErrNotReady. With --ipam=kubernetes source gives the pod CIDRs.
+func newIPAM(log *slog.Logger, db *statedb.DB, table statedb.RWTable[*tables.IPAMAllocation], dir statedir.Dir, cfg Config, source PodCIDRSource) (*IPAM, error) {
+	if err := checkMode(cfg); err != nil {
 		return nil, err
 	}
-	m := &IPAM{log: log, db: db, table: table, dir: dir, v4: v4, v6: v6, now: time.Now}
+	m := &IPAM{log: log, db: db, table: table, dir: dir, now: time.Now}
+	if cfg.Kubernetes() {
+		if source == nil {
+			return nil, fmt.Errorf("IPAM: --%s=%s takes the pod CIDRs from this node's Node object: it needs Kubernetes mode (--k8s-kubeconfig, or running in a pod); without it use --%s=%s with --%s", flagIPAM, ModeKubernetes, flagIPAM, ModeLocal, flagPodCIDR)
+		}
+		m.source = source
+	} else {
+		var err error
+		if m.v4, m.v6, err = parseConfig(cfg); err != nil {
+			return nil, err
+		}
+	}
 	wtxn := db.WriteTxn(table)
 	m.initDone = table.RegisterInitializer(wtxn, "ipam-restore")
 	wtxn.Commit()
 	return m, nil
+}
+
+// resolve gets the pools from the source (--ipam=kubernetes), waiting as
+// long as it does; with --ipam=local they are there already.
+func (m *IPAM) resolve(ctx context.Context) error {
+	if m.source == nil || len(m.pools()) > 0 {
+		return nil
+	}
+	what, cidrs, err := m.source.PodCIDRs(ctx)
+	if err != nil {
+		return err
+	}
+	v4, v6, err := parseNodeCIDRs(what, cidrs)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.v4, m.v6 = v4, v6
+	m.mu.Unlock()
+	return nil
 }
 
 // start loads the persisted allocations and opens IPAM for business.
@@ -276,11 +311,14 @@ func (m *IPAM) poolsFor(family Family) ([]*pool, error) {
 		if p := m.pool(family); p != nil {
 			return []*pool{p}, nil
 		}
-		flag := flagPodCIDR
+		why := "--" + flagPodCIDR + " is empty"
 		if family == IPv6 {
-			flag = flagPodCIDRV6
+			why = "--" + flagPodCIDRV6 + " is empty"
 		}
-		return nil, fmt.Errorf("%w: no %s pod CIDR on this node (--%s is empty)", ErrFamilyNotConfigured, family, flag)
+		if m.source != nil {
+			why = "the Node object's spec.podCIDRs has none of this family"
+		}
+		return nil, fmt.Errorf("%w: no %s pod CIDR on this node (%s)", ErrFamilyNotConfigured, family, why)
 	}
 	_, err := ParseFamily(string(family))
 	return nil, err

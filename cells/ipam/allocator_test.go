@@ -29,7 +29,7 @@ func newTestIPAM(t *testing.T, cfg Config, dir string) *IPAM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := newIPAM(hivetest.Logger(t), db, tbl, sd, cfg)
+	m, err := newIPAM(hivetest.Logger(t), db, tbl, sd, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestRestoreCorruptFileFails(t *testing.T) {
 	}
 	db := statedb.New()
 	tbl, _ := tables.NewIPAMTable(db)
-	m, err := newIPAM(hivetest.Logger(t), db, tbl, sd, DefaultConfig)
+	m, err := newIPAM(hivetest.Logger(t), db, tbl, sd, DefaultConfig, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

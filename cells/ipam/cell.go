@@ -35,17 +35,23 @@ type params struct {
 	Jobs      job.Group
 	Dir       statedir.Dir
 	Config    Config
+	// Source is there in Kubernetes mode with --ipam=kubernetes.
+	Source PodCIDRSource `optional:"true"`
 }
 
 func newFromHive(p params) (*IPAM, error) {
-	m, err := newIPAM(p.Log, p.DB, p.Table, p.Dir, p.Config)
+	m, err := newIPAM(p.Log, p.DB, p.Table, p.Dir, p.Config, p.Source)
 	if err != nil {
 		return nil, err
 	}
 	// The API server's routes depend on *IPAM, so this hook runs before the
 	// socket opens: no request sees an IPAM that has not loaded its state.
 	p.Lifecycle.Append(cell.Hook{
-		OnStart: func(cell.HookContext) error {
+		OnStart: func(ctx cell.HookContext) error {
+			if err := m.resolve(ctx); err != nil {
+				p.Health.Degraded("no pod CIDRs", err)
+				return err
+			}
 			loaded, outside, err := m.start()
 			if err != nil {
 				p.Health.Degraded("restoring allocations failed", err)

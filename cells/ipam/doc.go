@@ -1,7 +1,10 @@
 // Package ipam is the agent's IP address management: it gives each pod
 // attachment its address (one per configured family) from the node's pod
 // CIDR, --pod-cidr (default 10.200.0.0/24) and, for dual stack,
-// --pod-cidr-v6.
+// --pod-cidr-v6. With --ipam=kubernetes the CIDRs are instead spec.podCIDRs
+// of this node's Node object: a PodCIDRSource (provided by the k8s-nodes
+// cell in Kubernetes mode) gives them at start, and the start hook waits
+// for them, bounded, before the API socket opens (docs/multinode.md).
 //
 // In the endpoint story (docs/endpoint-lifecycle.md) it is the first thing
 // that happens, in step 1: membrane-cni

@@ -24,9 +24,9 @@ var (
 )
 
 func (p *pool) exhausted(used uint64) error {
-	return fmt.Errorf("%w: no free %s address in %s (--%s): %d of %d usable addresses in use, router %s reserved; "+
-		"release addresses that are no longer needed (`membrane ipam list`, DELETE /v1/ipam/IP) or restart the agent with a wider --%s",
-		ErrExhausted, p.family, p.cidr, p.flag, used, p.usable, p.router, p.flag)
+	return fmt.Errorf("%w: no free %s address in %s (%s): %d of %d usable addresses in use, router %s reserved; "+
+		"release addresses that are no longer needed (`membrane ipam list`, DELETE /v1/ipam/IP) or restart the agent with a wider range in %s",
+		ErrExhausted, p.family, p.cidr, p.origin, used, p.usable, p.router, p.origin)
 }
 
 // httpStatus maps an IPAM error to the status the API answers with.

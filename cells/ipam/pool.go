@@ -27,7 +27,7 @@ import (
 // (the subnet-router anycast address, RFC 4291) is still never handed out.
 type pool struct {
 	family Family
-	flag   string // the flag that configured it, for error messages
+	origin string // where the range came from ("--pod-cidr"), for messages
 	cidr   netip.Prefix
 	router netip.Addr
 	first  netip.Addr // lowest address that may be handed out
@@ -39,11 +39,11 @@ type pool struct {
 	cursor netip.Addr
 }
 
-func newPool(fam Family, flag string, cidr netip.Prefix) *pool {
+func newPool(fam Family, origin string, cidr netip.Prefix) *pool {
 	network := cidr.Addr()
 	p := &pool{
 		family: fam,
-		flag:   flag,
+		origin: origin,
 		cidr:   cidr,
 		router: network.Next(),
 		first:  network.Next().Next(),

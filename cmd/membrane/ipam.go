@@ -17,7 +17,8 @@ import (
 func (a *app) ipamCommand() *cobra.Command {
 	return groupCommand("ipam", "Show the agent's IP address allocations",
 		`The agent hands pod addresses out of the node's pod CIDR (--pod-cidr, and
---pod-cidr-v6 when set). Each allocation has an owner: the CNI attachment
+--pod-cidr-v6 when set; with --ipam=kubernetes, spec.podCIDRs of the node's
+Node object). Each allocation has an owner: the CNI attachment
 "container-id:ifname" it was made for.`,
 		`  membrane ipam list`,
 		a.ipamListCommand(),

@@ -22,7 +22,8 @@ import (
 // answers TCP and UDP ("serve PORT..."), a TCP client ("tcp ADDR [SRC]")
 // a UDP client ("udp ADDR [SIZE]"), one that prints the source address the
 // server saw ("udp-from ADDR"), a TCP client that connects again and again
-// until interrupted ("tcp-loop ADDR") and a prober that tries many
+// until interrupted ("tcp-loop ADDR"), one long TCP connection whose every
+// byte is checked ("stream-recv PORT", "stream-send ADDR") and a prober that tries many
 // addresses at once ("probe tcp|udp ADDR..."). Every client gives up after a
 // second; servers live until the test ends.
 
@@ -46,6 +47,10 @@ func RunTool(tool string, args []string) int {
 		err = probe(args)
 	case "udp-from":
 		err = udpFrom(args)
+	case "stream-recv":
+		err = streamRecv(args)
+	case "stream-send":
+		err = streamSend(args)
 	default:
 		err = fmt.Errorf("unknown tool %q", tool)
 	}

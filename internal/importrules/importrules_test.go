@@ -37,7 +37,10 @@ var seams = map[[2]string]string{
 	// watcher hands it each object's rules (SetObjects, source k8s).
 	{"cells/k8s", "cells/policyrepo"}: "policy rules of the cluster",
 	// This node's CiliumNode announces the pod CIDRs the IPAM hands
-	// addresses from: its flags (ipam.Config), read, never a second flag.
+	// addresses from: its flags (ipam.Config), read, never a second flag;
+	// with --ipam=kubernetes the nodes cell reads them from the Node
+	// object and provides them to the IPAM as ipam.PodCIDRSource (the
+	// IPAM imports nothing of cells/k8s).
 	{"cells/k8s", "cells/ipam"}: "this node's pod CIDRs in its CiliumNode",
 	// In Kubernetes mode the identity cell's caches (CiliumIdentities,
 	// claims, CiliumEndpoints) report their sync and watch errors in the

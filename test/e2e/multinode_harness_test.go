@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"k8s.io/client-go/tools/clientcmd"
@@ -236,23 +237,41 @@ type mnode struct {
 // it from the default route.
 func (m *multiCluster) startNode(t *testing.T, name string, nodeIP bool) *mnode {
 	t.Helper()
+	n := m.newNode(t, name, nodeIP)
+	if err := n.agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// newNode makes a node on the segment and prepares its agent, with extra
+// flags, without starting it (agent.Start does). The agent is stopped,
+// by its PID, when the test ends.
+func (m *multiCluster) newNode(t *testing.T, name string, nodeIP bool, extra ...string) *mnode {
+	t.Helper()
 	netns, ip := m.seg.addNode(t, name)
 	if err := os.MkdirAll(filepath.Join(m.bpfRoot, name), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var extra []string
+	flags := []string{"--k8s-kubeconfig", m.kubeconfig, "--node-name", name}
 	if nodeIP {
-		extra = []string{"--node-ip", ip.String()}
+		flags = append(flags, "--node-ip", ip.String())
 	}
-	a := &agent{t: t, Agent: e2eutil.StartAgent(t, e2eutil.AgentConfig{
+	a := &agent{t: t, Agent: e2eutil.NewAgent(t, e2eutil.AgentConfig{
 		Binary:      bins.Agent,
 		TempPattern: "mbmn",
 		Pool:        e2eutil.PoolE2E,
 		Netns:       netns,
 		BPFRoot:     filepath.Join(m.bpfRoot, name),
-		Extra:       append([]string{"--k8s-kubeconfig", m.kubeconfig, "--node-name", name}, extra...),
-		KeepLogsEnv: "MEMBRANE_E2E_KEEP_LOGS",
+		Extra:       append(flags, extra...),
+		ReadyWithin: time.Minute,
 	})}
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() || os.Getenv("MEMBRANE_E2E_KEEP_LOGS") == "1" {
+			a.DumpLog()
+		}
+	})
 	n := newNetwork(t, a, "", nil)
 	n.NodeNetns = netns
 	return &mnode{name: name, netns: netns, ip: ip, agent: a, net: n}

@@ -36,6 +36,7 @@ type announcer struct {
 	log        *slog.Logger
 	nodeIPs    []netip.Addr   // --node-ip; empty: detect
 	podCIDRs   []netip.Prefix // --pod-cidr, --pod-cidr-v6
+	fromNode   *nodePodCIDRs  // --ipam=kubernetes: the CIDRs come from there
 	kick       chan struct{}  // the watcher saw this node's object change
 }
 
@@ -44,6 +45,14 @@ func (a *announcer) run(ctx context.Context, health cell.Health) error {
 	case <-a.registered.Done():
 	case <-ctx.Done():
 		return nil
+	}
+	if a.fromNode != nil {
+		// The IPAM reads them at start; the agent stops if it cannot.
+		cidrs, ok := a.fromNode.prefixes(ctx)
+		if !ok {
+			return nil
+		}
+		a.podCIDRs = cidrs
 	}
 	backoff := time.Second
 	for {

@@ -1,8 +1,10 @@
 // Package nodes is the cluster's nodes in Kubernetes mode: it keeps this
 // node's CiliumNode (named --node-name; spec.addresses InternalIP from
 // --node-ip or the address of the interface holding the default route,
-// spec.ipam.podCIDRs from --pod-cidr and --pod-cidr-v6) and watches every
-// CiliumNode into the nodes table, this node's row marked local.
+// spec.ipam.podCIDRs from --pod-cidr and --pod-cidr-v6, or with
+// --ipam=kubernetes from spec.podCIDRs of this node's Node object, which
+// it also gives the IPAM: podcidrs.go) and watches every CiliumNode into
+// the nodes table, this node's row marked local.
 //
 // Two nodes whose pod CIDRs overlap are not both routed: the older keeps
 // its CIDRs, the other's row is refused (column refused), logged, and a
@@ -16,7 +18,8 @@
 // again). The table's initializer completes once the first list has been
 // written, so nothing downstream prunes on an empty table at start.
 //
-// Reads: the API server (CiliumNodes). Writes: nodes; this node's
+// Reads: the API server (CiliumNodes; this node's Node with
+// --ipam=kubernetes). Writes: nodes; this node's
 // CiliumNode. Try it: membrane node list; kubectl get ciliumnodes;
 // membrane statedb nodes.
 package nodes
@@ -57,6 +60,8 @@ var Cell = cell.Module(
 	"k8s-nodes",
 	"CiliumNodes of the cluster and this node",
 	cell.Config(Config{}),
+	cell.ProvidePrivate(newNodePodCIDRs),
+	cell.Provide(source),
 	cell.Invoke(register),
 )
 
@@ -72,6 +77,8 @@ type params struct {
 	Nodes      statedb.RWTable[*tables.Node]
 	Config     Config
 	IPAM       ipam.Config
+	// FromNode gives the pod CIDRs with --ipam=kubernetes (else nil).
+	FromNode *nodePodCIDRs
 }
 
 func register(p params) error {
@@ -82,9 +89,11 @@ func register(p params) error {
 	if err != nil {
 		return err
 	}
-	podCIDRs, err := podCIDRs(p.IPAM)
-	if err != nil {
-		return err
+	var podCIDRs []netip.Prefix
+	if p.FromNode == nil {
+		if podCIDRs, err = podCIDRsOf(p.IPAM); err != nil {
+			return err
+		}
 	}
 	wtxn := p.DB.WriteTxn(p.Nodes)
 	initDone := p.Nodes.RegisterInitializer(wtxn, "k8s-nodes")
@@ -95,7 +104,7 @@ func register(p params) error {
 		initDone: initDone, refused: map[string]string{}, kick: make(chan struct{}, 1),
 	}
 	a := &announcer{cs: p.Clientset, registered: p.Registered, status: p.Status, log: p.Log,
-		nodeIPs: nodeIPs, podCIDRs: podCIDRs, kick: w.kick}
+		nodeIPs: nodeIPs, podCIDRs: podCIDRs, fromNode: p.FromNode, kick: w.kick}
 	p.Jobs.Add(job.OneShot("watch-ciliumnodes", w.run))
 	p.Jobs.Add(job.OneShot("announce-ciliumnode", a.run))
 	return nil
@@ -120,9 +129,9 @@ func parseNodeIPs(ss []string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// podCIDRs are this node's pod CIDRs, from the IPAM's flags (which the
+// podCIDRsOf are this node's pod CIDRs, from the IPAM's flags (which the
 // IPAM cell validates; a bad value stops the agent there).
-func podCIDRs(c ipam.Config) ([]netip.Prefix, error) {
+func podCIDRsOf(c ipam.Config) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range []string{c.PodCIDR, c.PodCIDRV6} {
 		if s = strings.TrimSpace(s); s == "" {
