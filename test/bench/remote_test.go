@@ -40,18 +40,7 @@ func BenchmarkRemoteEndpointPropagation(b *testing.B) {
 	cluster := kubetest.Start(b)
 	cluster.Kubectl(b, "create", "namespace", "membrane-system") // identity claims
 	bpf := testutil.BPFDir(b)
-	start := func(node string) *agent {
-		dir := filepath.Join(bpf, node)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		return &agent{b: b, Agent: e2eutil.StartAgent(b, e2eutil.AgentConfig{
-			Binary: bins.Agent, TempPattern: "mbbench", Pool: e2eutil.PoolBench, Bits: 22,
-			BPFRoot: dir, ReadyWithin: 30 * time.Second,
-			Extra: []string{"--datapath-mode", "tc", "--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node},
-		})}
-	}
-	a, nb := start("node-a"), start("node-b")
+	a, nb := startNode(b, cluster, bpf, "node-a"), startNode(b, cluster, bpf, "node-b")
 
 	var manifest strings.Builder
 	for i := range n + 1 {
@@ -177,6 +166,20 @@ func BenchmarkRemoteEndpointPropagation(b *testing.B) {
 	b.ReportMetric(percentile(add, 50), "add-p50-ms")
 	b.ReportMetric(percentile(add, 99), "add-p99-ms")
 	b.ReportMetric(float64(received)/float64(n), "events-per-pod")
+}
+
+// startNode runs an agent in Kubernetes mode as node NAME, with a bpf
+// root of its own under bpf and a /22 pod CIDR.
+func startNode(b *testing.B, cluster *kubetest.Cluster, bpf, node string) *agent {
+	dir := filepath.Join(bpf, node)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return &agent{b: b, Agent: e2eutil.StartAgent(b, e2eutil.AgentConfig{
+		Binary: bins.Agent, TempPattern: "mbbench", Pool: e2eutil.PoolBench, Bits: 22,
+		BPFRoot: dir, ReadyWithin: 30 * time.Second,
+		Extra: []string{"--datapath-mode", "tc", "--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node},
+	})}
 }
 
 // cepTimes records when a watcher of its own sees each CEP event
