@@ -85,7 +85,9 @@ the agent's documents for scripts.`,
 		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkGlobalFlags() },
 		RunE:              func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	root.CompletionOptions.HiddenDefaultCmd = true
+	// "membrane completion bash|zsh|fish|powershell" prints a completion
+	// script (docs/operations.md says where to put it).
+	root.CompletionOptions.DisableDescriptions = false
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.socket, "socket", client.SocketFromEnv(),
@@ -101,6 +103,7 @@ the agent's documents for scripts.`,
 		a.ipamCommand(),
 		a.nodeCommand(),
 		a.statedbCommand(),
+		a.shellCommand(),
 		a.bpfCommand(),
 		a.policyCommand(),
 		a.monitorCommand(),

@@ -28,10 +28,17 @@ it lists the tables and how many rows each holds.
 The table's columns are the keys of the rows' JSON, in order; lists print one
 item per line, nested objects as compact JSON, a reconciler status as its
 kind (and error). --columns picks and orders columns. -o json prints the rows
-exactly as the agent sent them, -o yaml the same as YAML.`,
+exactly as the agent sent them, -o yaml the same as YAML.
+
+"membrane shell" opens the agent's live statedb shell instead: queries by
+index (db/get, db/prefix, db/list) and db/watch, which prints the rows as
+they change.`,
 		Example: `  membrane statedb
   membrane statedb endpoints --columns id,state,identity,ipv4
-  membrane statedb ipcache -o json`,
+  membrane statedb ipcache -o json
+
+  # Follow a table as it changes: the live shell.
+  membrane shell -- db/watch endpoints`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, cancel := a.client(cmd)
