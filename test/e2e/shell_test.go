@@ -130,6 +130,8 @@ func TestShell(t *testing.T) {
 	expect(ip, "db/list", "-i", "pod-name", "endpoints", "shop/web")
 	expect(`"ipv4"`, "db/show", "-f", "json", "endpoints")
 	expect("endpoints", "db")
+	expect("level=", "health")
+	expect("db/watch", "help")
 
 	if out, err := run("db/get", "-i", "ip", "endpoints", "10.255.255.254"); err != nil || strings.Contains(out, "shop/web") {
 		t.Errorf("db/get of an address no endpoint holds: %v:\n%s", err, out)
