@@ -75,6 +75,10 @@ the agent's documents for scripts.`,
   # Register pod labels before the CNI plugin creates the pod's endpoint.
   membrane pod apply -f pods.yaml
 
+  # Query the agent's tables by index, follow one as it changes.
+  membrane shell -- db/get -i ip endpoints 10.200.0.5
+  membrane shell -- db/watch endpoints
+
   # What the datapath sees, straight from the pinned maps.
   membrane bpf ipcache list
 

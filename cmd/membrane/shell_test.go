@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"net"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/membrane-net/membrane/api/client"
 )
 
 // fakeShell answers like the agent's shell (hive's protocol): "echo ARGS"
@@ -91,5 +94,46 @@ func TestShellSocketNextToAPISocket(t *testing.T) {
 	e := fails(t, "--socket", "/nonexistent/agent.sock", "shell", "--", "db")
 	if !strings.Contains(e, "cannot reach the agent's shell at /nonexistent/agent-shell.sock: no such socket") {
 		t.Errorf("stderr %q", e)
+	}
+}
+
+// The shell of a real agent (the status cell alone, and Serving): its
+// socket next to the API's with its mode, statedb's commands, the refusal
+// to write; and Tab after "statedb" offering the agent's tables.
+func TestShellAgainstAgent(t *testing.T) {
+	a := startAgent(t, apiOnly)
+	api, err := os.Stat(a.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := os.Stat(client.ShellSocket(a.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Mode() != api.Mode() || sh.Mode().Perm() != 0o660 {
+		t.Errorf("shell socket mode %v, API socket %v", sh.Mode(), api.Mode())
+	}
+
+	if out := ok(t, a.args("shell", "--", "db")...); !strings.Contains(out, "endpoints") || !strings.Contains(out, "ipcache") {
+		t.Errorf("db:\n%s", out)
+	}
+	if out := ok(t, a.args("shell", "--", "db/show", "endpoints")...); !strings.HasPrefix(out, "ID") {
+		t.Errorf("db/show endpoints:\n%s", out)
+	}
+	e := fails(t, a.args("shell", "--", "db/get", "-i", "ip", "endpoints", "not-an-ip")...)
+	if !strings.Contains(e, "not-an-ip") {
+		t.Errorf("db/get of a bad key: %s", e)
+	}
+	e = fails(t, a.args("shell", "--", "db/show", "-o", "/tmp/x", "endpoints")...)
+	if !strings.Contains(e, "--out is refused: the agent's shell only reads") {
+		t.Errorf("db/show -o: %s", e)
+	}
+	if e := fails(t, a.args("shell", "--", "db/insert", "endpoints", "x.yaml")...); !strings.Contains(e, "db/insert") {
+		t.Errorf("db/insert: %s", e)
+	}
+
+	r := run(t, "", a.args("__complete", "statedb", "")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "endpoints\n") || !strings.Contains(r.stdout, "ipcache\n") {
+		t.Errorf("completing \"statedb \": exit %d:\n%s", r.code, r.stdout)
 	}
 }
