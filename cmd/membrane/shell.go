@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -58,7 +59,7 @@ In a session Ctrl-C stops the running command, Ctrl-D or "exit" leaves.
 "membrane statedb TABLE" prints the same tables once, over the API, as
 aligned tables or JSON for scripts; the shell adds queries by index and
 db/watch.`,
-		Example: `  # An interactive session (tab completes nothing; "help" lists commands).
+		Example: `  # An interactive session ("help" lists the commands, Tab completes).
   membrane shell
 
   # One command, then exit.
@@ -104,22 +105,19 @@ func (a *app) shellOnce(ctx context.Context, path string, args []string) error {
 	return err
 }
 
-// shellSession reads commands from the terminal (with line editing and
-// history) or, when stdin is not a terminal, one per line of stdin.
+// shellSession reads commands from the terminal (with line editing,
+// history and Tab completion from the agent) or, when stdin is not a
+// terminal, one per line of stdin.
 func (a *app) shellSession(path string) error {
-	readLine, console, restore := a.shellConsole()
+	sess := &session{a: a, path: path}
+	defer sess.drop()
+	readLine, console, restore := a.shellConsole(sess.complete)
 	defer restore()
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt)
 	defer signal.Stop(sigs)
 
-	var c *shellConn
-	defer func() {
-		if c != nil {
-			c.Close()
-		}
-	}()
 	for {
 		line, err := readLine()
 		if errors.Is(err, io.EOF) {
@@ -135,14 +133,10 @@ func (a *app) shellSession(path string) error {
 		case "exit", "quit":
 			return nil
 		}
-		if c == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-			c, err = a.dialShell(ctx, path)
-			cancel()
-			if err != nil {
-				fmt.Fprintln(console, "Error:", err)
-				continue
-			}
+		c, err := sess.conn()
+		if err != nil {
+			fmt.Fprintln(console, "Error:", err)
+			continue
 		}
 		interrupted := c.interruptOn(sigs)
 		err = c.run(line, console)
@@ -150,12 +144,10 @@ func (a *app) shellSession(path string) error {
 		case interrupted():
 			// The agent stops a command when its client leaves: a new
 			// connection for the next one.
-			c.Close()
-			c = nil
+			sess.drop()
 			fmt.Fprintln(console, "(interrupted)")
 		case errors.Is(err, errShellGone):
-			c.Close()
-			c = nil
+			sess.drop()
 			fmt.Fprintln(console, "Error:", err)
 		case err != nil:
 			fmt.Fprintln(console, "Error:", err)
@@ -163,10 +155,93 @@ func (a *app) shellSession(path string) error {
 	}
 }
 
+// session is an interactive session's connection, dialled when a command
+// needs it (again after an interrupt), and its Tab completion state.
+type session struct {
+	a    *app
+	path string
+	c    *shellConn
+
+	// Tab cycles through the suggestions for the line as it was at the
+	// first Tab.
+	suggestions []string
+	next        int
+	at          int // cursor position of the first Tab, -1 after any other key
+}
+
+func (s *session) conn() (*shellConn, error) {
+	if s.c != nil {
+		return s.c, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.a.timeout)
+	defer cancel()
+	c, err := s.a.dialShell(ctx, s.path)
+	if err != nil {
+		return nil, err
+	}
+	s.c = c
+	return c, nil
+}
+
+func (s *session) drop() {
+	if s.c != nil {
+		s.c.Close()
+		s.c = nil
+	}
+}
+
+// complete asks the agent for completions of the line up to the cursor
+// (the script engine's "help -a PREFIX" for a command, "CMD
+// --autocomplete=ARGS" for its arguments and flags) and replaces the line
+// with the next one on each Tab.
+func (s *session) complete(line string, pos int, key rune) (string, int, bool) {
+	if key != '\t' {
+		s.at = -1
+		return line, pos, false
+	}
+	if s.at < 0 || s.suggestions == nil {
+		s.at, s.next = min(pos, len(line)), 0
+		s.suggestions = s.ask(line[:s.at])
+	}
+	if len(s.suggestions) == 0 {
+		s.suggestions = nil
+		return line, pos, false
+	}
+	sug := s.suggestions[s.next%len(s.suggestions)]
+	s.next++
+	return sug, len(sug), true
+}
+
+func (s *session) ask(prefix string) []string {
+	c, err := s.conn()
+	if err != nil {
+		return nil
+	}
+	q := "help -a " + prefix
+	if name, args, ok := strings.Cut(prefix, " "); ok {
+		q = name + " --autocomplete='" + strings.ReplaceAll(args, "'", "''") + "'"
+	}
+	var out strings.Builder
+	if err := c.run(q, &out); err != nil {
+		if errors.Is(err, errShellGone) {
+			s.drop()
+		}
+		return nil
+	}
+	var sugs []string
+	for l := range strings.Lines(out.String()) {
+		if l = strings.TrimRight(l, "\n"); l != "" {
+			sugs = append(sugs, l)
+		}
+	}
+	slices.Sort(sugs)
+	return sugs
+}
+
 // shellConsole returns where commands come from and output goes: a
 // terminal in raw mode with a prompt (Ctrl-C still a signal), or stdin and
 // stdout as they are.
-func (a *app) shellConsole() (readLine func() (string, error), out io.Writer, restore func()) {
+func (a *app) shellConsole(complete func(string, int, rune) (string, int, bool)) (readLine func() (string, error), out io.Writer, restore func()) {
 	if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fd := int(f.Fd())
 		restore := func() {}
@@ -190,7 +265,8 @@ func (a *app) shellConsole() (readLine func() (string, error), out io.Writer, re
 		if w, h, err := term.GetSize(fd); err == nil {
 			t.SetSize(w, h)
 		}
-		fmt.Fprintln(t, `membrane shell: "help" lists the commands, "db" the tables; Ctrl-D leaves.`)
+		t.AutoCompleteCallback = complete
+		fmt.Fprintln(t, `membrane shell: "help" lists the commands, "db" the tables; Tab completes; Ctrl-D leaves.`)
 		return t.ReadLine, t, restore
 	}
 	sc := bufio.NewScanner(a.stdin)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/membrane-net/membrane/api/client"
 )
@@ -135,5 +136,35 @@ func TestShellAgainstAgent(t *testing.T) {
 	r := run(t, "", a.args("__complete", "statedb", "")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "endpoints\n") || !strings.Contains(r.stdout, "ipcache\n") {
 		t.Errorf("completing \"statedb \": exit %d:\n%s", r.code, r.stdout)
+	}
+}
+
+// Tab in a session: the agent's engine completes command names and
+// their arguments (table names), cycling on repeated Tabs.
+func TestShellTabCompletion(t *testing.T) {
+	a := startAgent(t, apiOnly)
+	app := &app{socket: a.sock, timeout: 10 * time.Second}
+	sess := &session{a: app, path: client.ShellSocket(a.sock), at: -1}
+	defer sess.drop()
+
+	line, pos, ok := sess.complete("db/wa", 5, '\t')
+	if !ok || line != "db/watch" || pos != len(line) {
+		t.Errorf("Tab after \"db/wa\": %q %d %v", line, pos, ok)
+	}
+	sess.complete(line, pos, 'x') // any other key starts over
+	var got []string
+	for range 3 {
+		line, _, ok := sess.complete("db/show endp", 12, '\t')
+		if !ok {
+			t.Fatal("Tab after \"db/show endp\": no completion")
+		}
+		got = append(got, line)
+	}
+	if got[0] != "db/show endpoint-policy" || got[1] != "db/show endpoints" || got[2] != got[0] {
+		t.Errorf("Tabs after \"db/show endp\": %q", got)
+	}
+	sess.complete("nosuchcm", 8, 'd')
+	if line, _, ok := sess.complete("nosuchcmd", 9, '\t'); ok {
+		t.Errorf("Tab after an unknown command: %q", line)
 	}
 }
