@@ -262,7 +262,7 @@ func (a *app) shellConsole(complete func(string, int, rune) (string, int, bool))
 			io.Reader
 			io.Writer
 		}{f, a.stdout}, shellPrompt)
-		if w, h, err := term.GetSize(fd); err == nil {
+		if w, h, err := term.GetSize(fd); err == nil && w > 0 && h > 0 {
 			t.SetSize(w, h)
 		}
 		t.AutoCompleteCallback = complete
