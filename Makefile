@@ -16,7 +16,8 @@ PKGS    := ./...
 # runtime suites, etcd-server for the Kubernetes-mode tests' API server
 # (internal/kubetest runs its own etcd on free loopback ports; the
 # package's system service, if systemd starts it, is left alone).
-APT_PKGS := iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd etcd-server
+# graphviz renders the cell graph of docs/architecture.md (make docs).
+APT_PKGS := graphviz iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd etcd-server
 # The containerd CRI suite is a module of its own (test/containerd), so the
 # main module does not carry the CRI API and gRPC.
 CRI_SUITE := test/containerd
@@ -29,7 +30,7 @@ CNI_CONF         ?= /etc/cni/net.d/05-membrane.conflist
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 DESTDIR          ?=
 
-.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check unit bench soak demo clean install uninstall
+.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check docs unit bench soak demo clean install uninstall
 
 all: build
 
@@ -81,6 +82,14 @@ deepcopy:
 deepcopy-check: deepcopy
 	@stale=$$(git status --porcelain -- ':(glob)k8s/**/zz_generated.deepcopy.go'); \
 	if [ -n "$$stale" ]; then echo "$$stale"; echo "k8s/: generated DeepCopy code is stale: run make deepcopy and commit"; exit 1; fi
+
+# docs regenerates the cell graph of docs/architecture.md from the
+# default agent: docs/cell-graph.dot (TestCellGraphIsCurrent in
+# cmd/membrane-agent fails when it is stale) and its rendering
+# docs/cell-graph.svg (needs graphviz: make deps).
+docs:
+	$(GO) run ./cmd/membrane-agent hive --dot > docs/cell-graph.dot
+	dot -Tsvg docs/cell-graph.dot -o docs/cell-graph.svg
 
 # test: everything, privileged suites included (run as root).
 test: test-deps check bpf-check deepcopy-check

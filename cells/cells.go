@@ -28,6 +28,7 @@ import (
 	"github.com/membrane-net/membrane/cells/policy"
 	"github.com/membrane-net/membrane/cells/policyrepo"
 	"github.com/membrane-net/membrane/cells/regeneration"
+	"github.com/membrane-net/membrane/cells/shell"
 	"github.com/membrane-net/membrane/cells/status"
 )
 
@@ -70,6 +71,7 @@ var DefaultCells = cell.Group(
 // socket. NewAgentHive appends it, so no agent can get the order wrong.
 var Serving = cell.Group(
 	apiserver.Cell,
+	shell.Cell, // the live statedb shell, next to the API socket
 	cniconfig.Cell,
 )
 

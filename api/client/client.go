@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/membrane-net/membrane/api/models"
@@ -293,4 +295,13 @@ func (c *Client) StateDBDump(ctx context.Context, table string) ([]byte, error) 
 		path += "/" + url.PathEscape(table)
 	}
 	return c.Raw(ctx, path)
+}
+
+// ShellSocket is the unix socket of the agent's live statedb shell (the
+// shell cell, `membrane shell`): next to the API socket, named after it,
+// so every agent's shell sits beside its API ("membrane.sock" ->
+// "membrane-shell.sock").
+func ShellSocket(apiSocket string) string {
+	dir, base := filepath.Split(apiSocket)
+	return filepath.Join(dir, strings.TrimSuffix(base, ".sock")+"-shell.sock")
 }

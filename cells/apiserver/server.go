@@ -127,7 +127,7 @@ func newServer(p params) (*Server, error) {
 	}
 	p.Lifecycle.Append(cell.Hook{
 		OnStart: func(cell.HookContext) error {
-			ln, err := listen(p.Config.Socket)
+			ln, err := Listen(p.Config.Socket, "API")
 			if err != nil {
 				return err
 			}
@@ -164,24 +164,26 @@ func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	return nil
 }
 
-// listen creates the socket: parent directory created, a stale socket from
-// a previous run removed, mode 0660.
-func listen(path string) (net.Listener, error) {
+// Listen creates a unix socket of the agent: parent directory created, a
+// stale socket from a previous run removed, mode 0660 (the owner and its
+// group). what names the socket in errors ("API", "shell"). The API and
+// the shell cell listen through it, so both sockets have the same rights.
+func Listen(path, what string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("API socket directory: %w", err)
+		return nil, fmt.Errorf("%s socket directory: %w", what, err)
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("API socket %s is in use: is another membrane-agent running?", path)
+		return nil, fmt.Errorf("%s socket %s is in use: is another membrane-agent running?", what, path)
 	}
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("API socket %s: %w", path, err)
+		return nil, fmt.Errorf("%s socket %s: %w", what, path, err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
-		return nil, err
+		return nil, fmt.Errorf("%s socket %s: %w", what, path, err)
 	}
 	return ln, nil
 }

@@ -1,5 +1,6 @@
 // membrane-agent is the node daemon: a hive of Membrane's default cells.
-// `membrane-agent hive` prints the cell graph; --help lists every flag.
+// `membrane-agent hive` prints the cell graph (--dot: in Graphviz dot, as
+// in docs/cell-graph.svg); --help lists every flag.
 package main
 
 import (
@@ -7,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/cilium/hive"
 	"github.com/cilium/hive/cell"
 	"github.com/spf13/cobra"
 
@@ -17,7 +19,7 @@ import (
 func main() {
 	var debug bool
 	flags := status.Flags{}
-	h := cells.NewAgentHive(cells.DefaultCells, cell.Provide(func() status.Flags { return flags }))
+	h := newAgentHive(&flags)
 	cmd := &cobra.Command{
 		Use:   "membrane-agent",
 		Short: "Membrane node agent: endpoints, identities and their datapath",
@@ -38,9 +40,31 @@ over the unix socket given by --socket.`,
 	h.RegisterFlags(cmd.Flags())
 	flags.FlagSet = cmd.Flags()
 	cmd.Flags().BoolVar(&debug, "debug", false, "Log at debug level")
-	cmd.AddCommand(h.Command(), installCNICmd())
+	cmd.AddCommand(hiveCommand(h), installCNICmd())
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)
 	}
+}
+
+// newAgentHive is the stock agent: the default cells, and the status
+// cell's view of the command line.
+func newAgentHive(flags *status.Flags) *hive.Hive {
+	return cells.NewAgentHive(cells.DefaultCells, cell.Provide(func() status.Flags { return *flags }))
+}
+
+// hiveCommand is hive's "hive" command (the cells, their constructors
+// and hooks as text) with --dot for the cell graph in Graphviz dot.
+func hiveCommand(h *hive.Hive) *cobra.Command {
+	c := h.Command()
+	var dot bool
+	c.Flags().BoolVar(&dot, "dot", false, "Print the graph of the cells and the statedb tables between them in Graphviz dot (render: dot -Tsvg)")
+	text := c.RunE
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if dot {
+			return printCellGraph(h, cmd.OutOrStdout())
+		}
+		return text(cmd, args)
+	}
+	return c
 }

@@ -612,13 +612,13 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestHelp checks every command explains itself with an example and that
-// --help works on each.
+// TestHelp checks every command (cobra's completion command too) explains
+// itself with an example and that --help works on each.
 func TestHelp(t *testing.T) {
 	a := &app{}
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
-		if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
+		if c.Hidden || c.Name() == "help" {
 			return
 		}
 		if c.Short == "" || c.Example == "" {
@@ -799,4 +799,24 @@ func TestStatusKubernetes(t *testing.T) {
 		"ready            1",
 		"total            1",
 	)
+}
+
+// TestCompletion: cobra's completion command is there, its scripts load,
+// and the CLI completes its own commands and flags.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
+		if out := ok(t, "completion", sh); !strings.Contains(out, "membrane") {
+			t.Errorf("membrane completion %s printed no script:\n%.200s", sh, out)
+		}
+	}
+	// What the scripts run on Tab (the directive is reported on stderr).
+	if r := run(t, "", "__complete", "sh"); r.code != 0 || !strings.Contains(r.stdout, "shell\t") {
+		t.Errorf("completing \"sh\": exit %d:\n%s", r.code, r.stdout)
+	}
+	if r := run(t, "", "__complete", "shell", "--shell-"); r.code != 0 || !strings.Contains(r.stdout, "--shell-socket") {
+		t.Errorf("completing \"shell --shell-\": exit %d:\n%s", r.code, r.stdout)
+	}
+	if out := ok(t, "--help"); !strings.Contains(out, "completion") {
+		t.Errorf("membrane --help does not list completion:\n%s", out)
+	}
 }

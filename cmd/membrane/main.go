@@ -1,7 +1,7 @@
 // membrane is the operator's debug CLI for membrane-agent: it shows and
 // edits endpoints, identities, pods and IPAM and lists the cluster's
 // nodes through the agent's unix socket, dumps the agent's statedb
-// tables, and reads the pinned BPF maps directly (so `membrane bpf ...` works while the agent is down).
+// tables (and queries and follows them in the agent's live shell), and reads the pinned BPF maps directly (so `membrane bpf ...` works while the agent is down).
 //
 // Try it against a running agent:
 //
@@ -10,6 +10,7 @@
 //	membrane pod apply -f pods.yaml
 //	membrane node list
 //	membrane statedb ipcache
+//	membrane shell -- db/watch endpoints
 //	membrane bpf ipcache list
 //
 // The commands live one group per file (endpoint.go, pod.go, ...); root.go

@@ -75,6 +75,10 @@ the agent's documents for scripts.`,
   # Register pod labels before the CNI plugin creates the pod's endpoint.
   membrane pod apply -f pods.yaml
 
+  # Query the agent's tables by index, follow one as it changes.
+  membrane shell -- db/get -i ip endpoints 10.200.0.5
+  membrane shell -- db/watch endpoints
+
   # What the datapath sees, straight from the pinned maps.
   membrane bpf ipcache list
 
@@ -85,7 +89,6 @@ the agent's documents for scripts.`,
 		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkGlobalFlags() },
 		RunE:              func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	root.CompletionOptions.HiddenDefaultCmd = true
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.socket, "socket", client.SocketFromEnv(),
@@ -101,11 +104,38 @@ the agent's documents for scripts.`,
 		a.ipamCommand(),
 		a.nodeCommand(),
 		a.statedbCommand(),
+		a.shellCommand(),
 		a.bpfCommand(),
 		a.policyCommand(),
 		a.monitorCommand(),
 	)
+	a.addCompletionExamples(root)
 	return root
+}
+
+// addCompletionExamples adds cobra's "completion" command (bash, zsh,
+// fish, powershell; docs/operations.md says where its script goes) now
+// rather than at Execute, to give it and its subcommands examples.
+func (a *app) addCompletionExamples(root *cobra.Command) {
+	// The completion commands take their output stream now.
+	root.SetOut(a.stdout)
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() != "completion" {
+			continue
+		}
+		c.Example = `  # Completion in this bash session, then for good.
+  source <(membrane completion bash)
+  membrane completion bash > /etc/bash_completion.d/membrane
+
+  # zsh, fish
+  membrane completion zsh > "${fpath[1]}/_membrane"
+  membrane completion fish > ~/.config/fish/completions/membrane.fish`
+		for _, sh := range c.Commands() {
+			sh.Example = "  membrane completion " + sh.Name() + " --help  # where the script goes\n" +
+				"  membrane completion " + sh.Name() + " > membrane." + sh.Name()
+		}
+	}
 }
 
 func (a *app) checkGlobalFlags() error {

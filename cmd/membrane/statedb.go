@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,9 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"github.com/membrane-net/membrane/api/client"
 )
 
 func (a *app) statedbCommand() *cobra.Command {
@@ -28,11 +32,19 @@ it lists the tables and how many rows each holds.
 The table's columns are the keys of the rows' JSON, in order; lists print one
 item per line, nested objects as compact JSON, a reconciler status as its
 kind (and error). --columns picks and orders columns. -o json prints the rows
-exactly as the agent sent them, -o yaml the same as YAML.`,
+exactly as the agent sent them, -o yaml the same as YAML.
+
+"membrane shell" opens the agent's live statedb shell instead: queries by
+index (db/get, db/prefix, db/list) and db/watch, which prints the rows as
+they change.`,
 		Example: `  membrane statedb
   membrane statedb endpoints --columns id,state,identity,ipv4
-  membrane statedb ipcache -o json`,
-		Args: cobra.MaximumNArgs(1),
+  membrane statedb ipcache -o json
+
+  # Follow a table as it changes: the live shell.
+  membrane shell -- db/watch endpoints`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeTable,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, cancel := a.client(cmd)
 			defer cancel()
@@ -66,17 +78,36 @@ exactly as the agent sent them, -o yaml the same as YAML.`,
 // knownTables lists the agent's tables for an error message, or says
 // nothing if it cannot.
 func (a *app) knownTables(cmd *cobra.Command) string {
-	c, ctx, cancel := a.client(cmd)
-	defer cancel()
-	raw, err := c.StateDBDump(ctx, "")
-	if err != nil {
+	names := a.tableNames(cmd.Context())
+	if len(names) == 0 {
 		return ""
+	}
+	return " (its tables: " + strings.Join(names, ", ") + ")"
+}
+
+// tableNames asks the agent for its tables' names (none if it cannot).
+func (a *app) tableNames(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	raw, err := client.New(a.socket).StateDBDump(ctx, "")
+	if err != nil {
+		return nil
 	}
 	var dump map[string]json.RawMessage
-	if json.Unmarshal(raw, &dump) != nil || len(dump) == 0 {
-		return ""
+	if json.Unmarshal(raw, &dump) != nil {
+		return nil
 	}
-	return " (its tables: " + strings.Join(slices.Sorted(maps.Keys(dump)), ", ") + ")"
+	return slices.Sorted(maps.Keys(dump))
+}
+
+// completeTable completes a table name from the running agent's (Tab
+// after "membrane statedb"); without an agent it offers nothing.
+func (a *app) completeTable(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	a.timeout = 2 * time.Second // a Tab does not wait for long
+	return a.tableNames(context.Background()), cobra.ShellCompDirectiveNoFileComp
 }
 
 type tableInfo struct {

@@ -188,6 +188,15 @@ func TestCLIDoesNotLinkKubernetes(t *testing.T) {
 	}
 }
 
+// The CLI links neither the hive nor statedb: `membrane shell` speaks the
+// agent's shell protocol itself (cmd/membrane/shell.go) instead of
+// importing hive's shell client, and `membrane statedb` reads JSON.
+func TestCLIDoesNotLinkHive(t *testing.T) {
+	for p, deps := range dependsOn(t, []string{"./cmd/membrane"}, "github.com/cilium/hive", "github.com/cilium/statedb") {
+		t.Errorf("%s depends on %s", p, strings.Join(deps, ", "))
+	}
+}
+
 // dependsOn returns, for each package of patterns that has any, its
 // dependencies (direct or not) whose import path starts with one of
 // prefixes; the module's own packages are named relative to it ("cells/").
