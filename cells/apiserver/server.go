@@ -17,12 +17,15 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/spf13/pflag"
 	"golang.org/x/net/netutil"
+
+	"github.com/membrane-net/membrane/metrics"
 )
 
 // Config of the API server.
@@ -164,20 +167,24 @@ func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	return nil
 }
 
-// listen creates the socket: parent directory created, a stale socket from
-// a previous run removed, mode 0660.
-func listen(path string) (net.Listener, error) {
+// listen creates the API socket.
+func listen(path string) (net.Listener, error) { return ListenUnix(path, "API") }
+
+// ListenUnix creates a unix socket the agent serves what on ("API",
+// "metrics"): parent directory created, a stale socket from a previous run
+// removed, mode 0660.
+func ListenUnix(path, what string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("API socket directory: %w", err)
+		return nil, fmt.Errorf("%s socket directory: %w", what, err)
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("API socket %s is in use: is another membrane-agent running?", path)
+		return nil, fmt.Errorf("%s socket %s is in use: is another membrane-agent running?", what, path)
 	}
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("API socket %s: %w", path, err)
+		return nil, fmt.Errorf("%s socket %s: %w", what, path, err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
@@ -191,7 +198,16 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, code: 200}
 		h.ServeHTTP(rw, r)
-		log.Debug("API request", "method", r.Method, "path", r.URL.Path, "status", rw.code, "duration", time.Since(start))
+		d := time.Since(start)
+		log.Debug("API request", "method", r.Method, "path", r.URL.Path, "status", rw.code, "duration", d)
+		// The mux set the pattern it matched on r: a label per route, never
+		// per path (an endpoint ID in the path would be a series per pod).
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "other"
+		}
+		metrics.APIRequests.WithLabelValues(route, strconv.Itoa(rw.code)).Inc()
+		metrics.APIRequestDuration.WithLabelValues(route).Observe(d.Seconds())
 	})
 }
 
