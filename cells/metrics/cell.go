@@ -71,6 +71,13 @@ var Cell = cell.Module(
 // off, and then nothing is registered or computed.
 type Registry struct {
 	Reg *prometheus.Registry
+	// every collector registered, for Describe (the docs test)
+	collectors []prometheus.Collector
+}
+
+func (r *Registry) register(cs ...prometheus.Collector) {
+	r.Reg.MustRegister(cs...)
+	r.collectors = append(r.collectors, cs...)
 }
 
 func newRegistry(cfg Config) (*Registry, error) {
@@ -80,18 +87,18 @@ func newRegistry(cfg Config) (*Registry, error) {
 	if _, _, err := parseAddr(cfg.PrometheusServeAddr); err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	r := &Registry{Reg: prometheus.NewRegistry()}
+	r.register(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	reg.MustRegister(agentmetrics.Collectors()...)
+	r.register(agentmetrics.Collectors()...)
 	for _, src := range []string{tables.PolicySourceAPI, tables.PolicySourceK8s} {
 		// Series from the start, so a dashboard shows 0 rather than nothing.
 		agentmetrics.PolicyImports.WithLabelValues(src)
 		agentmetrics.PolicyImportErrors.WithLabelValues(src)
 	}
-	return &Registry{Reg: reg}, nil
+	return r, nil
 }
 
 type serveParams struct {
@@ -114,7 +121,7 @@ func serve(p serveParams) {
 	if p.Registry.Reg == nil {
 		return
 	}
-	p.Registry.Reg.MustRegister(
+	p.Registry.register(
 		&tablesCollector{db: p.DB, endpoints: p.Endpoints, identities: p.Identities, revisions: p.Revisions, rules: p.Rules},
 		&datapathCollector{maps: p.Datapath, log: p.Log},
 	)

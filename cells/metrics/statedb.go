@@ -59,7 +59,7 @@ func newStateDBMetrics(r *Registry) statedb.Metrics {
 		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "table_revision", Help: "A table's current revision"}, table),
 	}
-	r.Reg.MustRegister(m.acquisition, m.duration, m.objects, m.graveyard, m.gyLowMark, m.gyCleaning, m.deleteTrack, m.revision)
+	r.register(m.acquisition, m.duration, m.objects, m.graveyard, m.gyLowMark, m.gyCleaning, m.deleteTrack, m.revision)
 	return m
 }
 
@@ -129,7 +129,7 @@ func newReconcilerMetrics(r *Registry) reconciler.Metrics {
 			Name: "prune_duration_seconds", Help: "Time to prune a table's target, by table",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, table),
 	}
-	r.Reg.MustRegister(m.duration, m.errors, m.failing, m.pruneErrors, m.pruneTime)
+	r.register(m.duration, m.errors, m.failing, m.pruneErrors, m.pruneTime)
 	return m
 }
 
