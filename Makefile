@@ -15,9 +15,11 @@ PKGS    := ./...
 # object against its sources, podman and containerd (+ runc) for the
 # runtime suites, etcd-server for the Kubernetes-mode tests' API server
 # (internal/kubetest runs its own etcd on free loopback ports; the
-# package's system service, if systemd starts it, is left alone).
+# package's system service, if systemd starts it, is left alone),
+# prometheus (and its promtool) for the metrics test, which runs its own
+# server on a loopback port (the package's service is left alone too).
 # graphviz renders the cell graph of docs/architecture.md (make docs).
-APT_PKGS := graphviz iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd etcd-server
+APT_PKGS := graphviz iproute2 iputils-ping socat containernetworking-plugins iperf3 sockperf clang llvm libbpf-dev podman runc catatonit busybox-static containerd etcd-server prometheus
 # The containerd CRI suite is a module of its own (test/containerd), so the
 # main module does not carry the CRI API and gRPC.
 CRI_SUITE := test/containerd

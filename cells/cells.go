@@ -22,6 +22,7 @@ import (
 	"github.com/membrane-net/membrane/cells/ipam"
 	"github.com/membrane-net/membrane/cells/k8s"
 	"github.com/membrane-net/membrane/cells/loader"
+	"github.com/membrane-net/membrane/cells/metrics"
 	"github.com/membrane-net/membrane/cells/monitor"
 	"github.com/membrane-net/membrane/cells/noderoutes"
 	"github.com/membrane-net/membrane/cells/podmeta"
@@ -30,6 +31,7 @@ import (
 	"github.com/membrane-net/membrane/cells/regeneration"
 	"github.com/membrane-net/membrane/cells/shell"
 	"github.com/membrane-net/membrane/cells/status"
+	agentmetrics "github.com/membrane-net/membrane/metrics"
 )
 
 // Infrastructure every agent has: the database, job registry, health,
@@ -52,6 +54,9 @@ var DefaultCells = cell.Group(
 	regeneration.Cell,
 	loader.Cell,
 	monitor.Cell,
+	// After the loader: it reads the datapath's metrics map, and taking
+	// the loader's Datapath earlier would start the loader earlier.
+	metrics.Cell, // off unless --prometheus-serve-addr
 	hostips.Cell,
 	noderoutes.Cell, // routes to the nodes of the nodes table (Kubernetes mode)
 	// Last: the DELs queued while the agent was down are done once every
@@ -85,7 +90,9 @@ func NewAgentHive(cs ...cell.Cell) *hive.Hive {
 			panic("cells.NewAgentHive: leave apiserver.Cell and cniconfig.Cell out of the list; NewAgentHive places them after every other cell")
 		}
 	}
-	return infrastructure.New(append(cs, Serving)...)
+	first, last := agentmetrics.HiveTimer() // membrane_hive_{start,stop}_duration_seconds
+	all := append(append([]cell.Cell{first}, cs...), Serving, last)
+	return infrastructure.New(all...)
 }
 
 // listsCell reports whether c is target or a group holding it. Groups are

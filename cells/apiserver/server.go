@@ -17,12 +17,15 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/spf13/pflag"
 	"golang.org/x/net/netutil"
+
+	"github.com/membrane-net/membrane/metrics"
 )
 
 // Config of the API server.
@@ -166,8 +169,9 @@ func register(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 
 // Listen creates a unix socket of the agent: parent directory created, a
 // stale socket from a previous run removed, mode 0660 (the owner and its
-// group). what names the socket in errors ("API", "shell"). The API and
-// the shell cell listen through it, so both sockets have the same rights.
+// group). what names the socket in errors ("API", "shell", "metrics").
+// The API, shell and metrics cells listen through it, so their sockets
+// have the same rights.
 func Listen(path, what string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("%s socket directory: %w", what, err)
@@ -193,7 +197,16 @@ func logRequests(log *slog.Logger, h http.Handler) http.Handler {
 		start := time.Now()
 		rw := &statusWriter{ResponseWriter: w, code: 200}
 		h.ServeHTTP(rw, r)
-		log.Debug("API request", "method", r.Method, "path", r.URL.Path, "status", rw.code, "duration", time.Since(start))
+		d := time.Since(start)
+		log.Debug("API request", "method", r.Method, "path", r.URL.Path, "status", rw.code, "duration", d)
+		// The mux set the pattern it matched on r: a label per route, never
+		// per path (an endpoint ID in the path would be a series per pod).
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "other"
+		}
+		metrics.APIRequests.WithLabelValues(route, strconv.Itoa(rw.code)).Inc()
+		metrics.APIRequestDuration.WithLabelValues(route).Observe(d.Seconds())
 	})
 }
 

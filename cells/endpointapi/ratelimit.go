@@ -9,6 +9,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/metrics"
 )
 
 // apiLimiter guards one kind of request the way Cilium's APILimiterSet
@@ -30,6 +31,9 @@ func newAPILimiter(name string, parallel int, perSecond float64, burst int, maxW
 	if burst < 1 {
 		burst = 1
 	}
+	// Series from the start, so a dashboard shows 0 rather than nothing.
+	metrics.APILimiterRejected.WithLabelValues(name)
+	metrics.APILimiterWaitDuration.WithLabelValues(name)
 	return &apiLimiter{
 		name:    name,
 		slots:   make(chan struct{}, parallel),
@@ -43,7 +47,10 @@ func newAPILimiter(name string, parallel int, perSecond float64, burst int, maxW
 func (l *apiLimiter) wait(ctx context.Context) (func(), error) {
 	ctx, cancel := context.WithTimeout(ctx, l.maxWait)
 	defer cancel()
+	start := time.Now()
+	defer func() { metrics.APILimiterWaitDuration.WithLabelValues(l.name).Observe(time.Since(start).Seconds()) }()
 	tooMany := func() error {
+		metrics.APILimiterRejected.WithLabelValues(l.name).Inc()
 		return apiserver.Errorf(http.StatusTooManyRequests,
 			"%s rate limited: waited %s for one of %d parallel slots at %.0f requests/s; retry later",
 			l.name, l.maxWait, cap(l.slots), float64(l.rate.Limit()))

@@ -128,23 +128,27 @@ const pruneInterval = 5 * time.Minute
 
 func retry() reconciler.Option { return reconciler.WithRetry(20*time.Millisecond, 10*time.Second) }
 
+// named names a reconciler after its table: the loader has three, and
+// their metrics (membrane_reconciler_*) and jobs tell them apart by it.
+func named(tbl statedb.TableMeta) reconciler.Option { return reconciler.WithName(tbl.Name()) }
+
 func registerIPCacheReconciler(p reconciler.Params, dp *Datapath, tbl statedb.RWTable[*tables.IPCacheEntry]) error {
 	_, err := reconciler.Register(p, tbl,
 		(*tables.IPCacheEntry).Clone, (*tables.IPCacheEntry).SetStatus, (*tables.IPCacheEntry).GetStatus,
-		ipcacheOps{dp}, nil, reconciler.WithPruning(pruneInterval), retry())
+		ipcacheOps{dp}, nil, reconciler.WithPruning(pruneInterval), retry(), named(tbl))
 	return err
 }
 
 func registerEndpointsReconciler(p reconciler.Params, dp *Datapath, tbl statedb.RWTable[*tables.EndpointMapEntry]) error {
 	_, err := reconciler.Register(p, tbl,
 		(*tables.EndpointMapEntry).Clone, (*tables.EndpointMapEntry).SetStatus, (*tables.EndpointMapEntry).GetStatus,
-		endpointOps{dp}, nil, reconciler.WithPruning(pruneInterval), retry())
+		endpointOps{dp}, nil, reconciler.WithPruning(pruneInterval), retry(), named(tbl))
 	return err
 }
 
 func registerPolicyReconciler(p reconciler.Params, dp *Datapath, tbl statedb.RWTable[*tables.EndpointPolicy]) error {
 	_, err := reconciler.Register(p, tbl,
 		(*tables.EndpointPolicy).Clone, (*tables.EndpointPolicy).SetStatus, (*tables.EndpointPolicy).GetStatus,
-		newPolicyOps(dp), nil, reconciler.WithPruning(pruneInterval), retry())
+		newPolicyOps(dp), nil, reconciler.WithPruning(pruneInterval), retry(), named(tbl))
 	return err
 }

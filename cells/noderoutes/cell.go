@@ -62,7 +62,8 @@ func registerReconciler(p reconciler.Params, jobs job.Registry, health cell.Heal
 		(*tables.Node).Clone, (*tables.Node).SetStatus, (*tables.Node).GetStatus,
 		ops{dp}, nil,
 		reconciler.WithPruning(pruneInterval),
-		reconciler.WithRetry(100*time.Millisecond, 10*time.Second))
+		reconciler.WithRetry(100*time.Millisecond, 10*time.Second),
+		reconciler.WithName(nodes.Name())) // the table label of membrane_reconciler_*
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/cells/apiserver"
+	"github.com/membrane-net/membrane/metrics"
 	"github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -47,10 +48,12 @@ func (r *Repository) put(w http.ResponseWriter, req *http.Request) (any, int, er
 	}
 	rules, err := api.Parse(data)
 	if err != nil {
+		metrics.PolicyImportErrors.WithLabelValues(tables.PolicySourceAPI).Inc()
 		return nil, 0, apiserver.WithStatus(http.StatusBadRequest, err)
 	}
 	rev, _, err := r.Import(rules)
 	if err != nil {
+		metrics.PolicyImportErrors.WithLabelValues(tables.PolicySourceAPI).Inc()
 		return nil, 0, err
 	}
 	return models.PolicyImportResponse{Revision: rev, Rules: len(rules)}, http.StatusOK, nil

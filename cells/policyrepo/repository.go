@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/statedb"
 
 	"github.com/membrane-net/membrane/cells/statedir"
+	"github.com/membrane-net/membrane/metrics"
 	"github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -82,6 +83,7 @@ func (r *Repository) Import(rules []api.ParsedRule) (revision uint64, replaced i
 	if err := r.commit(wtxn, rev); err != nil {
 		return 0, 0, err
 	}
+	metrics.PolicyImports.WithLabelValues(tables.PolicySourceAPI).Inc()
 	r.log.Info("policy imported", "revision", rev, "rules", len(rules), "replaced", replaced)
 	return rev, replaced, nil
 }
@@ -137,6 +139,7 @@ func (r *Repository) SetObjects(source string, objs Objects, prune bool) (revisi
 	if err := r.commit(wtxn, rev); err != nil {
 		return 0, false, err
 	}
+	metrics.PolicyImports.WithLabelValues(source).Inc()
 	r.log.Info("policy updated", "source", source, "revision", rev, "rules", len(added), "removed", len(doomed))
 	return rev, true, nil
 }
@@ -256,6 +259,7 @@ func (r *Repository) Delete(match []api.RuleLabel) (revision uint64, deleted int
 	if err := r.commit(wtxn, rev); err != nil {
 		return 0, 0, err
 	}
+	metrics.PolicyImports.WithLabelValues(tables.PolicySourceAPI).Inc()
 	r.log.Info("policy deleted", "revision", rev, "rules", len(doomed))
 	return rev, len(doomed), nil
 }

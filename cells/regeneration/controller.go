@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
+	"github.com/membrane-net/membrane/metrics"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
 
@@ -321,8 +323,29 @@ func (c *controller) checkDone(txn statedb.ReadTxn, ep *tables.Endpoint) error {
 			e.IngressEnforced, e.EgressEnforced = pol.IngressEnforced, pol.EgressEnforced
 			msg += fmt.Sprintf(", policy revision %d", pol.Revision)
 		}
-		return e.SetState(tables.StateReady, msg)
+		since, ok := regeneratingSince(e)
+		if err := e.SetState(tables.StateReady, msg); err != nil {
+			return err
+		}
+		if ok {
+			metrics.EndpointRegenerationDuration.Observe(time.Since(since).Seconds())
+		}
+		return nil
 	})
+}
+
+// regeneratingSince is when the endpoint entered its current
+// regenerating spell: the first of the status log's last run of
+// regenerating entries (a failure logged meanwhile is one of them).
+func regeneratingSince(e *tables.Endpoint) (time.Time, bool) {
+	i := len(e.Log)
+	for i > 0 && e.Log[i-1].State == tables.StateRegenerating {
+		i--
+	}
+	if i == len(e.Log) {
+		return time.Time{}, false
+	}
+	return e.Log[i].Timestamp, true
 }
 
 // peersPending reports whether an endpoint-policy row older than the

@@ -216,6 +216,15 @@ func (a *Agent) Stop() {
 	}
 }
 
+// PID is the agent process's ID (0 before it started), for reading its
+// CPU and memory in /proc.
+func (a *Agent) PID() int {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
+
 // running: the agent was started and has not exited.
 func (a *Agent) running() bool {
 	if a.cmd == nil || a.cmd.Process == nil {

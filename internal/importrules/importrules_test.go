@@ -160,10 +160,10 @@ func TestSchemaAndAPIPointOneWay(t *testing.T) {
 	}
 }
 
-// membrane-cni is executed for every pod: it links no hive, statedb, BPF
-// or Kubernetes library.
+// membrane-cni is executed for every pod: it links no hive, statedb, BPF,
+// Kubernetes or Prometheus library.
 func TestPluginStaysLean(t *testing.T) {
-	heavy := []string{"github.com/cilium/hive", "github.com/cilium/statedb", "github.com/cilium/ebpf", "k8s.io/", "sigs.k8s.io/"}
+	heavy := []string{"github.com/cilium/hive", "github.com/cilium/statedb", "github.com/cilium/ebpf", "k8s.io/", "sigs.k8s.io/", "github.com/prometheus/"}
 	for p, deps := range dependsOn(t, []string{"./plugins/membrane-cni"}, heavy...) {
 		t.Errorf("%s depends on %s", p, strings.Join(deps, ", "))
 	}
@@ -181,9 +181,10 @@ func TestKubernetesTypesAreLibraries(t *testing.T) {
 
 // The CLI, like membrane-cni, talks to the agent only: it links none of
 // the Kubernetes libraries (client-go, apimachinery, ...), which the
-// agent's Kubernetes mode and the packages under k8s/ bring in.
+// agent's Kubernetes mode and the packages under k8s/ bring in, nor the
+// Prometheus client the agent's metrics (metrics/, cells/metrics) use.
 func TestCLIDoesNotLinkKubernetes(t *testing.T) {
-	for p, deps := range dependsOn(t, []string{"./cmd/membrane"}, "k8s.io/") {
+	for p, deps := range dependsOn(t, []string{"./cmd/membrane"}, "k8s.io/", "github.com/prometheus/", "metrics") {
 		t.Errorf("%s depends on %s", p, strings.Join(deps, ", "))
 	}
 }

@@ -96,6 +96,7 @@ func register(p params, rp reconciler.Params, jobs job.Registry, health cell.Hea
 		w, nil,
 		reconciler.WithPruning(pruneInterval),
 		reconciler.WithRetry(100*time.Millisecond, 10*time.Second),
+		reconciler.WithName(p.CEPs.Name()), // the table label of membrane_reconciler_*
 		// The API server holds what was written; a periodic rewrite of
 		// unchanged rows would only cost it (pruning repairs drift).
 		reconciler.WithRefreshing(0, nil))

@@ -57,6 +57,7 @@ import (
 	"github.com/membrane-net/membrane/cells/policyrepo"
 	v2 "github.com/membrane-net/membrane/k8s/apis/cilium.io/v2"
 	"github.com/membrane-net/membrane/k8s/client"
+	"github.com/membrane-net/membrane/metrics"
 	"github.com/membrane-net/membrane/policy/api"
 	"github.com/membrane-net/membrane/statedb/tables"
 )
@@ -268,6 +269,7 @@ func (w *watcher) translate(resource string, obj any) (api.ObjectRef, []api.Pars
 		return ref, nil, false // reported already (a resync)
 	}
 	w.refused[ref] = version
+	metrics.PolicyImportErrors.WithLabelValues(tables.PolicySourceK8s).Inc()
 	kept := w.hasRules(ref)
 	w.log.Warn("Policy refused", "object", ref.String(), "error", err, "previous_version_kept", kept)
 	w.status.Error(resource, err)
