@@ -48,19 +48,7 @@ func BenchmarkRemoteEndpointPropagation(b *testing.B) {
 	}
 	cluster.Apply(b, manifest.String())
 	for _, ag := range []*agent{a, nb} {
-		e2eutil.Eventually(b, 2*time.Minute, "remote endpoints synced and every Pod known", func() error {
-			st, err := ag.Client.Healthz(ctxFor(b, 5*time.Second))
-			if err != nil || st.Kubernetes == nil {
-				return fmt.Errorf("status: %v", err)
-			}
-			for _, c := range st.Kubernetes.Caches {
-				if c.Name == "remote-ciliumendpoints" && c.Synced {
-					_, err := nb.Client.GetPod(ctxFor(b, 5*time.Second), "default", fmt.Sprintf("r-%d", n))
-					return err
-				}
-			}
-			return fmt.Errorf("remote-ciliumendpoints not synced")
-		})
+		ag.waitRemoteSynced(2*time.Minute, nb, fmt.Sprintf("r-%d", n))
 	}
 	ipc, err := maps.OpenPinned(a.BPFRoot, maps.IPCacheMapName)
 	if err != nil {
@@ -180,6 +168,26 @@ func startNode(b *testing.B, cluster *kubetest.Cluster, bpf, node string) *agent
 		BPFRoot: dir, ReadyWithin: 30 * time.Second,
 		Extra: []string{"--datapath-mode", "tc", "--k8s-kubeconfig", cluster.Kubeconfig(), "--node-name", node},
 	})}
+}
+
+// waitRemoteSynced waits until the agent has listed the other nodes'
+// CiliumEndpoints and knows the Pod default/lastPod (of podAgent's node,
+// the last one the benchmark applied: the agent has every Pod before).
+func (a *agent) waitRemoteSynced(within time.Duration, podAgent *agent, lastPod string) {
+	b := a.b
+	e2eutil.Eventually(b, within, "remote endpoints synced and every Pod known", func() error {
+		st, err := a.Client.Healthz(ctxFor(b, 5*time.Second))
+		if err != nil || st.Kubernetes == nil {
+			return fmt.Errorf("status: %v", err)
+		}
+		for _, c := range st.Kubernetes.Caches {
+			if c.Name == "remote-ciliumendpoints" && c.Synced {
+				_, err := podAgent.Client.GetPod(ctxFor(b, 5*time.Second), "default", lastPod)
+				return err
+			}
+		}
+		return fmt.Errorf("remote-ciliumendpoints not synced")
+	})
 }
 
 // cepTimes records when a watcher of its own sees each CEP event

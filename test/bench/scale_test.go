@@ -13,7 +13,6 @@ import (
 
 	"github.com/membrane-net/membrane/api/models"
 	"github.com/membrane-net/membrane/datapath/maps"
-	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/internal/kubetest"
 	"github.com/membrane-net/membrane/internal/testutil"
 	k8sclient "github.com/membrane-net/membrane/k8s/client"
@@ -52,19 +51,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 	cluster.Apply(b, manifest.String())
 	for j, ag := range nodes {
-		e2eutil.Eventually(b, 3*time.Minute, "remote endpoints synced and every Pod of the node known", func() error {
-			st, err := ag.Client.Healthz(ctxFor(b, 5*time.Second))
-			if err != nil || st.Kubernetes == nil {
-				return fmt.Errorf("status: %v", err)
-			}
-			for _, c := range st.Kubernetes.Caches {
-				if c.Name == "remote-ciliumendpoints" && c.Synced {
-					_, err := ag.Client.GetPod(ctxFor(b, 5*time.Second), "default", podName(j, m-1))
-					return err
-				}
-			}
-			return fmt.Errorf("remote-ciliumendpoints not synced")
-		})
+		ag.waitRemoteSynced(3*time.Minute, ag, podName(j, m-1))
 	}
 	ipcs := make([]*ebpf.Map, nNodes)
 	for j, ag := range nodes {
