@@ -4,7 +4,7 @@
 //
 //   - BenchmarkCNIAddDel: `cnitool add` / `cnitool del` latency (p50/p99)
 //     of membrane-cni (a real membrane-agent running) and of ptp, the two
-//     plugins alternated pod by pod, plus the makespan of 20 parallel ADDs
+//     plugins alternated pod by pod, plus the makespan of 100 parallel ADDs
 //     and DELs.
 //   - BenchmarkDatapath: TCP throughput (iperf3, one stream) and
 //     request/response latency (sockperf ping-pong, both ends pinned to one
