@@ -85,6 +85,9 @@ type controllerParams struct {
 	// Kubernetes mode (cs.IsEnabled()): identities are CiliumIdentities.
 	Clientset *client.Clientset `optional:"true"`
 	K8sStatus *k8scell.Status   `optional:"true"`
+	// RemoteEndpoints: the other nodes' CiliumEndpoints, whose identities
+	// are in use; without it the garbage collector watches every CEP.
+	RemoteEndpoints k8scell.EndpointIdentities `optional:"true"`
 }
 
 // clusterRange narrows the cluster identity range; tests provide one to

@@ -51,7 +51,8 @@
 // (Source "cluster"); nothing is released locally: the garbage collector
 // (gc.go), one agent at a time through leader election on the Lease
 // membrane-system/membrane-identity-gc, deletes identities no
-// CiliumEndpoint and no local endpoint has used for --identity-gc-grace.
+// CiliumEndpoint (of another node, from the remote endpoints cell's
+// cache) and no local endpoint has used for --identity-gc-grace.
 // An endpoint whose identity vanishes from the cluster claims it again.
 // In this mode identities.json is neither read nor written.
 //

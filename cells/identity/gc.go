@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
+	k8scell "github.com/membrane-net/membrane/cells/k8s/client"
 	v2 "github.com/membrane-net/membrane/k8s/apis/cilium.io/v2"
 	"github.com/membrane-net/membrane/k8s/client"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -46,8 +47,12 @@ type collector struct {
 	cs        *client.Clientset
 	cluster   *ClusterAllocator
 	grace     time.Duration
-	ceps      cache.SharedIndexInformer
-	event     func(resource string) // counts a watch event (k8s-status)
+	// remote: the other nodes' CEPs, from the remote endpoints cell's
+	// cache; nil (a build without that cell): ceps, a cache of every CEP
+	// of the cluster, a new one per leadership term.
+	remote k8scell.EndpointIdentities
+	ceps   cache.SharedIndexInformer
+	event  func(resource string) // counts a watch event (k8s-status)
 
 	// unusedSince: when the leader first saw an identity (by number) or a
 	// claim (by name) unused; a new leader starts afresh.
@@ -56,7 +61,8 @@ type collector struct {
 }
 
 func newCollector(p controllerParams, cl *ClusterAllocator, grace time.Duration) *collector {
-	g := &collector{log: p.Log, db: p.DB, endpoints: p.Endpoints, cs: p.Clientset, cluster: cl, grace: grace, event: func(string) {}}
+	g := &collector{log: p.Log, db: p.DB, endpoints: p.Endpoints, cs: p.Clientset, cluster: cl, grace: grace,
+		remote: p.RemoteEndpoints, event: func(string) {}}
 	if p.K8sStatus != nil {
 		g.event = p.K8sStatus.Event
 	}
@@ -133,9 +139,13 @@ func (g *collector) interval() time.Duration {
 func (g *collector) lead(ctx context.Context) {
 	g.unusedSince = map[tables.NumericIdentity]time.Time{}
 	g.claimUnusedSince = map[string]time.Time{}
-	g.ceps = g.cepInformer()
-	go g.ceps.RunWithContext(ctx)
-	if !g.cluster.WaitSynced(ctx) || !cache.WaitForCacheSync(ctx.Done(), g.ceps.HasSynced) {
+	cepsSynced := g.remote.HasSynced
+	if g.remote == nil {
+		g.ceps = g.cepInformer()
+		go g.ceps.RunWithContext(ctx)
+		cepsSynced = g.ceps.HasSynced
+	}
+	if !g.cluster.WaitSynced(ctx) || !cache.WaitForCacheSync(ctx.Done(), cepsSynced) {
 		return
 	}
 	tick := time.NewTicker(g.interval())
@@ -151,11 +161,18 @@ func (g *collector) lead(ctx context.Context) {
 }
 
 // inUse returns the identities some CiliumEndpoint or local endpoint has.
+// This node's own CEPs describe its local endpoints (or are stale, and
+// being pruned), so the other nodes' CEPs and the local endpoints cover
+// every identity in use.
 func (g *collector) inUse() map[tables.NumericIdentity]bool {
 	used := map[tables.NumericIdentity]bool{}
-	for _, obj := range g.ceps.GetIndexer().List() {
-		if cep, ok := obj.(*v2.CiliumEndpoint); ok && cep.Status.Identity != nil {
-			used[tables.NumericIdentity(cep.Status.Identity.ID)] = true
+	if g.remote != nil {
+		g.remote.AddIdentities(used)
+	} else {
+		for _, obj := range g.ceps.GetIndexer().List() {
+			if cep, ok := obj.(*v2.CiliumEndpoint); ok && cep.Status.Identity != nil {
+				used[tables.NumericIdentity(cep.Status.Identity.ID)] = true
+			}
 		}
 	}
 	for ep := range g.endpoints.All(g.db.ReadTxn()) {

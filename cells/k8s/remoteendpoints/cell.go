@@ -34,6 +34,9 @@
 // nodes (which nodes the cluster has).
 // Writes: ipcache (source "remote"), the k8s-status row
 // "remote-ciliumendpoints".
+// Provides: EndpointIdentities (cells/k8s/client), the identities its
+// cache of CEPs carries: the identity garbage collector's view of what
+// the other nodes use, so no agent watches the CEPs twice.
 // Try it: membrane statedb ipcache; membrane bpf ipcache list (SOURCE
 // remote); kubectl get cep -A -l 'membrane.io/node!=NODE'.
 package remoteendpoints
@@ -46,6 +49,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/hive/cell"
@@ -70,7 +74,10 @@ import (
 var Cell = cell.Module(
 	"k8s-remote-endpoints",
 	"Pods of other nodes in the ipcache from their CiliumEndpoints",
-	cell.Invoke(register),
+	cell.Provide(register),
+	// The ipcache needs the watcher whether or not another cell asks for
+	// its cache.
+	cell.Invoke(func(k8scell.EndpointIdentities) {}),
 )
 
 // Resource names the cell's row in the k8s-status table.
@@ -80,18 +87,22 @@ const Resource = "remote-ciliumendpoints"
 // missed change left stale converges.
 const resync = 10 * time.Minute
 
+// register starts the watcher in Kubernetes mode; its cache of the
+// other nodes' CEPs also tells the identity garbage collector which
+// identities they use.
 func register(cs *client.Clientset, status *k8scell.Status, jobs job.Group, log *slog.Logger,
-	db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry], nodes statedb.Table[*tables.Node]) {
+	db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry], nodes statedb.Table[*tables.Node]) k8scell.EndpointIdentities {
+	w := newWatcher(log, db, ipcache)
 	if !cs.IsEnabled() {
-		return
+		return w // never synced
 	}
 	// Before the hive starts: the loader must find the ipcache pending.
 	wtxn := db.WriteTxn(ipcache)
 	initDone := ipcache.RegisterInitializer(wtxn, "k8s-remote-endpoints")
 	wtxn.Commit()
-	w := newWatcher(log, db, ipcache)
 	w.cs, w.status, w.initDone, w.nodes = cs, status, initDone, nodes
 	jobs.Add(job.OneShot("watch-remote-endpoints", w.run))
+	return w
 }
 
 type watcher struct {
@@ -106,6 +117,9 @@ type watcher struct {
 
 	// store is the informer's cache of remote CEPs (slimmed).
 	store cache.Store
+	// synced is set once the listed CEPs are in the ipcache (and store is
+	// set): AddIdentities reads store from other goroutines after it.
+	synced atomic.Bool
 
 	mu        sync.Mutex
 	claims    claimants               // the CEPs claiming each address, from the events
@@ -115,6 +129,22 @@ type watcher struct {
 
 func newWatcher(log *slog.Logger, db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry]) *watcher {
 	return &watcher{log: log, db: db, ipcache: ipcache, claims: claimants{}, conflicts: map[netip.Prefix]string{}}
+}
+
+// HasSynced reports whether the other nodes' CEPs have been listed.
+func (w *watcher) HasSynced() bool { return w.synced.Load() }
+
+// AddIdentities sets used[id] for every cached CEP's identity (none
+// before the CEPs are listed).
+func (w *watcher) AddIdentities(used map[tables.NumericIdentity]bool) {
+	if !w.synced.Load() {
+		return
+	}
+	for _, obj := range w.store.List() {
+		if cep, ok := obj.(*v2.CiliumEndpoint); ok && cep.Status.Identity != nil {
+			used[tables.NumericIdentity(cep.Status.Identity.ID)] = true
+		}
+	}
 }
 
 // selector matches the CEPs of every node but this one (and CEPs without
@@ -189,6 +219,7 @@ func (w *watcher) run(ctx context.Context, health cell.Health) error {
 	}
 	w.initDone(wtxn)
 	wtxn.Commit()
+	w.synced.Store(true)
 	n := len(w.store.ListKeys())
 	w.status.Cache(Resource, true, fmt.Sprintf("%d endpoints of other nodes", n))
 	w.log.Info("Endpoints of other nodes synced into the ipcache", "server", w.cs.Server, "endpoints", n)

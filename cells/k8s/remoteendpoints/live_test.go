@@ -45,13 +45,14 @@ func TestInitializerWaitsForTheCEPs(t *testing.T) {
 	cluster.StopAPIServer()
 
 	var (
-		db    *statedb.DB
-		ipc   statedb.RWTable[*tables.IPCacheEntry]
-		nodes statedb.RWTable[*tables.Node]
+		db     *statedb.DB
+		ipc    statedb.RWTable[*tables.IPCacheEntry]
+		nodes  statedb.RWTable[*tables.Node]
+		idents k8scell.EndpointIdentities
 	)
 	h := celltest.New(t, "", k8scell.Cell, remoteendpoints.Cell,
-		cell.Invoke(func(d *statedb.DB, t statedb.RWTable[*tables.IPCacheEntry], n statedb.RWTable[*tables.Node]) {
-			db, ipc, nodes = d, t, n
+		cell.Invoke(func(d *statedb.DB, t statedb.RWTable[*tables.IPCacheEntry], n statedb.RWTable[*tables.Node], e k8scell.EndpointIdentities) {
+			db, ipc, nodes, idents = d, t, n, e
 		}))
 	hive.AddConfigOverride(h.Hive, func(c *k8scell.Config) { c.K8sKubeconfig, c.NodeName = cluster.Kubeconfig(), "node-a" })
 	h.StartTest()
@@ -70,7 +71,11 @@ func TestInitializerWaitsForTheCEPs(t *testing.T) {
 	ipc.Insert(wtxn, &tables.IPCacheEntry{Prefix: stale, Identity: 7, Source: remoteendpoints.Source, Status: reconciler.StatusPending()})
 	wtxn.Commit()
 
-	// The API server down: pending, for as long as it is down.
+	// The API server down: pending, for as long as it is down; the
+	// identity garbage collector is told the CEPs are not listed.
+	if idents.HasSynced() {
+		t.Error("EndpointIdentities synced with the API server down")
+	}
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		txn := db.ReadTxn()
 		if ok, _ := ipc.Initialized(txn); ok || !slices.Contains(ipc.PendingInitializers(txn), "k8s-remote-endpoints") {
@@ -97,6 +102,16 @@ func TestInitializerWaitsForTheCEPs(t *testing.T) {
 	})
 	if got := rows(); len(got) != 1 || got["10.9.0.1/32"] != "remote/1001" {
 		t.Fatalf("initialized with rows %v, want only 10.9.0.1/32 remote/1001", got)
+	}
+	// The identities in use the garbage collector sees: the other nodes'
+	// CEPs' (this node's own, 1002, are its local endpoints' to vouch for).
+	used := map[tables.NumericIdentity]bool{}
+	if !idents.HasSynced() {
+		t.Error("EndpointIdentities not synced once the ipcache is initialized")
+	}
+	idents.AddIdentities(used)
+	if len(used) != 1 || !used[1001] {
+		t.Errorf("identities in use %v, want only 1001", used)
 	}
 
 	cluster.Apply(t, cepYAML("b2", "node-c", "10.10.0.1", 1003))
