@@ -50,10 +50,18 @@ var IPCachePrefixIndex = statedb.Index[*IPCacheEntry, netip.Prefix]{
 	Unique:     true,
 }
 
-// IPCacheEndpointIndex finds the entries of a local endpoint.
+// IPCacheEndpointIndex finds the entries of a local endpoint. Entries of
+// no local endpoint (EndpointID 0: host, node, CIDR and remote rows) are
+// not in it: nothing looks them up by endpoint, and at a cluster's scale
+// the remote rows would cost a node of this index each.
 var IPCacheEndpointIndex = statedb.Index[*IPCacheEntry, uint16]{
-	Name:       "endpoint",
-	FromObject: func(e *IPCacheEntry) index.KeySet { return index.NewKeySet(index.Uint16(e.EndpointID)) },
+	Name: "endpoint",
+	FromObject: func(e *IPCacheEntry) index.KeySet {
+		if e.EndpointID == 0 {
+			return index.NewKeySet()
+		}
+		return index.NewKeySet(index.Uint16(e.EndpointID))
+	},
 	FromKey:    index.Uint16,
 	FromString: index.Uint16String,
 }
