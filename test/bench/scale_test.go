@@ -25,9 +25,9 @@ import (
 // identity is in EVERY other node's pinned ipcache map (p50/p99/max over
 // pods x observing nodes), the API server writes per pod start and
 // delete, the watch events each agent received per pod change in the
-// cluster (its k8s-status counters), and each agent's Go heap per remote
-// endpoint (the growth while other nodes' pods started, divided by their
-// number). MEMBRANE_BENCH_NODES (default 4) and
+// cluster (its k8s-status counters), and each agent's live Go heap
+// (after a collection) per remote endpoint (the growth while other
+// nodes' pods started, divided by their number). MEMBRANE_BENCH_NODES (default 4) and
 // MEMBRANE_BENCH_PODS_PER_NODE (default 50) set N and M.
 func BenchmarkScale(b *testing.B) {
 	setup(b)
@@ -124,7 +124,7 @@ func BenchmarkScale(b *testing.B) {
 	heap := func() []int64 {
 		out := make([]int64, nNodes)
 		for k, ag := range nodes {
-			r, err := ag.Client.Runtime(ctxFor(b, 5*time.Second))
+			r, err := ag.Client.RuntimeAfterGC(ctxFor(b, 10*time.Second))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -122,13 +122,13 @@ type watcher struct {
 	synced atomic.Bool
 
 	mu        sync.Mutex
-	claims    claimants               // the CEPs claiming each address, from the events
+	claims    *claimants              // the CEPs claiming each address, from the events
 	conflicts map[netip.Prefix]string // the remote CEP a local row keeps out, logged once
 	known     nodeSet                 // the nodes whose CEPs count; nil: all
 }
 
 func newWatcher(log *slog.Logger, db *statedb.DB, ipcache statedb.RWTable[*tables.IPCacheEntry]) *watcher {
-	return &watcher{log: log, db: db, ipcache: ipcache, claims: claimants{}, conflicts: map[netip.Prefix]string{}}
+	return &watcher{log: log, db: db, ipcache: ipcache, claims: newClaimants(), conflicts: map[netip.Prefix]string{}}
 }
 
 // HasSynced reports whether the other nodes' CEPs have been listed.
@@ -141,8 +141,8 @@ func (w *watcher) AddIdentities(used map[tables.NumericIdentity]bool) {
 		return
 	}
 	for _, obj := range w.store.List() {
-		if cep, ok := obj.(*v2.CiliumEndpoint); ok && cep.Status.Identity != nil {
-			used[tables.NumericIdentity(cep.Status.Identity.ID)] = true
+		if r, ok := obj.(*record); ok && r.identity != 0 {
+			used[tables.NumericIdentity(r.identity)] = true
 		}
 	}
 }
@@ -252,21 +252,18 @@ func (w *watcher) changed(old, obj any) {
 	var key string
 	var from, to []netip.Prefix
 	for i, o := range []any{old, obj} {
-		if o == nil {
-			continue
-		}
-		k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o)
-		if err != nil {
-			continue
-		}
-		key = k
 		if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
 			o = t.Obj
 		}
-		if cep, ok := o.(*v2.CiliumEndpoint); ok && i == 0 {
-			from = validPrefixes(cep)
-		} else if ok {
-			to = validPrefixes(cep)
+		r, ok := o.(*record)
+		if !ok {
+			continue
+		}
+		key = r.key
+		if i == 0 {
+			from = r.prefixes()
+		} else {
+			to = r.prefixes()
 		}
 	}
 	if key == "" {
@@ -328,7 +325,7 @@ func (w *watcher) apply(wtxn statedb.WriteTxn, p netip.Prefix) {
 // events say claim p, those whose cached version still does.
 func (w *watcher) winner(p netip.Prefix) (claim, bool) {
 	w.mu.Lock()
-	keys := slices.Clone(w.claims[p])
+	keys := w.claims.keys(p)
 	w.mu.Unlock()
 	var claims []claim
 	for _, key := range keys {
@@ -336,11 +333,11 @@ func (w *watcher) winner(p netip.Prefix) (claim, bool) {
 		if err != nil || !exists {
 			continue
 		}
-		cep, ok := o.(*v2.CiliumEndpoint)
+		r, ok := o.(*record)
 		if !ok {
 			continue
 		}
-		c, err := claimOf(cep)
+		c, err := claimOf(r)
 		if err != nil {
 			w.log.Debug("CiliumEndpoint of another node not in the ipcache", "error", err)
 			continue
@@ -382,12 +379,12 @@ func (w *watcher) refreshNodes() <-chan struct{} {
 	var ps []netip.Prefix
 	moved := map[string]int{}
 	for _, o := range w.store.List() {
-		cep, ok := o.(*v2.CiliumEndpoint)
-		if !ok || cep.Status.Networking == nil {
+		r, ok := o.(*record)
+		if !ok {
 			continue
 		}
-		if node := cep.Status.Networking.NodeIP; old.has(node) != known.has(node) {
-			ps = append(ps, validPrefixes(cep)...)
+		if node := r.nodeName(); old.has(node) != known.has(node) {
+			ps = append(ps, r.prefixes()...)
 			moved[node]++
 		}
 	}

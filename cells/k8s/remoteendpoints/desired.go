@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/statedb"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v2 "github.com/membrane-net/membrane/k8s/apis/cilium.io/v2"
 	"github.com/membrane-net/membrane/statedb/tables"
@@ -26,49 +25,21 @@ type claim struct {
 	Prefixes []netip.Prefix // one host prefix per address
 }
 
-// claimOf reads a CEP. A CEP without an identity yet, or with an
-// address that does not parse, is an error naming it: it claims nothing.
-func claimOf(cep *v2.CiliumEndpoint) (claim, error) {
-	c := claim{Key: cep.Namespace + "/" + cep.Name, Created: cep.CreationTimestamp.Time}
-	if cep.Status.Identity == nil || cep.Status.Identity.ID <= 0 || cep.Status.Identity.ID > 0xffffffff {
+// claimOf reads a CEP's record. A CEP without an identity yet, or with
+// an address that does not parse, is an error naming it: it claims
+// nothing.
+func claimOf(r *record) (claim, error) {
+	c := claim{Key: r.key, Created: time.Unix(r.created, 0)}
+	if r.identity == 0 {
 		return c, fmt.Errorf("CiliumEndpoint %s has no valid identity", c.Key)
 	}
-	c.Identity = tables.NumericIdentity(cep.Status.Identity.ID)
-	if cep.Status.Networking == nil {
-		return c, nil
+	if r.badAddress {
+		return claim{Key: c.Key}, fmt.Errorf("CiliumEndpoint %s has an address that is not an IP", c.Key)
 	}
-	c.Node = cep.Status.Networking.NodeIP
-	for _, p := range prefixesOf(cep) {
-		if !p.IsValid() {
-			return claim{Key: c.Key}, fmt.Errorf("CiliumEndpoint %s has an address that is not an IP", c.Key)
-		}
-		c.Prefixes = append(c.Prefixes, p)
-	}
+	c.Identity = tables.NumericIdentity(r.identity)
+	c.Node = r.nodeName()
+	c.Prefixes = r.prefixes()
 	return c, nil
-}
-
-// prefixesOf lists the host prefixes of a CEP's addresses, an invalid
-// prefix for an address that does not parse.
-func prefixesOf(cep *v2.CiliumEndpoint) []netip.Prefix {
-	if cep.Status.Networking == nil {
-		return nil
-	}
-	var out []netip.Prefix
-	for _, pair := range cep.Status.Networking.Addressing {
-		for _, s := range []string{pair.IPv4, pair.IPv6} {
-			if s == "" {
-				continue
-			}
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				out = append(out, netip.Prefix{})
-				continue
-			}
-			a = a.Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
-	}
-	return out
 }
 
 // winner picks, among the remote claims on one address, the one the
@@ -128,61 +99,88 @@ func decide(have *tables.IPCacheEntry, want claim, ok bool) action {
 	return write
 }
 
-// slim is the informer's transform: it keeps only what the ipcache
-// needs (name, creation time, identity number, addresses, node), so a
-// remote endpoint costs the agent a few hundred bytes, not the whole
-// object (labels of the identity, policy, managed fields).
+// slim is the informer's transform: it keeps a record of what the
+// ipcache needs (name, creation time, identity number, addresses, node),
+// so a remote endpoint costs the agent about a hundred bytes in the
+// cache, not the whole object (labels of the identity, policy, managed
+// fields) nor even an ObjectMeta.
 func slim(obj any) (any, error) {
-	cep, ok := obj.(*v2.CiliumEndpoint)
-	if !ok {
-		return obj, nil
+	if cep, ok := obj.(*v2.CiliumEndpoint); ok {
+		return newRecord(cep), nil
 	}
-	out := &v2.CiliumEndpoint{ObjectMeta: metav1.ObjectMeta{
-		Name: cep.Name, Namespace: cep.Namespace, ResourceVersion: cep.ResourceVersion, CreationTimestamp: cep.CreationTimestamp,
-	}}
-	if id := cep.Status.Identity; id != nil {
-		out.Status.Identity = &v2.EndpointIdentity{ID: id.ID}
-	}
-	if n := cep.Status.Networking; n != nil {
-		out.Status.Networking = &v2.EndpointNetworking{Addressing: n.Addressing, NodeIP: n.NodeIP}
-	}
-	return out, nil
-}
-
-// validPrefixes lists the host prefixes of a CEP's addresses that parse.
-func validPrefixes(cep *v2.CiliumEndpoint) []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range prefixesOf(cep) {
-		if p.IsValid() {
-			out = append(out, p)
-		}
-	}
-	return out
+	return obj, nil
 }
 
 // claimants maps each address to the keys of the cached CEPs that claim
-// it, kept from the informer's events. A map of its own costs about 100
-// bytes per address; an index of the informer's cache costs about 300
-// (a set per indexed value).
-type claimants map[netip.Prefix][]string
+// it, kept from the informer's events. Nearly every address has one
+// claimant, kept in one: a key shares the record's bytes, so an address
+// costs its map entry, about 60 bytes. The addresses several CEPs claim
+// (a pod's address taken over before the old CEP went) are in more. An
+// index of the informer's cache cost about 300 bytes per address (a set
+// per indexed value), a map of slices about 145.
+type claimants struct {
+	one  map[netip.Prefix]string
+	more map[netip.Prefix][]string
+}
+
+func newClaimants() *claimants {
+	return &claimants{one: map[netip.Prefix]string{}, more: map[netip.Prefix][]string{}}
+}
+
+// keys returns the keys of the CEPs claiming p (a copy).
+func (c *claimants) keys(p netip.Prefix) []string {
+	if ks, ok := c.more[p]; ok {
+		return slices.Clone(ks)
+	}
+	if k, ok := c.one[p]; ok {
+		return []string{k}
+	}
+	return nil
+}
 
 // move records that the CEP key claims the prefixes to instead of from.
-func (c claimants) move(key string, from, to []netip.Prefix) {
+func (c *claimants) move(key string, from, to []netip.Prefix) {
 	for _, p := range from {
-		if slices.Contains(to, p) {
-			continue
-		}
-		keys := slices.DeleteFunc(slices.Clone(c[p]), func(k string) bool { return k == key })
-		if len(keys) == 0 {
-			delete(c, p)
-		} else {
-			c[p] = keys
+		if !slices.Contains(to, p) {
+			c.remove(p, key)
 		}
 	}
 	for _, p := range to {
-		if !slices.Contains(c[p], key) {
-			c[p] = append(slices.Clip(c[p]), key)
+		c.add(p, key)
+	}
+}
+
+func (c *claimants) add(p netip.Prefix, key string) {
+	if ks, ok := c.more[p]; ok {
+		if !slices.Contains(ks, key) {
+			c.more[p] = append(ks, key)
 		}
+		return
+	}
+	if k, ok := c.one[p]; ok && k != key {
+		delete(c.one, p)
+		c.more[p] = []string{k, key}
+		return
+	}
+	c.one[p] = key
+}
+
+func (c *claimants) remove(p netip.Prefix, key string) {
+	ks, ok := c.more[p]
+	if !ok {
+		if c.one[p] == key {
+			delete(c.one, p)
+		}
+		return
+	}
+	ks = slices.DeleteFunc(slices.Clone(ks), func(k string) bool { return k == key })
+	if len(ks) > 1 {
+		c.more[p] = ks
+		return
+	}
+	delete(c.more, p)
+	if len(ks) == 1 {
+		c.one[p] = ks[0]
 	}
 }
 

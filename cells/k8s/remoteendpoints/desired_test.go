@@ -3,6 +3,7 @@ package remoteendpoints
 import (
 	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func cep(ns, name string, created time.Time, id int64, ips ...string) *v2.Cilium
 }
 
 func TestClaimOf(t *testing.T) {
-	c, err := claimOf(cep("ns", "p", t0, 1234, "10.0.1.5", "fd00::1:5"))
+	c, err := claimOf(newRecord(cep("ns", "p", t0, 1234, "10.0.1.5", "fd00::1:5")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +48,15 @@ func TestClaimOf(t *testing.T) {
 	if c.Key != "ns/p" || c.Identity != 1234 || c.Node != "b" || len(c.Prefixes) != 2 || c.Prefixes[0] != want[0] || c.Prefixes[1] != want[1] {
 		t.Fatalf("claim = %+v", c)
 	}
-	if _, err := claimOf(cep("ns", "p", t0, 0, "10.0.1.5")); err == nil {
+	if _, err := claimOf(newRecord(cep("ns", "p", t0, 0, "10.0.1.5"))); err == nil {
 		t.Fatal("a CEP without identity claims nothing")
 	}
 	bad := cep("ns", "p", t0, 5, "10.0.1.5")
 	bad.Status.Networking.Addressing[0].IPv4 = "not-an-ip"
-	if _, err := claimOf(bad); err == nil {
+	if _, err := claimOf(newRecord(bad)); err == nil {
 		t.Fatal("a CEP with a bad address is refused")
 	}
-	if ps := validPrefixes(bad); len(ps) != 0 {
+	if ps := newRecord(bad).prefixes(); len(ps) != 0 {
 		t.Fatalf("a bad address is not claimed: %v", ps)
 	}
 }
@@ -117,16 +118,23 @@ func TestSlim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := out.(*v2.CiliumEndpoint)
-	if s.Labels != nil || s.ManagedFields != nil || s.Status.State != "" || len(s.Status.Identity.Labels) != 0 {
-		t.Fatalf("slim kept more than the ipcache needs: %+v", s)
+	r := out.(*record)
+	// What the informer's store reads: the key and the version.
+	if key, err := cache.MetaNamespaceKeyFunc(r); err != nil || key != "ns/p" || r.GetResourceVersion() != "42" {
+		t.Fatalf("record's metadata: key %q (%v), version %q", key, err, r.GetResourceVersion())
 	}
-	if s.ResourceVersion != "42" || s.Name != "p" || s.Namespace != "ns" || !s.CreationTimestamp.Equal(&in.CreationTimestamp) {
-		t.Fatalf("slim lost metadata: %+v", s.ObjectMeta)
+	if got := r.GetCreationTimestamp(); !got.Equal(&in.CreationTimestamp) {
+		t.Fatalf("record's creation time %v, want %v", got, in.CreationTimestamp)
 	}
-	c, err := claimOf(s)
-	if err != nil || c.Identity != 1234 || len(c.Prefixes) != 1 {
+	c, err := claimOf(r)
+	if err != nil || c.Identity != 1234 || c.Node != "b" || len(c.Prefixes) != 1 || !c.Created.Equal(t0) {
 		t.Fatalf("slim lost the claim: %+v %v", c, err)
+	}
+	if again, _ := slim(r); again != any(r) {
+		t.Fatal("a record (a resync of the store) is not slimmed again")
+	}
+	if cp := r.DeepCopyObject().(*record); cp.key != r.key || len(cp.addrs) != 1 || &cp.addrs[0] == &r.addrs[0] {
+		t.Fatalf("DeepCopyObject: %+v", cp)
 	}
 }
 
@@ -155,21 +163,19 @@ func TestSync(t *testing.T) {
 			}
 		}
 	}
+	// As the informer does: the store and the handler get records.
 	event := func(old, obj *v2.CiliumEndpoint) {
-		if obj != nil {
-			s, _ := slim(obj)
-			if err := w.store.Update(s); err != nil {
-				t.Fatal(err)
-			}
-		} else if err := w.store.Delete(old); err != nil {
-			t.Fatal(err)
-		}
 		var o, n any
 		if old != nil {
-			o = old
+			o = newRecord(old)
 		}
 		if obj != nil {
-			n = obj
+			n = newRecord(obj)
+			if err := w.store.Update(n); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := w.store.Delete(o); err != nil {
+			t.Fatal(err)
 		}
 		w.changed(o, n)
 	}
@@ -261,11 +267,11 @@ func TestNodeLeaves(t *testing.T) {
 		return c
 	}
 	add := func(c *v2.CiliumEndpoint) {
-		s, _ := slim(c)
-		if err := w.store.Add(s); err != nil {
+		r := newRecord(c)
+		if err := w.store.Add(r); err != nil {
 			t.Fatal(err)
 		}
-		w.changed(nil, c)
+		w.changed(nil, r)
 	}
 	nodesChanged := func(step string, f func(statedb.WriteTxn)) {
 		t.Helper()
@@ -314,4 +320,39 @@ func TestNodeLeaves(t *testing.T) {
 	})
 	expect("c joins, b back", map[string]string{"10.0.2.5/32": "remote/1000", "10.0.3.5/32": "remote/1001",
 		"10.0.3.6/32": "remote/1003", "10.0.4.5/32": "remote/1002"})
+}
+
+// TestClaimants follows an address through one claimant, two, three and
+// back, and a CEP whose addresses move.
+func TestClaimants(t *testing.T) {
+	c := newClaimants()
+	p, q := netip.MustParsePrefix("10.0.1.5/32"), netip.MustParsePrefix("10.0.1.6/32")
+	expect := func(step string, pk, qk []string) {
+		t.Helper()
+		if got := c.keys(p); !slices.Equal(got, pk) {
+			t.Fatalf("%s: keys of %s %v, want %v", step, p, got, pk)
+		}
+		if got := c.keys(q); !slices.Equal(got, qk) {
+			t.Fatalf("%s: keys of %s %v, want %v", step, q, got, qk)
+		}
+	}
+	c.move("ns/a", nil, []netip.Prefix{p})
+	c.move("ns/a", nil, []netip.Prefix{p}) // again: no duplicate
+	expect("one", []string{"ns/a"}, nil)
+	c.move("ns/b", nil, []netip.Prefix{p})
+	c.move("ns/c", nil, []netip.Prefix{p})
+	expect("three", []string{"ns/a", "ns/b", "ns/c"}, nil)
+	c.move("ns/a", []netip.Prefix{p}, []netip.Prefix{q})
+	expect("a moved", []string{"ns/b", "ns/c"}, []string{"ns/a"})
+	c.move("ns/b", []netip.Prefix{p}, nil)
+	expect("b gone", []string{"ns/c"}, []string{"ns/a"})
+	c.move("ns/x", []netip.Prefix{p}, nil) // a key that does not claim it
+	c.move("ns/c", []netip.Prefix{p}, []netip.Prefix{p})
+	expect("unchanged", []string{"ns/c"}, []string{"ns/a"})
+	c.move("ns/c", []netip.Prefix{p}, nil)
+	c.move("ns/a", []netip.Prefix{q}, nil)
+	expect("all gone", nil, nil)
+	if len(c.one) != 0 || len(c.more) != 0 {
+		t.Fatalf("left behind: %v %v", c.one, c.more)
+	}
 }

@@ -43,7 +43,7 @@ func memoryPerRemoteEndpoint(b *testing.B, withCache, withRows bool) {
 			b.Fatal(err)
 		}
 		store := cache.NewStore(cache.DeletionHandlingMetaNamespaceKeyFunc)
-		claims := claimants{}
+		claims := newClaimants()
 		wtxn := db.WriteTxn(ipc)
 		for i := range n {
 			v4 := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -69,7 +69,8 @@ func memoryPerRemoteEndpoint(b *testing.B, withCache, withRows bool) {
 				if err := store.Add(s); err != nil {
 					b.Fatal(err)
 				}
-				claims.move(full.Namespace+"/"+full.Name, nil, validPrefixes(full))
+				r := s.(*record)
+				claims.move(r.key, nil, r.prefixes())
 			}
 			for _, p := range []netip.Prefix{netip.PrefixFrom(v4, 32), netip.PrefixFrom(v6, 128)} {
 				if !withRows {
