@@ -244,6 +244,16 @@ func (m *multiCluster) startNode(t *testing.T, name string, nodeIP bool) *mnode 
 	return n
 }
 
+// startTwoNodes starts node-a and node-b (told their addresses) and
+// waits until each routes the other's pod CIDR.
+func (m *multiCluster) startTwoNodes(t *testing.T) (a, b *mnode) {
+	t.Helper()
+	a, b = m.startNode(t, "node-a", true), m.startNode(t, "node-b", true)
+	waitRoute(t, a, b.agent.PodCIDR, b.ip, true)
+	waitRoute(t, b, a.agent.PodCIDR, a.ip, true)
+	return a, b
+}
+
 // newNode makes a node on the segment and prepares its agent, with extra
 // flags, without starting it (agent.Start does). The agent is stopped,
 // by its PID, when the test ends.

@@ -35,10 +35,7 @@ func TestMultiNodeStarWars(t *testing.T) {
 	setup(t)
 	bins.Need(t, e2eutil.CLIBin)
 	m := newMultiCluster(t, "sw")
-	a := m.startNode(t, "node-a", true)
-	b := m.startNode(t, "node-b", true)
-	waitRoute(t, a, b.agent.PodCIDR, b.ip, true)
-	waitRoute(t, b, a.agent.PodCIDR, a.ip, true)
+	a, b := m.startTwoNodes(t)
 
 	deathstar := a.labeledPod(t, m, "sw", "deathstar", map[string]string{"org": "empire", "class": "deathstar"})
 	tiefighter := b.labeledPod(t, m, "sw", "tiefighter", map[string]string{"org": "empire", "class": "tiefighter"})
@@ -223,8 +220,11 @@ const (
 
 // tcpOutcome tries one TCP connection from p to ip:port (the client gives
 // up after a second) and says how it ended.
-func tcpOutcome(p *pod, ip, port string) string {
-	out, err := p.netns().Tool(context.Background(), "tcp", net.JoinHostPort(ip, port)).CombinedOutput()
+func tcpOutcome(p *pod, ip, port string) string { return tcpOutcomeIn(p.netns(), ip, port) }
+
+// tcpOutcomeIn is tcpOutcome from any namespace.
+func tcpOutcomeIn(ns e2eutil.Netns, ip, port string) string {
+	out, err := ns.Tool(context.Background(), "tcp", net.JoinHostPort(ip, port)).CombinedOutput()
 	switch {
 	case err == nil:
 		return tcpConnected
