@@ -49,15 +49,7 @@ const (
 // root) the results are written to as JSON (internal/benchchart.Datapath),
 // which scripts/benchchart charts: make bench-chart.
 func BenchmarkDatapath(b *testing.B) {
-	setup(b)
-	for _, tool := range []string{"iperf3", "sockperf", "taskset", "bash", "timeout"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Fatalf("%s is needed (make deps installs iperf3 and sockperf): %v", tool, err)
-		}
-	}
-	const secs = 3
-	runs := envInt("MEMBRANE_BENCH_RUNS", 5)
-	cpu := strconv.Itoa(runtime.NumCPU() - 1)
+	runs, cpu := setupTraffic(b)
 	res := &benchchart.Datapath{
 		Benchmark: "datapath",
 		Machine:   benchchart.MachineOf(runtime.NumCPU()),
@@ -146,6 +138,23 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		fmt.Printf("results written to %s (chart: go run ./scripts/benchchart -in %s)\n", out, out)
 	}
+}
+
+// secs is the length of one iperf3 or sockperf run.
+const secs = 3
+
+// setupTraffic is setup for a benchmark that runs iperf3 and sockperf: it
+// returns MEMBRANE_BENCH_RUNS (default 5) and the CPU sockperf is pinned
+// to (the last).
+func setupTraffic(b *testing.B) (runs int, cpu string) {
+	b.Helper()
+	setup(b)
+	for _, tool := range []string{"iperf3", "sockperf", "taskset", "bash", "timeout"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("%s is needed (make deps installs iperf3 and sockperf): %v", tool, err)
+		}
+	}
+	return envInt("MEMBRANE_BENCH_RUNS", 5), strconv.Itoa(runtime.NumCPU() - 1)
 }
 
 // datapathTable is the results as a table: every mode's medians and their
@@ -250,7 +259,13 @@ func retry(b *testing.B, d time.Duration, what string, f func() error) {
 // of an enforced policy is spelled out in capitals in the results.
 func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 	b.Helper()
-	rules := []map[string]any{{
+	return putPolicy(b, a, pp, []map[string]any{benchAllowRule()})
+}
+
+// benchAllowRule lets the client reach the server on the iperf3 and
+// sockperf ports, nothing else.
+func benchAllowRule() map[string]any {
+	return map[string]any{
 		"endpointSelector": map[string]any{"matchLabels": map[string]string{"app": "bench-server"}},
 		"ingress": []any{map[string]any{
 			"fromEndpoints": []any{map[string]any{"matchLabels": map[string]string{"app": "bench-client"}}},
@@ -259,11 +274,17 @@ func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 				map[string]string{"port": strconv.Itoa(sockperfPort), "protocol": "TCP"},
 			}}},
 		}},
-	}}
+	}
+}
+
+// putPolicy is loadPolicy of any policy document that contains
+// benchAllowRule.
+func putPolicy(b *testing.B, a *agent, pp *podPair, doc any) string {
+	b.Helper()
 	var ans struct {
 		Revision uint64 `json:"revision"`
 	}
-	err := a.Client.Do(ctxFor(b, 30*time.Second), "PUT", "/v1/policy", rules, &ans)
+	err := a.Client.Do(ctxFor(b, 30*time.Second), "PUT", "/v1/policy", doc, &ans)
 	if client.IsStatus(err, 404) {
 		// TODO: the policy API is not in this agent yet; once PUT
 		// /v1/policy exists this path is no longer taken and the numbers
