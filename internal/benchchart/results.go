@@ -132,7 +132,7 @@ func MachineOf(cpus int) Machine {
 		}
 	}
 	if b, err := os.ReadFile("/etc/debian_version"); err == nil {
-		m.OS = strings.TrimSpace(m.OS + " (debian_version " + strings.TrimSpace(string(b)) + ")")
+		m.OS = strings.TrimSpace(m.OS + " " + strings.TrimSpace(string(b))) // point release
 	}
 	return m
 }

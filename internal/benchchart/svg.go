@@ -27,14 +27,14 @@ type panel struct {
 	title string
 	unit  string
 	value func(Mode) float64
-	// lowerIsBetter only changes the wording of the axis note.
+	// lowerIsBetter only changes the wording of the title.
 	lowerIsBetter bool
 	format        string
 }
 
 var panels = []panel{
-	{title: "TCP throughput, 1 stream (iperf3)", unit: "Gbit/s", value: func(m Mode) float64 { return m.MedianGbps }, format: "%.1f"},
-	{title: "TCP request/response p50 round trip (sockperf, pinned)", unit: "µs", value: func(m Mode) float64 { return m.MedianRTTP50us },
+	{title: "TCP throughput (iperf3, 1 stream)", unit: "Gbit/s", value: func(m Mode) float64 { return m.MedianGbps }, format: "%.1f"},
+	{title: "TCP round trip p50 (sockperf, pinned)", unit: "µs", value: func(m Mode) float64 { return m.MedianRTTP50us },
 		lowerIsBetter: true, format: "%.1f"},
 }
 
@@ -58,12 +58,12 @@ func SVG(w io.Writer, d *Datapath) error {
 	for i, pn := range panels {
 		x0 := i * panelWidth
 		y0 := topMargin
-		note := "longer is better"
+		note := "higher is better"
 		if pn.lowerIsBetter {
-			note = "shorter is better"
+			note = "lower is better"
 		}
 		p(`<g class="panel" id="panel-%d">`+"\n", i)
-		p(`<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", x0+10, y0+14, esc(pn.title+" ("+note+")"))
+		p(`<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", x0+10, y0+14, esc(pn.title+": "+note))
 		max := 0.0
 		for _, m := range d.Modes {
 			if m.Measured() && pn.value(m) > max {
@@ -78,8 +78,8 @@ func SVG(w io.Writer, d *Datapath) error {
 			y := y0 + panelTitle + j*rowHeight
 			p(`<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", x0+labelWidth-8, y+barHeight-3, esc(m.Name))
 			if !m.Measured() {
-				p(`<text x="%d" y="%d" fill="#888888" font-style="italic">%s</text>`+"\n",
-					x0+labelWidth, y+barHeight-3, esc(clip("not measured: "+m.Skipped, 52)))
+				p(`<text x="%d" y="%d" fill="#888888" font-style="italic" font-size="11">%s</text>`+"\n",
+					x0+labelWidth, y+barHeight-3, esc(clip("not measured: "+shortReason(m.Skipped), 48)))
 				continue
 			}
 			v := pn.value(m)
@@ -131,6 +131,14 @@ func color(mode string) string {
 }
 
 func esc(s string) string { return html.EscapeString(s) }
+
+// shortReason is a reason without its parenthesised detail.
+func shortReason(s string) string {
+	if short, _, ok := strings.Cut(s, " ("); ok {
+		return short
+	}
+	return s
+}
 
 func clip(s string, n int) string {
 	r := []rune(s)

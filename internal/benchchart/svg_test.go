@@ -80,7 +80,7 @@ func TestSVG(t *testing.T) {
 	for _, s := range []string{
 		"11.0 Gbit/s", "14.0 Gbit/s (1.27x ptp)", "41.0 Gbit/s (3.73x ptp)", // throughput values and ratios
 		"32.0 µs", "28.0 µs (0.88x ptp)", // latency
-		"not measured: the agent has no --device-mode",
+		"not measured: agent has no --device-mode flag",
 		"Test CPU <2 GHz> & co", // escaped on the way in, read back as written
 	} {
 		if !strings.Contains(all, s) {

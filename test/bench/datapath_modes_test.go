@@ -125,7 +125,7 @@ func membranePair(needFlag string, args ...string) func(b *testing.B) (*podPair,
 				return nil, "", err
 			}
 			if !has {
-				return nil, "", fmt.Errorf("membrane-agent --help lists no %s flag", needFlag)
+				return nil, "", fmt.Errorf("agent has no %s flag (membrane-agent --help does not list it)", needFlag)
 			}
 		}
 		a, err := tryStartAgent(b, args...)
