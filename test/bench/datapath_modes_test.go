@@ -15,6 +15,7 @@ import (
 // server and client are the same pod.
 type podPair struct {
 	mode           string
+	optional       bool // a mode being built: skipped, not fatal, when it carries no traffic
 	server, client *pod
 }
 
