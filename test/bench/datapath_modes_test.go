@@ -163,7 +163,12 @@ func agentHasFlag(flag string) (bool, error) {
 	if agentHelp.err != nil {
 		return false, agentHelp.err
 	}
-	// "      --host-routing string   ..." (a flag whose name only starts
-	// with needFlag does not count).
-	return regexp.MustCompile(`(?m)^\s+(-\w, )?` + regexp.QuoteMeta(flag) + `[ =]`).MatchString(agentHelp.out), nil
+	return helpListsFlag(agentHelp.out, flag), nil
+}
+
+// helpListsFlag reports whether a cobra --help output lists flag:
+// "      --host-routing string   ..." (a flag whose name only starts with
+// flag does not count, nor a mention in another flag's description).
+func helpListsFlag(help, flag string) bool {
+	return regexp.MustCompile(`(?m)^\s+(-\w, )?` + regexp.QuoteMeta(flag) + `[ =\n]`).MatchString(help)
 }
