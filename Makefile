@@ -32,7 +32,7 @@ CNI_CONF         ?= /etc/cni/net.d/05-membrane.conflist
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 DESTDIR          ?=
 
-.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check docs unit bench soak demo clean install uninstall
+.PHONY: all build deps test-deps test check bpf bpf-check deepcopy deepcopy-check docs unit bench bench-chart bench-chart-only soak demo clean install uninstall
 
 all: build
 
@@ -104,8 +104,21 @@ unit:
 	cd $(CRI_SUITE) && $(GO) test -short -count=1 ./...
 
 bench: test-deps build
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 45m ./test/bench/...
 	cd $(CRI_SUITE) && $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+
+# bench-chart: the datapath benchmark alone (MEMBRANE_BENCH_RUNS rounds,
+# default 5), its results into docs/benchmarks-datapath.json and their
+# chart into docs/benchmarks-datapath.svg (docs/benchmarks.md). Chart the
+# committed JSON again without measuring: make bench-chart-only.
+BENCH_JSON := docs/benchmarks-datapath.json
+BENCH_SVG  := docs/benchmarks-datapath.svg
+bench-chart: test-deps build
+	cd test/bench && MEMBRANE_BENCH_OUT=$(CURDIR)/$(BENCH_JSON) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkDatapath$$' -benchtime 1x -timeout 20m .
+	$(MAKE) bench-chart-only
+
+bench-chart-only:
+	$(GO) run ./scripts/benchchart -in $(BENCH_JSON) -out $(BENCH_SVG)
 
 # soak: the churn test, longer (MEMBRANE_SOAK_CYCLES=300 make soak).
 soak: test-deps

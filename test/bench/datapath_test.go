@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/membrane-net/membrane/api/client"
 	"github.com/membrane-net/membrane/api/models"
+	"github.com/membrane-net/membrane/internal/benchchart"
 	"github.com/membrane-net/membrane/internal/e2eutil"
 	"github.com/membrane-net/membrane/plugins/membrane-cni/plugin"
 )
@@ -27,53 +30,58 @@ const (
 	closedPort = 9
 )
 
-// podPair is a client and a server pod on one network.
-type podPair struct {
-	net            *network
-	server, client *pod
-}
-
-// BenchmarkDatapath measures pod-to-pod traffic through membrane's
-// datapath (the programs on both pods' host veths, with an L4 allow
-// policy selecting the server) against the same traffic between two pods
-// on ptp: routed veth pairs, no programs. For each of MEMBRANE_BENCH_RUNS
-// (default 5) rounds the two plugins run back to back, the first plugin
-// alternating between rounds; the medians are compared.
+// BenchmarkDatapath measures TCP between a client and a server connected
+// in each of datapathModes: the reference plugin ptp, the two limits (one
+// veth pair without programs, and loopback), Membrane with an L4 allow
+// policy enforced, and Membrane's optional modes (host routing, netkit),
+// which are skipped with a printed reason when the agent lacks their flag.
+// For each of MEMBRANE_BENCH_RUNS (default 5) rounds every mode runs once
+// per tool, the order rotating between rounds; the medians are compared.
 //
 //   - throughput: iperf3, one TCP stream, 3 s per run, client -> server;
 //   - request/response: sockperf ping-pong over TCP (one 14-byte request
 //     in flight, answered before the next), 3 s per run, client and server
 //     both pinned to the same CPU with taskset (unpinned results are
 //     bimodal), transactions/s and the p50 round trip.
+//
+// MEMBRANE_BENCH_MODES (comma-separated) measures only some modes (ptp and
+// veth always). MEMBRANE_BENCH_OUT names a file (relative: to the module
+// root) the results are written to as JSON (internal/benchchart.Datapath),
+// which scripts/benchchart charts: make bench-chart.
 func BenchmarkDatapath(b *testing.B) {
-	setup(b)
-	for _, tool := range []string{"iperf3", "sockperf", "taskset", "bash", "timeout"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Fatalf("%s is needed (make deps installs iperf3 and sockperf): %v", tool, err)
-		}
+	runs, cpu := setupTraffic(b)
+	res := &benchchart.Datapath{
+		Benchmark: "datapath",
+		Machine:   benchchart.MachineOf(runtime.NumCPU()),
+		Runs:      runs,
+		Seconds:   secs,
+		PinnedCPU: cpu,
 	}
-	runs := envInt("MEMBRANE_BENCH_RUNS", 5)
-	cpu := strconv.Itoa(runtime.NumCPU() - 1)
 
-	a := startAgent(b)
-	pairs := []*podPair{{net: membraneNetwork(b, a)}, {net: ptpNetwork(b)}}
-	for _, pp := range pairs {
-		pp.server = newPod(b, pp.net.Plugin+"-server")
-		pp.client = newPod(b, pp.net.Plugin+"-client")
-		if pp.net.Plugin == "membrane" {
-			a.putPod("default", pp.server.Name, map[string]string{"app": "bench-server"})
-			a.putPod("default", pp.client.Name, map[string]string{"app": "bench-client"})
+	var pairs []*podPair // the measured modes, in the order of res.Modes
+	var idx []int        // their index in res.Modes
+	for _, m := range selectedModes(b, os.Getenv("MEMBRANE_BENCH_MODES")) {
+		pp, policy, err := m.setup(b)
+		if err != nil && !m.optional {
+			b.Fatalf("mode %s: %v", m.name, err)
 		}
-		for _, p := range []*pod{pp.server, pp.client} {
-			if _, err := pp.net.add(p); err != nil {
-				b.Fatal(err)
-			}
-			if !p.IP.IsValid() {
-				b.Fatalf("%s: pod %s got no IPv4 address", pp.net.Plugin, p.Name)
+		rm := benchchart.Mode{Name: m.name, Description: m.desc}
+		if policy != "" {
+			rm.Description += "; " + policy
+			if res.Policy == "" {
+				res.Policy = policy
 			}
 		}
+		if err != nil {
+			rm.Skipped = firstLine(err.Error())
+			fmt.Printf("\n--- %s: mode %s skipped: %v\n", b.Name(), m.name, err)
+		} else {
+			pp.mode, pp.optional = m.name, m.optional
+			pairs = append(pairs, pp)
+			idx = append(idx, len(res.Modes))
+		}
+		res.Modes = append(res.Modes, rm)
 	}
-	policy := loadPolicy(b, a, pairs[0])
 
 	for _, pp := range pairs {
 		ip := pp.server.IP.String()
@@ -81,67 +89,157 @@ func BenchmarkDatapath(b *testing.B) {
 		pp.server.background(b, "taskset", "-c", cpu, "sockperf", "server", "--tcp", "-i", ip, "-p", strconv.Itoa(sockperfPort))
 	}
 	// Warm up (and wait for the servers to listen): one short run of each
-	// tool per pair, not recorded.
-	for _, pp := range pairs {
-		retry(b, 15*time.Second, pp.net.Plugin+": iperf3 warm-up", func() error { _, err := iperf(pp, 1); return err })
-		retry(b, 15*time.Second, pp.net.Plugin+": sockperf warm-up", func() error { _, err := sockperf(pp, cpu, 1); return err })
+	// tool per mode, not recorded. An optional mode that carries no
+	// traffic is skipped, not fatal: it is being built.
+	var kept []*podPair
+	var keptIdx []int
+	for k, pp := range pairs {
+		err := retryErr(15*time.Second, pp.mode+": iperf3 warm-up", func() error { _, err := iperf(pp, 1); return err })
+		if err == nil {
+			err = retryErr(15*time.Second, pp.mode+": sockperf warm-up", func() error { _, err := sockperf(pp, cpu, 1); return err })
+		}
+		if err != nil && !pp.optional {
+			b.Fatal(err)
+		}
+		if err != nil {
+			res.Modes[idx[k]].Skipped = "no traffic (" + firstLine(err.Error()) + ")"
+			fmt.Printf("\n--- %s: mode %s skipped: %v\n", b.Name(), pp.mode, err)
+			continue
+		}
+		kept, keptIdx = append(kept, pp), append(keptIdx, idx[k])
 	}
+	pairs, idx = kept, keptIdx
 
-	gbps := make([][]float64, len(pairs))
-	tps := make([][]float64, len(pairs))
-	rtt := make([][]float64, len(pairs))
 	for r := range runs {
-		for _, i := range alternate(r) {
-			g, err := iperf(pairs[i], 3)
+		for _, i := range rotate(len(pairs), r) {
+			g, err := iperf(pairs[i], secs)
 			if err != nil {
 				b.Fatal(err)
 			}
-			gbps[i] = append(gbps[i], g)
+			m := &res.Modes[idx[i]]
+			m.Gbps = append(m.Gbps, g)
 		}
 	}
 	for r := range runs {
-		for _, i := range alternate(r) {
-			res, err := sockperf(pairs[i], cpu, 3)
+		for _, i := range rotate(len(pairs), r) {
+			rr, err := sockperf(pairs[i], cpu, secs)
 			if err != nil {
 				b.Fatal(err)
 			}
-			tps[i] = append(tps[i], res.tps)
-			rtt[i] = append(rtt[i], res.p50us)
+			m := &res.Modes[idx[i]]
+			m.TPS = append(m.TPS, rr.tps)
+			m.RTTP50us = append(m.RTTP50us, rr.p50us)
 		}
 	}
-
-	med := func(xs [][]float64, i int) float64 { return median(xs[i]) }
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "pod to pod, membrane (%s) vs ptp, %d alternated runs of 3 s per plugin, medians\n", policy, runs)
-	fmt.Fprintf(&sb, "%-40s %-14s %-14s %s\n", "measure", "membrane", "ptp", "ratio membrane/ptp")
-	fmt.Fprintf(&sb, "%-40s %-14s %-14s %.2f\n", "TCP throughput, 1 stream (iperf3)",
-		fmt.Sprintf("%.2f Gbit/s", med(gbps, 0)), fmt.Sprintf("%.2f Gbit/s", med(gbps, 1)), med(gbps, 0)/med(gbps, 1))
-	fmt.Fprintf(&sb, "%-40s %-14s %-14s %.2f\n", "TCP req/resp, pinned to CPU "+cpu+" (sockperf)",
-		fmt.Sprintf("%.0f /s", med(tps, 0)), fmt.Sprintf("%.0f /s", med(tps, 1)), med(tps, 0)/med(tps, 1))
-	fmt.Fprintf(&sb, "%-40s %-14s %-14s %.2f\n", "  round trip p50",
-		fmt.Sprintf("%.1f µs", med(rtt, 0)), fmt.Sprintf("%.1f µs", med(rtt, 1)), med(rtt, 0)/med(rtt, 1))
-	fmt.Fprintf(&sb, "runs, membrane | ptp:\n  Gbit/s   %s | %s\n  trans/s  %s | %s\n  p50 µs   %s | %s",
-		fmtRuns(gbps[0], "%.1f"), fmtRuns(gbps[1], "%.1f"), fmtRuns(tps[0], "%.0f"), fmtRuns(tps[1], "%.0f"),
-		fmtRuns(rtt[0], "%.1f"), fmtRuns(rtt[1], "%.1f"))
-	printResults(b, sb.String())
-
-	b.ReportMetric(med(gbps, 0), "membrane-Gbit/s")
-	b.ReportMetric(med(gbps, 1), "ptp-Gbit/s")
-	b.ReportMetric(med(gbps, 0)/med(gbps, 1), "throughput-ratio")
-	b.ReportMetric(med(tps, 0), "membrane-trans/s")
-	b.ReportMetric(med(tps, 1), "ptp-trans/s")
-	b.ReportMetric(med(tps, 0)/med(tps, 1), "trans/s-ratio")
-	b.ReportMetric(med(rtt, 0), "membrane-rtt-p50-µs")
-	b.ReportMetric(med(rtt, 1), "ptp-rtt-p50-µs")
-	b.ReportMetric(med(rtt, 0)/med(rtt, 1), "rtt-p50-ratio")
+	for _, i := range idx {
+		m := &res.Modes[i]
+		m.MedianGbps, m.MedianTPS, m.MedianRTTP50us = median(m.Gbps), median(m.TPS), median(m.RTTP50us)
+		b.ReportMetric(m.MedianGbps, m.Name+"-Gbit/s")
+		b.ReportMetric(m.MedianTPS, m.Name+"-trans/s")
+		b.ReportMetric(m.MedianRTTP50us, m.Name+"-rtt-p50-µs")
+	}
+	res.Date = time.Now().UTC().Format(time.RFC3339)
+	printResults(b, datapathTable(res))
+	if out := os.Getenv("MEMBRANE_BENCH_OUT"); out != "" {
+		if !filepath.IsAbs(out) {
+			root, err := e2eutil.ModuleRoot()
+			if err != nil {
+				b.Fatalf("MEMBRANE_BENCH_OUT %s: %v", out, err)
+			}
+			out = filepath.Join(root, out)
+		}
+		if err := res.WriteFile(out); err != nil {
+			b.Fatalf("MEMBRANE_BENCH_OUT: %v", err)
+		}
+		fmt.Printf("results written to %s (chart: go run ./scripts/benchchart -in %s)\n", out, out)
+	}
 }
 
-// alternate is the order of the two plugins in round r: m p, p m, m p, ...
-func alternate(r int) []int {
-	if r%2 == 0 {
-		return []int{0, 1}
+// secs is the length of one iperf3 or sockperf run.
+const secs = 3
+
+// setupTraffic is setup for a benchmark that runs iperf3 and sockperf: it
+// returns MEMBRANE_BENCH_RUNS (default 5) and the CPU sockperf is pinned
+// to (the last).
+func setupTraffic(b *testing.B) (runs int, cpu string) {
+	b.Helper()
+	setup(b)
+	for _, tool := range []string{"iperf3", "sockperf", "taskset", "bash", "timeout"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("%s is needed (make deps installs iperf3 and sockperf): %v", tool, err)
+		}
 	}
-	return []int{1, 0}
+	return envInt("MEMBRANE_BENCH_RUNS", 5), strconv.Itoa(runtime.NumCPU() - 1)
+}
+
+// datapathTable is the results as a table: every mode's medians and their
+// ratios to ptp and to veth, the goals, the rounds' values.
+func datapathTable(res *benchchart.Datapath) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "client -> server TCP per mode, %d rounds of %d s per tool (mode order rotating), medians; sockperf pinned to CPU %s\n",
+		res.Runs, res.Seconds, res.PinnedCPU)
+	ptp, _ := res.Mode("ptp")
+	veth, _ := res.Mode("veth")
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	fmt.Fprintf(&sb, "%-22s %8s %6s %6s   %9s %6s %6s   %8s %6s %6s\n",
+		"mode", "Gbit/s", "/ptp", "/veth", "trans/s", "/ptp", "/veth", "p50 µs", "/ptp", "/veth")
+	for _, m := range res.Modes {
+		if !m.Measured() {
+			fmt.Fprintf(&sb, "%-22s skipped: %s\n", m.Name, m.Skipped)
+			continue
+		}
+		fmt.Fprintf(&sb, "%-22s %8.2f %6s %6s   %9.0f %6s %6s   %8.1f %6s %6s\n", m.Name,
+			m.MedianGbps, ratio(m.MedianGbps, ptp.MedianGbps), ratio(m.MedianGbps, veth.MedianGbps),
+			m.MedianTPS, ratio(m.MedianTPS, ptp.MedianTPS), ratio(m.MedianTPS, veth.MedianTPS),
+			m.MedianRTTP50us, ratio(m.MedianRTTP50us, ptp.MedianRTTP50us), ratio(m.MedianRTTP50us, veth.MedianRTTP50us))
+	}
+	fmt.Fprintf(&sb, "modes:\n")
+	for _, m := range res.Modes {
+		fmt.Fprintf(&sb, "  %-20s %s\n", m.Name, m.Description)
+	}
+	fmt.Fprintf(&sb, "goals (informational; nothing is asserted):\n")
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	for _, m := range res.Modes {
+		if !strings.HasPrefix(m.Name, "membrane") || !m.Measured() || ptp.MedianGbps == 0 || veth.MedianGbps == 0 {
+			continue
+		}
+		g, v, l := m.MedianGbps/ptp.MedianGbps, m.MedianGbps/veth.MedianGbps, m.MedianRTTP50us/ptp.MedianRTTP50us
+		fmt.Fprintf(&sb, "  %-20s throughput %.2fx ptp (>= 1.2: %s), %.2fx veth (>= 0.9: %s); p50 round trip %.2fx ptp (<= 0.9: %s)\n",
+			m.Name, g, met(g >= 1.2), v, met(v >= 0.9), l, met(l <= 0.9))
+	}
+	fmt.Fprintf(&sb, "rounds:\n")
+	for _, m := range res.Modes {
+		if m.Measured() {
+			fmt.Fprintf(&sb, "  %-20s Gbit/s %s | trans/s %s | p50 µs %s\n", m.Name,
+				fmtRuns(m.Gbps, "%.1f"), fmtRuns(m.TPS, "%.0f"), fmtRuns(m.RTTP50us, "%.1f"))
+		}
+	}
+	return sb.String()
+}
+
+// rotate is the order of n modes in round r: each round starts one mode
+// later, so no mode always runs first (or right after another).
+func rotate(n, r int) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = (r + i) % n
+	}
+	return order
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 func fmtRuns(xs []float64, f string) string {
@@ -155,14 +253,21 @@ func fmtRuns(xs []float64, f string) string {
 // retry runs f until it succeeds, at most for d.
 func retry(b *testing.B, d time.Duration, what string, f func() error) {
 	b.Helper()
+	if err := retryErr(d, what, f); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// retryErr is retry returning the last error instead of failing.
+func retryErr(d time.Duration, what string, f func() error) error {
 	deadline := time.Now().Add(d)
 	for {
 		err := f()
 		if err == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("%s: still failing after %s: %v", what, d, err)
+			return fmt.Errorf("%s: still failing after %s: %v", what, d, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -176,7 +281,13 @@ func retry(b *testing.B, d time.Duration, what string, f func() error) {
 // of an enforced policy is spelled out in capitals in the results.
 func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 	b.Helper()
-	rules := []map[string]any{{
+	return putPolicy(b, a, pp, []map[string]any{benchAllowRule()})
+}
+
+// benchAllowRule lets the client reach the server on the iperf3 and
+// sockperf ports, nothing else.
+func benchAllowRule() map[string]any {
+	return map[string]any{
 		"endpointSelector": map[string]any{"matchLabels": map[string]string{"app": "bench-server"}},
 		"ingress": []any{map[string]any{
 			"fromEndpoints": []any{map[string]any{"matchLabels": map[string]string{"app": "bench-client"}}},
@@ -185,11 +296,17 @@ func loadPolicy(b *testing.B, a *agent, pp *podPair) string {
 				map[string]string{"port": strconv.Itoa(sockperfPort), "protocol": "TCP"},
 			}}},
 		}},
-	}}
+	}
+}
+
+// putPolicy is loadPolicy of any policy document that contains
+// benchAllowRule.
+func putPolicy(b *testing.B, a *agent, pp *podPair, doc any) string {
+	b.Helper()
 	var ans struct {
 		Revision uint64 `json:"revision"`
 	}
-	err := a.Client.Do(ctxFor(b, 30*time.Second), "PUT", "/v1/policy", rules, &ans)
+	err := a.Client.Do(ctxFor(b, 30*time.Second), "PUT", "/v1/policy", doc, &ans)
 	if client.IsStatus(err, 404) {
 		// TODO: the policy API is not in this agent yet; once PUT
 		// /v1/policy exists this path is no longer taken and the numbers
@@ -253,7 +370,7 @@ func iperf(pp *podPair, secs int) (float64, error) {
 		Error string `json:"error"`
 	}
 	if jerr := json.Unmarshal([]byte(out), &res); jerr != nil || res.Error != "" || err != nil {
-		return 0, fmt.Errorf("%s: iperf3: %v %s", pp.net.Plugin, err, res.Error)
+		return 0, fmt.Errorf("%s: iperf3: %v %s", pp.mode, err, res.Error)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
@@ -270,17 +387,17 @@ func sockperf(pp *podPair, cpu string, secs int) (rrResult, error) {
 	out, _, err := pp.client.exec(time.Duration(secs+20)*time.Second, "taskset", "-c", cpu, "sockperf", "ping-pong",
 		"--tcp", "-i", pp.server.IP.String(), "-p", strconv.Itoa(sockperfPort), "-t", strconv.Itoa(secs), "--full-rtt")
 	if err != nil {
-		return rrResult{}, fmt.Errorf("%s: %w", pp.net.Plugin, err)
+		return rrResult{}, fmt.Errorf("%s: %w", pp.mode, err)
 	}
 	v, p := reValid.FindStringSubmatch(out), reP50.FindStringSubmatch(out)
 	if v == nil || p == nil {
-		return rrResult{}, fmt.Errorf("%s: sockperf printed no statistics: %s", pp.net.Plugin, e2eutil.LastLines(out, 10))
+		return rrResult{}, fmt.Errorf("%s: sockperf printed no statistics: %s", pp.mode, e2eutil.LastLines(out, 10))
 	}
 	secsValid, _ := strconv.ParseFloat(v[1], 64)
 	n, _ := strconv.ParseFloat(v[2], 64)
 	p50, _ := strconv.ParseFloat(p[1], 64)
 	if secsValid <= 0 {
-		return rrResult{}, fmt.Errorf("%s: sockperf ran for %v s", pp.net.Plugin, secsValid)
+		return rrResult{}, fmt.Errorf("%s: sockperf ran for %v s", pp.mode, secsValid)
 	}
 	return rrResult{tps: n / secsValid, p50us: p50}, nil
 }

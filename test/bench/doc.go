@@ -8,12 +8,19 @@
 //     and DELs.
 //   - BenchmarkDatapath: TCP throughput (iperf3, one stream) and
 //     request/response latency (sockperf ping-pong, both ends pinned to one
-//     CPU) between two pods on membrane with an L4 allow policy and two pods
-//     on ptp, alternated runs, medians.
+//     CPU) between a client and a server in each mode: ptp, the limits (one
+//     veth pair without programs; loopback), membrane with an L4 allow
+//     policy, and membrane's optional modes (host routing, netkit; skipped
+//     with a printed reason when the agent lacks the flag). Rotating order,
+//     medians, ratios to ptp and to veth; the results as JSON for the chart
+//     of docs/benchmarks.md (MEMBRANE_BENCH_OUT, make bench-chart).
 //   - BenchmarkPolicyScale: the policy engine in process: one endpoint's
 //     regeneration with 10,000 identities and 1,000 rules and its policy
 //     map size, and the time from PUT /v1/policy to 200 endpoints enforcing
 //     it.
+//   - BenchmarkDatapathPolicyScale: the same pod-to-pod TCP on membrane
+//     (Kubernetes mode, 10,000 CiliumIdentity objects) with 1 rule and
+//     with 1,000 rules selecting the server, alternated, medians, ratio.
 //   - BenchmarkCNIAddKubernetes: `cnitool add` p50/p99 in Kubernetes mode
 //     (a real kube-apiserver) for pods whose identity exists and pods that
 //     need a new one, against the same pods on a local-mode agent and
@@ -39,7 +46,10 @@
 // Every run is one measurement (b.N is ignored); the reported ns/op is
 // meaningless and set to 0. MEMBRANE_BENCH_PODS changes the number of
 // sequential pods per plugin (default 100), MEMBRANE_BENCH_RUNS the number
-// of alternated datapath runs per plugin (default 5).
+// of alternated datapath rounds (default 5), MEMBRANE_BENCH_MODES the
+// datapath modes measured (comma-separated; ptp and veth always),
+// MEMBRANE_BENCH_OUT the file the datapath results are written to as JSON.
+// docs/benchmarks.md has the latest results and how to regenerate them.
 //
 // Everything the benchmarks make (netns, veths, cnitool's cached results,
 // bpffs pins, processes) is removed when they end, whatever the outcome;

@@ -69,13 +69,34 @@ type agent struct {
 // stopped, by its PID, when the benchmark ends.
 func startAgent(b testing.TB, extra ...string) *agent {
 	b.Helper()
-	return &agent{b: b, Agent: e2eutil.StartAgent(b, e2eutil.AgentConfig{
+	a, err := tryStartAgent(b, extra...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a
+}
+
+// tryStartAgent is startAgent for an agent that may not start (a flag
+// another version of the agent does not have): it returns why.
+func tryStartAgent(b testing.TB, extra ...string) (*agent, error) {
+	b.Helper()
+	a := e2eutil.NewAgent(b, e2eutil.AgentConfig{
 		Binary:      bins.Agent,
 		TempPattern: "mbbench",
 		Pool:        e2eutil.PoolBench,
 		Extra:       extra,
 		ReadyWithin: 30 * time.Second,
-	})}
+	})
+	b.Cleanup(func() {
+		a.Stop()
+		if b.Failed() {
+			a.DumpLog()
+		}
+	})
+	if err := a.Start(); err != nil {
+		return nil, err
+	}
+	return &agent{b: b, Agent: a}, nil
 }
 
 func (a *agent) putPod(ns, name string, labels map[string]string) {
