@@ -226,3 +226,42 @@ func TestHostRoutingLegacyModePasses(t *testing.T) {
 		t.Error("legacy mode judged web's ingress in from_container")
 	}
 }
+
+// Fragments take the same path as whole packets; web's ingress judges a
+// later fragment by its own first fragment's entry, as to_container does.
+func TestHostRoutingFragments(t *testing.T) {
+	d := loadMode(t, true, maps.EndpointFlagIngressEnforced)
+	for _, k := range maps.PolicyKeys(webEpID, ingress, epIdent, 17, 5000, 0) {
+		d.put(maps.PolicyMapName, k, maps.PolicyValue{})
+	}
+	run := func(what string, pkt []byte, want uint32) {
+		t.Helper()
+		if ret, _ := d.runOut(d.from, withChecksum(pkt)); ret != want {
+			t.Errorf("%s: %d, want %d", what, ret, want)
+		}
+	}
+	rd := d.events()
+	run("allowed first fragment", frag4(podIP, webIP, 17, 7, 0, true, udpFirst(1000, 5000)), tcRedirect)
+	run("its later fragment", frag4(podIP, webIP, 17, 7, 9, false, make([]byte, 32)), tcRedirect)
+	if n := d.countOf(webEpID, ingress, maps.ReasonForwardedPolicy); n != 2 {
+		t.Errorf("web's ingress allowed %d fragments, want 2", n)
+	}
+	run("first fragment web denies", frag4(podIP, webIP, 17, 8, 0, true, udpFirst(1000, 5001)), tcShot)
+	run("its later fragment", frag4(podIP, webIP, 17, 8, 9, false, make([]byte, 32)), tcShot)
+	if n := d.countOf(webEpID, ingress, maps.ReasonDropFragNoFirst); n != 1 {
+		t.Errorf("web's ingress fragment-no-first %d, want 1", n)
+	}
+	// Verdicts of the allowed first fragment at the egress and at web's
+	// ingress (later fragments that pass send none), then the egress
+	// verdict of the denied one and web's ingress drop of it.
+	for range 4 {
+		readEvent(t, rd)
+	}
+	// The later fragment passed the egress (no event) and drops at web's
+	// ingress with no ports, as to_container reports it.
+	ev := readEvent(t, rd)
+	if ev.Type != maps.EventDrop || ev.Reason != maps.ReasonDropFragNoFirst || ev.EndpointID != webEpID ||
+		ev.IfIndex != webIfIndex || binary.BigEndian.Uint16(ev.DPort[:]) != 0 {
+		t.Errorf("later fragment's drop event %+v, want web's fragment-no-first without ports", ev)
+	}
+}
