@@ -30,7 +30,10 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__u32 flags;
+	/* The host-side veth of the local endpoint behind the prefix, 0 for
+	 * anything else: where eBPF host routing hands a packet for it
+	 * (--host-routing=bpf). */
+	__u32 ifindex;
 };
 
 struct {

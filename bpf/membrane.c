@@ -8,6 +8,12 @@
  *     anti-spoofing, then the pod's egress policy.
  *   to_container (tcx egress): packets for the pod. Its ingress policy.
  *
+ * With eBPF host routing (host_routing, --host-routing=bpf) from_container
+ * also judges a packet bound for another endpoint of this node by that
+ * endpoint's ingress policy, as to_container would, and hands it straight
+ * into the destination pod's netns (bpf_redirect_peer), past the host's
+ * IP stack.
+ *
  * They are loaded once and shared by all endpoints: what differs per
  * endpoint is found in maps keyed by the interface (mb_endpoints) and by
  * the endpoint ID (mb_policy), so regenerating an endpoint is map writes,
@@ -25,6 +31,11 @@
 #include "maps.h"
 
 char __license[] SEC("license") = "GPL";
+
+/* Set by the loader before it loads the object (constant rewriting): 1 for
+ * --host-routing=bpf. A constant, so the verifier drops the host routing
+ * code from the legacy datapath altogether: one object serves both. */
+volatile const __u32 host_routing = 0;
 
 /* Why a packet passed or was dropped (metrics and events). Mirrored in
  * datapath/maps/reasons.go. */
@@ -284,7 +295,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
-static __always_inline __u32 lookup_identity(struct flow *f, __u8 *addr)
+static __always_inline struct ipcache_value *ipcache_lookup(struct flow *f, __u8 *addr)
 {
 	struct ipcache_key k = {};
 	k.family = f->family;
@@ -295,7 +306,12 @@ static __always_inline __u32 lookup_identity(struct flow *f, __u8 *addr)
 		k.prefixlen = 32 + 128;
 		__builtin_memcpy(k.addr, addr, 16);
 	}
-	struct ipcache_value *v = bpf_map_lookup_elem(&mb_ipcache, &k);
+	return bpf_map_lookup_elem(&mb_ipcache, &k);
+}
+
+static __always_inline __u32 lookup_identity(struct flow *f, __u8 *addr)
+{
+	struct ipcache_value *v = ipcache_lookup(f, addr);
 	if (v)
 		return v->identity;
 	/* Outside every known prefix: the world of the packet's family, so
@@ -316,7 +332,7 @@ static __always_inline void count(__u16 ep, __u8 dir, __u8 reason, __u32 len)
 	bpf_map_update_elem(&mb_metrics, &k, &n, BPF_NOEXIST);
 }
 
-static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u16 ep, __u8 dir, __u8 reason,
+static __always_inline void emit(__u32 ifindex, __u8 type, __u16 ep, __u8 dir, __u8 reason,
 				 struct flow *f, __u32 src_id, __u32 dst_id)
 {
 	struct event *e = bpf_ringbuf_reserve(&mb_events, sizeof(*e), 0);
@@ -326,7 +342,7 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u16 ep, __u
 		return;
 	}
 	e->timestamp = bpf_ktime_get_ns();
-	e->ifindex = skb->ifindex;
+	e->ifindex = ifindex;
 	e->endpoint_id = ep;
 	e->dir = dir;
 	e->reason = reason;
@@ -461,62 +477,48 @@ static __always_inline int policy_verdict(__u16 ep, __u8 dir, __u32 peer, struct
 	return 0;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+/* owns reports whether addr (of f's family) is one of ep's addresses. */
+static __always_inline int owns(struct endpoint_info *ep, struct flow *f, __u8 *addr)
 {
-	struct endpoint_key ek = { .ifindex = skb->ifindex };
-	struct endpoint_info *ep = bpf_map_lookup_elem(&mb_endpoints, &ek);
-	struct flow f = {};
+	if (f->family == FAMILY_IPV4)
+		return (ep->flags & EP_F_HAS_IPV4) && *(__u32 *)ep->ipv4 == *(__u32 *)addr;
+	return (ep->flags & EP_F_HAS_IPV6) && *(__u64 *)ep->ipv6 == *(__u64 *)addr &&
+	       *(__u64 *)(ep->ipv6 + 8) == *(__u64 *)(addr + 8);
+}
+
+/* judge gives the verdict of one enforcement point, endpoint ep in
+ * direction dir, on the parsed IP packet f, seen on the host veth ifindex:
+ * anti-spoofing (egress), fragments, conntrack, policy, with their
+ * counters and events. TC_ACT_OK or TC_ACT_SHOT. */
+static __always_inline int judge(struct __sk_buff *skb, struct endpoint_info *ep, __u32 ifindex, __u8 dir,
+				 struct flow *f)
+{
+	__u16 ep_id = ep->endpoint_id;
 	__u32 src_id, dst_id, peer;
-	__u16 ep_id;
-	int reason, ret;
-
-	if (!ep) {
-		/* Fail closed: a veth we are attached to but know nothing of. */
-		count(0, dir, REASON_DROP_NO_ENDPOINT, skb->len);
-		return TC_ACT_SHOT;
-	}
-	ep_id = ep->endpoint_id;
-
-	ret = parse(skb, &f);
-	if (ret > 0) {
-		count(ep_id, dir, REASON_FORWARDED_NOT_IP, skb->len);
-		return TC_ACT_OK;
-	}
-	if (ret < 0) {
-		count(ep_id, dir, -ret, skb->len);
-		emit(skb, EVENT_DROP, ep_id, dir, -ret, &f, 0, 0);
-		return TC_ACT_SHOT;
-	}
+	int reason;
 
 	if (dir == DIR_EGRESS) {
 		/* Anti-spoofing: a pod sends only from its own addresses. */
-		int ok;
-		if (f.family == FAMILY_IPV4)
-			ok = (ep->flags & EP_F_HAS_IPV4) && *(__u32 *)ep->ipv4 == *(__u32 *)f.saddr;
-		else
-			ok = (ep->flags & EP_F_HAS_IPV6) &&
-			     *(__u64 *)ep->ipv6 == *(__u64 *)f.saddr &&
-			     *(__u64 *)(ep->ipv6 + 8) == *(__u64 *)(f.saddr + 8);
-		if (!ok) {
-			src_id = lookup_identity(&f, f.saddr);
+		if (!owns(ep, f, f->saddr)) {
+			src_id = lookup_identity(f, f->saddr);
 			count(ep_id, dir, REASON_DROP_SPOOFED, skb->len);
-			emit(skb, EVENT_DROP, ep_id, dir, REASON_DROP_SPOOFED, &f, src_id, 0);
+			emit(ifindex, EVENT_DROP, ep_id, dir, REASON_DROP_SPOOFED, f, src_id, 0);
 			return TC_ACT_SHOT;
 		}
 	}
 
 	__u64 now = bpf_ktime_get_ns();
 	struct frag_key fk = {};
-	if (f.frag != FRAG_NONE)
-		frag_key_of(&fk, &f, ep_id, dir);
+	if (f->frag != FRAG_NONE)
+		frag_key_of(&fk, f, ep_id, dir);
 
 	/* A later fragment has the verdict of its first fragment, or none. */
-	if (f.frag == FRAG_LATER) {
-		reason = frag_lookup(&fk, &f, now);
+	if (f->frag == FRAG_LATER) {
+		reason = frag_lookup(&fk, f, now);
 		if (!reason) {
 			reason = REASON_DROP_FRAG_NO_FIRST;
 			count(ep_id, dir, reason, skb->len);
-			emit(skb, EVENT_DROP, ep_id, dir, reason, &f, 0, 0);
+			emit(ifindex, EVENT_DROP, ep_id, dir, reason, f, 0, 0);
 			return TC_ACT_SHOT;
 		}
 		count(ep_id, dir, reason, skb->len);
@@ -525,24 +527,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* Established flows first: most packets are, and they need neither
 	 * the peer's identity (an LPM lookup) nor the policy. */
-	if (ct_lookup(&f, dir, now)) {
-		if (f.frag == FRAG_FIRST)
-			frag_allow(&fk, &f, REASON_FORWARDED_CT, now);
+	if (ct_lookup(f, dir, now)) {
+		if (f->frag == FRAG_FIRST)
+			frag_allow(&fk, f, REASON_FORWARDED_CT, now);
 		count(ep_id, dir, REASON_FORWARDED_CT, skb->len);
 		return TC_ACT_OK;
 	}
 
 	if (dir == DIR_EGRESS) {
 		src_id = ep->identity;
-		dst_id = lookup_identity(&f, f.daddr);
+		dst_id = lookup_identity(f, f->daddr);
 		peer = dst_id;
 	} else {
-		src_id = lookup_identity(&f, f.saddr);
+		src_id = lookup_identity(f, f->saddr);
 		dst_id = ep->identity;
 		peer = src_id;
 	}
 
-	reason = policy_verdict(ep_id, dir, peer, &f);
+	reason = policy_verdict(ep_id, dir, peer, f);
 	if (!reason) {
 		__u16 enforced = dir == DIR_EGRESS ? EP_F_EGRESS_ENFORCED : EP_F_INGRESS_ENFORCED;
 		reason = (ep->flags & enforced) ? REASON_DROP_POLICY : REASON_FORWARDED_UNENFORCED;
@@ -551,26 +553,159 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (reason >= REASON_DROP_POLICY) {
 		/* Whatever an earlier first fragment of this ID left, nothing
 		 * of this datagram may follow. */
-		if (f.frag == FRAG_FIRST)
+		if (f->frag == FRAG_FIRST)
 			bpf_map_delete_elem(&mb_fragments, &fk);
-		emit(skb, EVENT_DROP, ep_id, dir, reason, &f, src_id, dst_id);
+		emit(ifindex, EVENT_DROP, ep_id, dir, reason, f, src_id, dst_id);
 		return TC_ACT_SHOT;
 	}
-	if (f.frag == FRAG_FIRST)
-		frag_allow(&fk, &f, reason, now);
-	ct_create(&f, dir, ep_id, now);
-	emit(skb, EVENT_VERDICT, ep_id, dir, reason, &f, src_id, dst_id);
+	if (f->frag == FRAG_FIRST)
+		frag_allow(&fk, f, reason, now);
+	ct_create(f, dir, ep_id, now);
+	emit(ifindex, EVENT_VERDICT, ep_id, dir, reason, f, src_id, dst_id);
 	return TC_ACT_OK;
+}
+
+/* handle judges a packet on the veth it is on, for that veth's endpoint,
+ * leaving the parsed packet in f. f->family is 0 for a packet no policy
+ * applies to (not IP, neighbour discovery): it is the stack's. */
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct flow *f)
+{
+	struct endpoint_key ek = { .ifindex = skb->ifindex };
+	struct endpoint_info *ep = bpf_map_lookup_elem(&mb_endpoints, &ek);
+	int ret;
+
+	if (!ep) {
+		/* Fail closed: a veth we are attached to but know nothing of. */
+		count(0, dir, REASON_DROP_NO_ENDPOINT, skb->len);
+		return TC_ACT_SHOT;
+	}
+
+	ret = parse(skb, f);
+	if (ret > 0) {
+		f->family = 0;
+		count(ep->endpoint_id, dir, REASON_FORWARDED_NOT_IP, skb->len);
+		return TC_ACT_OK;
+	}
+	if (ret < 0) {
+		count(ep->endpoint_id, dir, -ret, skb->len);
+		emit(skb->ifindex, EVENT_DROP, ep->endpoint_id, dir, -ret, f, 0, 0);
+		return TC_ACT_SHOT;
+	}
+	return judge(skb, ep, skb->ifindex, dir, f);
+}
+
+static __always_inline int mac_set(__u8 *mac)
+{
+	return (*(__u32 *)mac | *(__u16 *)(mac + 4)) != 0;
+}
+
+/* csum_replace16 is the IPv4 header checksum check with one 16-bit word
+ * changed from old to new (RFC 1624, eqn. 3); network-order words in and
+ * out, the one's complement sum does not care. */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u32)(__u16)~old + new;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* route_local is eBPF host routing, for a packet from_container has let
+ * out of its pod: if it is bound for another endpoint of this node, it is
+ * judged here by that endpoint's ingress policy, exactly as to_container
+ * would judge it on the destination veth after the stack forwarded it
+ * (same conntrack entries, counters and events, the event naming the
+ * destination veth), then forwarded as the stack would (MACs of the
+ * destination veth, TTL or hop limit one less) straight into the
+ * destination pod's netns: bpf_redirect_peer from the source veth's
+ * ingress to the peer of the destination veth, which the stack's routing,
+ * netfilter, neighbour output and the destination veth's qdisc never see.
+ * Anything else returns TC_ACT_OK to the stack before it is judged, and
+ * to_container judges it as without host routing: never twice. */
+static __always_inline int route_local(struct __sk_buff *skb, struct flow *f)
+{
+	struct ipcache_value *ipc = ipcache_lookup(f, f->daddr);
+	if (!ipc || !ipc->ifindex || ipc->ifindex == skb->ifindex)
+		return TC_ACT_OK; /* not a local endpoint (or back where it came from) */
+	__u32 ifindex = ipc->ifindex;
+	struct endpoint_key ek = { .ifindex = ifindex };
+	struct endpoint_info *dst = bpf_map_lookup_elem(&mb_endpoints, &ek);
+	/* The entry must be the one of the destination address: an ipcache
+	 * entry a moment older than a reused ifindex must not misdeliver. And
+	 * without the MACs (an endpoint created without them) the stack knows
+	 * better. */
+	if (!dst || !owns(dst, f, f->daddr) || !mac_set(dst->mac) || !mac_set(dst->host_mac))
+		return TC_ACT_OK;
+
+	/* Make the headers to rewrite linear and writable before judging: once
+	 * the packet is judged, rewriting it cannot fail. */
+	__u32 l3 = sizeof(struct ethhdr);
+	__u32 hlen = l3 + (f->family == FAMILY_IPV4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
+	if (bpf_skb_pull_data(skb, hlen) < 0)
+		return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + hlen > data_end)
+		return TC_ACT_OK;
+	/* An expiring TTL is the stack's: it answers with ICMP time exceeded. */
+	__u8 ttl;
+	if (f->family == FAMILY_IPV4)
+		ttl = ((struct iphdr *)(data + l3))->ttl;
+	else
+		ttl = ((struct ipv6hdr *)(data + l3))->hop_limit;
+	if (ttl <= 1)
+		return TC_ACT_OK;
+
+	/* The egress judgment gave a later fragment its first fragment's
+	 * ports; to_container would start from a parse that has none. */
+	if (f->frag == FRAG_LATER) {
+		f->sport = 0;
+		f->dport = 0;
+		f->policy_port = 0;
+	}
+	if (judge(skb, dst, ifindex, DIR_INGRESS, f) != TC_ACT_OK)
+		return TC_ACT_SHOT;
+
+	__u8 macs[12];
+	__builtin_memcpy(macs, dst->mac, 6);
+	__builtin_memcpy(macs + 6, dst->host_mac, 6);
+	/* The writes cannot fail (the headers are writable); if one did, the
+	 * stack forwards the packet, rewriting the MACs, and to_container
+	 * finds its flow established. */
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0)
+		return TC_ACT_OK;
+	if (f->family == FAMILY_IPV4) {
+		/* TTL, protocol and checksum in one store. */
+		__u16 w[2];
+		if (bpf_skb_load_bytes(skb, l3 + 8, w, sizeof(w)) < 0)
+			return TC_ACT_OK;
+		__u16 old = w[0];
+		((__u8 *)w)[0] = ttl - 1;
+		w[1] = csum_replace16(w[1], old, w[0]);
+		if (bpf_skb_store_bytes(skb, l3 + 8, w, sizeof(w), 0) < 0)
+			return TC_ACT_OK;
+	} else {
+		ttl--;
+		if (bpf_skb_store_bytes(skb, l3 + 7, &ttl, 1, 0) < 0)
+			return TC_ACT_OK;
+	}
+	return bpf_redirect_peer(ifindex, 0);
 }
 
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_EGRESS);
+	struct flow f = {};
+	int ret = handle(skb, DIR_EGRESS, &f);
+
+	if (!host_routing || ret != TC_ACT_OK || !f.family)
+		return ret;
+	return route_local(skb, &f);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	struct flow f = {};
+	return handle(skb, DIR_INGRESS, &f);
 }

@@ -25,6 +25,7 @@ const (
 	membraneMapMbPolicy       = "mb_policy"
 	membraneProgFromContainer = "from_container"
 	membraneProgToContainer   = "to_container"
+	membraneVarHostRouting    = "host_routing"
 )
 
 // loadMembrane returns the embedded CollectionSpec for membrane.
@@ -90,6 +91,7 @@ type membraneMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type membraneVariableSpecs struct {
+	HostRouting *ebpf.VariableSpec `ebpf:"host_routing"`
 }
 
 // membraneObjects contains all objects after they have been loaded into the kernel.
@@ -137,6 +139,7 @@ func (m *membraneMaps) Close() error {
 //
 // It can be passed to loadMembraneObjects or ebpf.CollectionSpec.LoadAndAssign.
 type membraneVariables struct {
+	HostRouting *ebpf.Variable `ebpf:"host_routing"`
 }
 
 // membranePrograms contains all programs after they have been loaded into the kernel.

@@ -41,8 +41,10 @@ type datapath struct {
 	from, to *ebpf.Program
 }
 
-func load(t *testing.T) *datapath {
-	coll := testutil.LoadDatapath(t)
+func load(t *testing.T) *datapath { return loadColl(t, testutil.LoadDatapath(t)) }
+
+// loadColl fills the ipcache of a loaded datapath.
+func loadColl(t *testing.T, coll *ebpf.Collection) *datapath {
 	d := &datapath{t: t, coll: coll, from: coll.Programs["from_container"], to: coll.Programs["to_container"]}
 	for ip, id := range map[netip.Addr]uint32{webIP: webIdent, dbIP: dbIdent, hostIP: 1, web6: webIdent, podIP: epIdent, pod6: epIdent} {
 		d.put(maps.IPCacheMapName, maps.NewIPCacheKey(netip.PrefixFrom(ip, ip.BitLen())), maps.IPCacheValue{Identity: id})

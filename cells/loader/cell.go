@@ -40,17 +40,28 @@ import (
 type Config struct {
 	BPFRoot      string
 	DatapathMode string
+	HostRouting  string
 }
 
 func (def Config) Flags(fs *pflag.FlagSet) {
 	fs.String("bpf-root", def.BPFRoot, "bpffs directory where the datapath's maps, programs and links are pinned; bpffs is mounted at /sys/fs/bpf if missing")
+	fs.String("host-routing", def.HostRouting, "How packets between two pods of this node are forwarded: legacy (by the host's IP stack) or bpf (the datapath hands them from one pod's veth straight into the other pod's netns with bpf_redirect_peer, past the host stack; same policy, conntrack, counters and events)")
 	fs.String("datapath-mode", def.DatapathMode, "How programs attach to endpoint veths: tc (clsact filters; fastest to attach, so pods start sooner), tcx (links, Linux 6.6+; each attachment waits for an RCU grace period under RTNL) or auto (tcx when the kernel has it, else tc)")
 }
 
 // DefaultConfig uses the standard bpffs location and tc attachment: on the
 // kernels measured (docs/datapath.md) a tcx link costs a pod ~25 ms and
 // serialises bursts, a tc filter ~0.3 ms, with the same enforcement.
-var DefaultConfig = Config{BPFRoot: "/sys/fs/bpf/membrane", DatapathMode: ModeTC}
+//
+// Host routing stays legacy until the benchmark shows the gain of bpf
+// (docs/datapath.md#host-routing); then bpf becomes the default.
+var DefaultConfig = Config{BPFRoot: "/sys/fs/bpf/membrane", DatapathMode: ModeTC, HostRouting: HostRoutingLegacy}
+
+// Host routing modes (--host-routing), Cilium's words.
+const (
+	HostRoutingLegacy = "legacy"
+	HostRoutingBPF    = "bpf"
+)
 
 // Cell provides *Datapath, the maps.EventMaps the monitor reads, and the
 // map reconcilers.
@@ -71,6 +82,11 @@ func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, er
 	default:
 		return nil, fmt.Errorf("--datapath-mode=%q: want auto, tcx or tc", cfg.DatapathMode)
 	}
+	switch cfg.HostRouting {
+	case HostRoutingLegacy, HostRoutingBPF:
+	default:
+		return nil, fmt.Errorf("--host-routing=%q: want legacy or bpf", cfg.HostRouting)
+	}
 	dp := &Datapath{}
 	var rootLock *dirlock.Lock
 	lc.Append(cell.Hook{
@@ -90,6 +106,9 @@ func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, er
 			if dp.Maps, err = openMaps(log, cfg.BPFRoot, spec); err != nil {
 				return err
 			}
+			if err := bpf.SetHostRouting(spec, cfg.HostRouting == HostRoutingBPF); err != nil {
+				return err
+			}
 			if dp.Programs, err = loadPrograms(cfg.BPFRoot, spec, dp.Maps); err != nil {
 				return err
 			}
@@ -105,7 +124,7 @@ func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, er
 			} else {
 				dp.Attacher = &tcAttacher{progs: dp.Programs, known: map[int]bool{}}
 			}
-			log.Info("datapath loaded", "bpf-root", cfg.BPFRoot, "mode", mode)
+			log.Info("datapath loaded", "bpf-root", cfg.BPFRoot, "mode", mode, "host-routing", cfg.HostRouting)
 			return nil
 		},
 		OnStop: func(cell.HookContext) error {

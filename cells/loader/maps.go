@@ -47,10 +47,14 @@ func openOrCreate(log *slog.Logger, root string, spec *ebpf.MapSpec) (*ebpf.Map,
 	return m, nil
 }
 
-// openMaps opens or creates every map of the datapath object.
+// openMaps opens or creates every pinned map of the datapath object (not
+// its constants, .rodata: each load has its own).
 func openMaps(log *slog.Logger, root string, spec *ebpf.CollectionSpec) (*Maps, error) {
 	m := &Maps{all: map[string]*ebpf.Map{}}
 	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
 		mp, err := openOrCreate(log, root, ms)
 		if err != nil {
 			m.close()

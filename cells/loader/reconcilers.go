@@ -18,7 +18,7 @@ import (
 type ipcacheOps struct{ dp *Datapath }
 
 func (o ipcacheOps) Update(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.IPCacheEntry) error {
-	return o.dp.Maps.IPCache.Put(maps.NewIPCacheKey(e.Prefix), maps.IPCacheValue{Identity: e.Identity})
+	return o.dp.Maps.IPCache.Put(maps.NewIPCacheKey(e.Prefix), maps.IPCacheValue{Identity: e.Identity, IfIndex: e.IfIndex})
 }
 
 func (o ipcacheOps) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.IPCacheEntry) error {

@@ -160,7 +160,8 @@ func desired(ep *tables.Endpoint, pol *tables.EndpointPolicy) ([]*tables.IPCache
 	for _, a := range ep.IPs() {
 		ipc = append(ipc, &tables.IPCacheEntry{
 			Prefix: netip.PrefixFrom(a, a.BitLen()), Identity: ep.Identity,
-			Source: "endpoint", EndpointID: ep.ID, Status: reconciler.StatusPending(),
+			Source: "endpoint", EndpointID: ep.ID, IfIndex: uint32(max(ep.HostIfIndex, 0)),
+			Status: reconciler.StatusPending(),
 		})
 	}
 	var epm *tables.EndpointMapEntry
@@ -185,7 +186,7 @@ func (c *controller) writeRows(wtxn statedb.WriteTxn, ep *tables.Endpoint, pol *
 	for _, e := range ipc {
 		want[e.Prefix] = true
 		old, _, ok := c.ipcache.Get(wtxn, tables.IPCachePrefixIndex.Query(e.Prefix))
-		if ok && old.Identity == e.Identity && old.EndpointID == e.EndpointID && old.Source == e.Source {
+		if ok && old.Identity == e.Identity && old.EndpointID == e.EndpointID && old.IfIndex == e.IfIndex && old.Source == e.Source {
 			continue
 		}
 		c.ipcache.Insert(wtxn, e)

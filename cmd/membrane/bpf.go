@@ -73,8 +73,8 @@ row for the prefix (an entry it has not pruned yet).`,
 			for i := range entries {
 				entries[i].Source = sources[entries[i].Prefix]
 			}
-			return renderRows(a, entries, []string{"PREFIX", "IDENTITY", "FLAGS", "SOURCE"}, func(e ipcacheEntry) []string {
-				return []string{e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), fmt.Sprintf("%#x", e.Flags), dash(e.Source)}
+			return renderRows(a, entries, []string{"PREFIX", "IDENTITY", "IFINDEX", "SOURCE"}, func(e ipcacheEntry) []string {
+				return []string{e.Prefix, strconv.FormatUint(uint64(e.Identity), 10), ifindexCell(e.IfIndex), dash(e.Source)}
 			})
 		},
 	}
@@ -85,7 +85,9 @@ row for the prefix (an entry it has not pruned yet).`,
 type ipcacheEntry struct {
 	Prefix   string `json:"prefix"`
 	Identity uint32 `json:"identity"`
-	Flags    uint32 `json:"flags"`
+	// IfIndex is the host veth of the local endpoint behind the prefix
+	// (0: none), where eBPF host routing delivers its packets.
+	IfIndex uint32 `json:"ifindex,omitempty"`
 	// Source is the writer of the agent's row for the prefix, "" if the
 	// agent did not answer or has none.
 	Source string `json:"source,omitempty"`
@@ -121,7 +123,7 @@ func (a *app) ipcacheSources(cmd *cobra.Command) map[string]string {
 func readIPCache(root string) ([]ipcacheEntry, error) {
 	entries := []ipcacheEntry{}
 	err := dumpPinned(root, maps.IPCacheMapName, func(k maps.IPCacheKey, v maps.IPCacheValue) {
-		e := ipcacheEntry{Identity: v.Identity, Flags: v.Flags}
+		e := ipcacheEntry{Identity: v.Identity, IfIndex: v.IfIndex}
 		if p, err := k.Prefix(); err == nil {
 			e.Prefix, e.sortKey = p.String(), p
 		} else {
@@ -273,4 +275,12 @@ func bpfHint(err error) error {
 		return fmt.Errorf("%w (reading BPF maps needs root or CAP_BPF)", err)
 	}
 	return err
+}
+
+// ifindexCell prints an ipcache entry's ifindex, "-" for none.
+func ifindexCell(i uint32) string {
+	if i == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(uint64(i), 10)
 }

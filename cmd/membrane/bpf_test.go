@@ -29,9 +29,9 @@ func TestBPFMaps(t *testing.T) {
 	for p, v := range map[string]maps.IPCacheValue{
 		"fd00::7/128":   {Identity: 256},
 		"10.200.0.8/32": {Identity: 257},
-		"10.200.0.7/32": {Identity: 256},
+		"10.200.0.7/32": {Identity: 256, IfIndex: 1},
 		"0.0.0.0/0":     {Identity: 2},
-		"10.0.0.0/8":    {Identity: 1<<24 | 1, Flags: 1},
+		"10.0.0.0/8":    {Identity: 1<<24 | 1},
 	} {
 		if err := ipcache.Put(maps.NewIPCacheKey(netip.MustParsePrefix(p)), v); err != nil {
 			t.Fatalf("ipcache put %s: %v", p, err)
@@ -56,12 +56,12 @@ func TestBPFMaps(t *testing.T) {
 	// The agent's socket does not exist: the bpf commands do not need it.
 	noAgent := tempSocket(t)
 	wantLines(t, ok(t, "--socket", noAgent, "bpf", "ipcache", "list", "--bpf-root", root),
-		"PREFIX          IDENTITY   FLAGS   SOURCE",
-		"0.0.0.0/0       2          0x0     -",
-		"10.0.0.0/8      16777217   0x1     -",
-		"10.200.0.7/32   256        0x0     -",
-		"10.200.0.8/32   257        0x0     -",
-		"fd00::7/128     256        0x0     -",
+		"PREFIX          IDENTITY   IFINDEX   SOURCE",
+		"0.0.0.0/0       2          -         -",
+		"10.0.0.0/8      16777217   -         -",
+		"10.200.0.7/32   256        1         -",
+		"10.200.0.8/32   257        -         -",
+		"fd00::7/128     256        -         -",
 	)
 	// Endpoint 17 sits on ifindex 1, the loopback device of this netns.
 	wantLines(t, ok(t, "--socket", noAgent, "bpf", "endpoint", "list", "--bpf-root", root),

@@ -16,10 +16,12 @@ type IPCacheKey struct {
 	Addr      [16]byte // IPv4 in the first 4 bytes
 }
 
-// IPCacheValue is the identity behind a prefix.
+// IPCacheValue is the identity behind a prefix and, for a local
+// endpoint's address, the ifindex of its host-side veth (0 otherwise):
+// where eBPF host routing hands packets for it.
 type IPCacheValue struct {
 	Identity uint32
-	Flags    uint32
+	IfIndex  uint32
 }
 
 // NewIPCacheKey builds the key of a prefix.

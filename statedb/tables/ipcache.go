@@ -21,8 +21,11 @@ type IPCacheEntry struct {
 	// CiliumEndpoint: k8s-remote-endpoints).
 	Source string `json:"source"`
 	// EndpointID is the local endpoint behind the prefix (0 if none).
-	EndpointID uint16            `json:"endpoint-id,omitempty"`
-	Status     reconciler.Status `json:"status"`
+	EndpointID uint16 `json:"endpoint-id,omitempty"`
+	// IfIndex is that endpoint's host-side veth (0 if none, or not known
+	// yet): eBPF host routing redirects packets for the prefix to it.
+	IfIndex uint32            `json:"ifindex,omitempty"`
+	Status  reconciler.Status `json:"status"`
 }
 
 func (e *IPCacheEntry) Clone() *IPCacheEntry { e2 := *e; return &e2 }

@@ -56,15 +56,23 @@ type agentOpts struct {
 // startAgent runs membrane-agent on temporary paths (socket, state dir,
 // bpffs dir, a free pod CIDR in 10.210.0.0-10.249.255.255) and waits until
 // it answers /v1/healthz. It is stopped (by PID) when the test ends.
+//
+// MEMBRANE_E2E_HOST_ROUTING=bpf runs it with --host-routing=bpf (make test
+// runs the policy suites a second time so); a test's own --host-routing
+// in Extra wins.
 func startAgent(t *testing.T, o agentOpts) *agent {
 	t.Helper()
+	var extra []string
+	if hr := os.Getenv("MEMBRANE_E2E_HOST_ROUTING"); hr != "" {
+		extra = append(extra, "--host-routing", hr)
+	}
 	return &agent{t: t, Agent: e2eutil.StartAgent(t, e2eutil.AgentConfig{
 		Binary:      bins.Agent,
 		TempPattern: "mbe2e",
 		Pool:        e2eutil.PoolE2E,
 		Bits:        o.Bits,
 		DualStack:   o.DualStack,
-		Extra:       o.Extra,
+		Extra:       append(extra, o.Extra...),
 		BPFRoot:     o.BPFRoot,
 		KeepLogsEnv: "MEMBRANE_E2E_KEEP_LOGS",
 	})}
