@@ -286,6 +286,17 @@ func (c *Client) Runtime(ctx context.Context) (*models.Runtime, error) {
 	return &r, nil
 }
 
+// RuntimeAfterGC is Runtime after the agent collected garbage
+// (GET /v1/debug/runtime?gc=1): HeapBytes is then the live heap, what a
+// memory figure per endpoint compares.
+func (c *Client) RuntimeAfterGC(ctx context.Context) (*models.Runtime, error) {
+	var r models.Runtime
+	if err := c.Get(ctx, "/v1/debug/runtime?gc=1", &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // StateDBDump returns the rows of one statedb table as the agent's
 // /statedb/ handler dumps them ({"TABLE": [rows]}), or of every table if
 // table is "".

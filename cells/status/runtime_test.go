@@ -2,6 +2,8 @@ package status
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/membrane-net/membrane/api/models"
@@ -15,5 +17,16 @@ func TestRuntimeCounts(t *testing.T) {
 	r := v.(*models.Runtime)
 	if r.Goroutines < 1 || r.Threads < 1 || r.OpenFDs < 3 || r.RSSBytes < 1<<20 || r.HeapBytes < 1 {
 		t.Fatalf("implausible counts %+v", r)
+	}
+}
+
+func TestRuntimeCountsAfterGC(t *testing.T) {
+	v, code, err := runtimeCounts(nil, httptest.NewRequest("GET", "/v1/debug/runtime?gc=1", nil))
+	if err != nil || code != http.StatusOK || v.(*models.Runtime).HeapBytes < 1 {
+		t.Fatalf("gc=1: %v, code %d, error %v", v, code, err)
+	}
+	if _, _, err := runtimeCounts(nil, httptest.NewRequest("GET", "/v1/debug/runtime?gc=yes", nil)); err == nil ||
+		!strings.Contains(err.Error(), "gc=1") {
+		t.Fatalf("gc=yes: error %v, want one that says to use gc=1", err)
 	}
 }
