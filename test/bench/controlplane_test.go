@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -63,9 +64,10 @@ func BenchmarkControlPlane(b *testing.B) {
 	cp := &controlPlane{b: b, a: a, next: a.PodCIDR.Addr().Next()}
 
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "one agent, endpoints through the API without veths, %d apps; goal in brackets\n", cpApps)
-	fmt.Fprintf(&sb, "%-10s %-13s %-12s %-10s %-10s %-16s %-16s %-14s\n",
-		"endpoints", "heap MiB", "RSS MiB", "heap/ep", "RSS/ep", "new identity/s", "known labels/s", "policy max ms")
+	fmt.Fprintf(&sb, "one agent, endpoints through the API without veths, %d apps; load average %s at the start\n", cpApps, loadAvg())
+	fmt.Fprintf(&sb, "endpoint creations one at a time: /s and agent CPU ms each, with a new identity and with known labels\n")
+	fmt.Fprintf(&sb, "%-10s %-9s %-9s %-10s %-10s %-18s %-18s %-14s\n",
+		"endpoints", "heap MiB", "RSS MiB", "heap/ep", "RSS/ep", "new identity", "known labels", "policy ms p50/max")
 	var idle *models.Runtime
 	var heapPerEp, rssPerEp float64
 	var policyTop []float64
@@ -85,7 +87,7 @@ func BenchmarkControlPlane(b *testing.B) {
 			heapPerEp = float64(rt.HeapBytes-idle.HeapBytes) / float64(n)
 			rssPerEp = float64(rt.RSSBytes-idle.RSSBytes) / float64(n)
 		}
-		newRate, knownRate := cp.identityRate(n)
+		newIDs, known := cp.identityRate(n)
 		pol := "-"
 		if n > 0 {
 			durs := cp.policyChanges(n)
@@ -94,13 +96,16 @@ func BenchmarkControlPlane(b *testing.B) {
 				policyTop = durs
 			}
 		}
-		fmt.Fprintf(&sb, "%-10d %-13.1f %-12.1f %-10s %-10s %-16.0f %-16.0f %-14s\n", n,
+		rateText := func(r cpRate) string { return fmt.Sprintf("%.0f/s %.1f ms", r.perSec, r.cpuMs) }
+		fmt.Fprintf(&sb, "%-10d %-9.1f %-9.1f %-10s %-10s %-18s %-18s %-14s\n", n,
 			float64(rt.HeapBytes)/(1<<20), float64(rt.RSSBytes)/(1<<20),
-			perEp(rt.HeapBytes, idle.HeapBytes), perEp(rt.RSSBytes, idle.RSSBytes), newRate, knownRate, pol)
+			perEp(rt.HeapBytes, idle.HeapBytes), perEp(rt.RSSBytes, idle.RSSBytes), rateText(newIDs), rateText(known), pol)
 		if fill.n > 0 {
-			fmt.Fprintf(&sb, "%-10s (filled %d endpoints at %.0f/s)\n", "", fill.n, float64(fill.n)/fill.took.Seconds())
+			fmt.Fprintf(&sb, "%-10s (filled %d endpoints at %.0f/s, %.1f ms agent CPU each)\n", "", fill.n,
+				float64(fill.n)/fill.took.Seconds(), fill.cpuMs)
 		}
-		b.ReportMetric(newRate, fmt.Sprintf("new-identities/s-%dep", n))
+		b.ReportMetric(newIDs.perSec, fmt.Sprintf("new-identities/s-%dep", n))
+		b.ReportMetric(newIDs.cpuMs, fmt.Sprintf("cpu-ms/new-identity-%dep", n))
 	}
 	serve, restored := cp.restores(top)
 
@@ -135,6 +140,16 @@ const (
 	cpPolicyPuts = 5
 	cpRestores   = 3
 )
+
+// loadAvg is the machine's load over the last minute (/proc/loadavg):
+// wall times are only comparable between runs on an idle machine.
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(raw))[0]
+}
 
 type controlPlane struct {
 	b    *testing.B
@@ -171,17 +186,22 @@ func (cp *controlPlane) create(name string, labels map[string]string) cpEndpoint
 }
 
 type fillResult struct {
-	n    int
-	took time.Duration
+	n     int
+	took  time.Duration
+	cpuMs float64 // agent CPU per endpoint
 }
 
 // fillTo creates the level's endpoints up to n.
 func (cp *controlPlane) fillTo(n int) fillResult {
-	start, from := time.Now(), len(cp.eps)
+	start, from, cpu0 := time.Now(), len(cp.eps), cpuSeconds(cp.b, cp.a.PID())
 	for i := len(cp.eps); i < n; i++ {
 		cp.eps = append(cp.eps, cp.create(fmt.Sprintf("cp-%d", i), map[string]string{"app": fmt.Sprintf("app-%d", i%cpApps)}))
 	}
-	return fillResult{n: n - from, took: time.Since(start)}
+	r := fillResult{n: n - from, took: time.Since(start)}
+	if r.n > 0 {
+		r.cpuMs = (cpuSeconds(cp.b, cp.a.PID()) - cpu0) * 1000 / float64(r.n)
+	}
+	return r
 }
 
 // settledRuntime reads the agent's memory once the writes of the last
@@ -203,26 +223,32 @@ func (cp *controlPlane) settledRuntime() *models.Runtime {
 	return best
 }
 
+// cpRate is endpoints created per second, one at a time, and the agent
+// CPU each took (user+system; what other load on the machine does not
+// change).
+type cpRate struct{ perSec, cpuMs float64 }
+
 // identityRate creates cpProbes endpoints with new label sets, then as
 // many with the label set of an existing endpoint, and returns both
-// rates (endpoints/s, one at a time); then it removes them again.
-func (cp *controlPlane) identityRate(level int) (newPerSec, knownPerSec float64) {
+// rates; then it removes them again.
+func (cp *controlPlane) identityRate(level int) (newIDs, known cpRate) {
 	cp.b.Helper()
 	var probes []cpEndpoint
 	var names []string
-	rate := func(kind string, labels func(j int) map[string]string) float64 {
-		start := time.Now()
+	rate := func(kind string, labels func(j int) map[string]string) cpRate {
+		start, cpu0 := time.Now(), cpuSeconds(cp.b, cp.a.PID())
 		for j := range cpProbes {
 			name := fmt.Sprintf("cp-probe-%d-%s-%d", level, kind, j)
 			names = append(names, name)
 			probes = append(probes, cp.create(name, labels(j)))
 		}
-		return cpProbes / time.Since(start).Seconds()
+		return cpRate{perSec: cpProbes / time.Since(start).Seconds(),
+			cpuMs: (cpuSeconds(cp.b, cp.a.PID()) - cpu0) * 1000 / cpProbes}
 	}
-	newPerSec = rate("new", func(j int) map[string]string {
+	newIDs = rate("new", func(j int) map[string]string {
 		return map[string]string{"app": fmt.Sprintf("probe-%d-%d", level, j)}
 	})
-	knownPerSec = rate("known", func(j int) map[string]string {
+	known = rate("known", func(j int) map[string]string {
 		return map[string]string{"app": fmt.Sprintf("app-%d", j%cpApps)}
 	})
 	for i, p := range probes {
@@ -233,7 +259,7 @@ func (cp *controlPlane) identityRate(level int) (newPerSec, knownPerSec float64)
 			cp.b.Fatalf("DELETE /v1/pod/default/%s: %v", names[i], err)
 		}
 	}
-	return newPerSec, knownPerSec
+	return newIDs, known
 }
 
 // policyDoc is the CiliumNetworkPolicy of the policy changes: app k
