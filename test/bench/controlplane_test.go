@@ -40,7 +40,7 @@ const (
 //     port cpPolicyPuts times; the time from the PUT being sent until the
 //     pinned policy map holds the new port's key of every endpoint (each
 //     endpoint's key polled, the last one found ends it);
-//   - restore (1,000): the agent killed with SIGKILL and started again on
+//   - restore: the agent killed with SIGKILL and started again on
 //     its state dir and bpffs, cpRestores times; the time from the start
 //     of the process until it answers /v1/healthz ("serves"), and until
 //     /v1/healthz counts every endpoint ready ("restored": each restored
@@ -66,11 +66,12 @@ func BenchmarkControlPlane(b *testing.B) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "one agent, endpoints through the API without veths, %d apps; load average %s at the start\n", cpApps, loadAvg())
 	fmt.Fprintf(&sb, "endpoint creations one at a time: /s and agent CPU ms each, with a new identity and with known labels\n")
-	fmt.Fprintf(&sb, "%-10s %-9s %-9s %-10s %-10s %-18s %-18s %-14s\n",
-		"endpoints", "heap MiB", "RSS MiB", "heap/ep", "RSS/ep", "new identity", "known labels", "policy ms p50/max")
+	fmt.Fprintf(&sb, "restart: kill -9, then ms until the agent serves / until every endpoint is ready again (medians of %d)\n", cpRestores)
+	fmt.Fprintf(&sb, "%-10s %-9s %-9s %-10s %-10s %-18s %-18s %-18s %-14s\n",
+		"endpoints", "heap MiB", "RSS MiB", "heap/ep", "RSS/ep", "new identity", "known labels", "policy ms p50/max", "restart ms")
 	var idle *models.Runtime
 	var heapPerEp, rssPerEp float64
-	var policyTop []float64
+	var policyTop, serve, restored []float64
 	for _, n := range levels {
 		fill := cp.fillTo(n)
 		rt := cp.settledRuntime()
@@ -96,18 +97,26 @@ func BenchmarkControlPlane(b *testing.B) {
 				policyTop = durs
 			}
 		}
+		serve, restored = cp.restores(n)
 		rateText := func(r cpRate) string { return fmt.Sprintf("%.0f/s %.1f ms", r.perSec, r.cpuMs) }
-		fmt.Fprintf(&sb, "%-10d %-9.1f %-9.1f %-10s %-10s %-18s %-18s %-14s\n", n,
+		fmt.Fprintf(&sb, "%-10d %-9.1f %-9.1f %-10s %-10s %-18s %-18s %-18s %.0f / %.0f\n", n,
 			float64(rt.HeapBytes)/(1<<20), float64(rt.RSSBytes)/(1<<20),
-			perEp(rt.HeapBytes, idle.HeapBytes), perEp(rt.RSSBytes, idle.RSSBytes), rateText(newIDs), rateText(known), pol)
+			perEp(rt.HeapBytes, idle.HeapBytes), perEp(rt.RSSBytes, idle.RSSBytes), rateText(newIDs), rateText(known), pol,
+			median(serve), median(restored))
 		if fill.n > 0 {
 			fmt.Fprintf(&sb, "%-10s (filled %d endpoints at %.0f/s, %.1f ms agent CPU each)\n", "", fill.n,
 				float64(fill.n)/fill.took.Seconds(), fill.cpuMs)
 		}
 		b.ReportMetric(newIDs.perSec, fmt.Sprintf("new-identities/s-%dep", n))
 		b.ReportMetric(newIDs.cpuMs, fmt.Sprintf("cpu-ms/new-identity-%dep", n))
+		b.ReportMetric(median(restored), fmt.Sprintf("restore-ms-%dep", n))
 	}
-	serve, restored := cp.restores(top)
+	// The restarted agent's memory: what it holds of the same endpoints
+	// without the history of their creation.
+	after := cp.settledRuntime()
+	fmt.Fprintf(&sb, "%-10s (after the restarts: heap %.1f MiB, RSS %.1f MiB, per endpoint %.1f / %.1f KiB)\n", "",
+		float64(after.HeapBytes)/(1<<20), float64(after.RSSBytes)/(1<<20),
+		float64(after.HeapBytes-idle.HeapBytes)/float64(top)/1024, float64(after.RSSBytes-idle.RSSBytes)/float64(top)/1024)
 
 	ok := func(pass bool) string {
 		if pass {
@@ -129,7 +138,6 @@ func BenchmarkControlPlane(b *testing.B) {
 	printResults(b, sb.String())
 	b.ReportMetric(heapPerEp, "heap-B/endpoint")
 	b.ReportMetric(rssPerEp, "rss-B/endpoint")
-	b.ReportMetric(median(restored), "restore-ms")
 	b.ReportMetric(median(serve), "restart-to-serve-ms")
 	b.ReportMetric(median(policyTop), "policy-ms")
 }
