@@ -1,6 +1,7 @@
 package podmeta
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,7 +33,18 @@ type Source struct {
 	db   *statedb.DB
 	pods statedb.RWTable[*tables.Pod]
 	dir  statedir.Dir
-	mu   sync.Mutex // serialises writes of pods.json
+	mu   sync.Mutex // serialises writes of pods.json, guards encoded
+	// encoded is each saved pod's entry of pods.json and the row it was
+	// encoded from (rows are immutable: a new pointer is a change), so a
+	// save encodes only the pods that changed: encoding every pod on each
+	// PUT made registering a pod cost O(pods) (see
+	// docs/benchmarks-controlplane.md).
+	encoded map[string]encodedPod
+}
+
+type encodedPod struct {
+	row  *tables.Pod
+	json []byte
 }
 
 // Validate checks a pod's names and labels.
@@ -83,13 +95,38 @@ func (s *Source) Delete(key string) (found bool, err error) {
 func (s *Source) save() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var pods []*tables.Pod
+	if s.encoded == nil {
+		s.encoded = map[string]encodedPod{}
+	}
+	seen := make(map[string]struct{}, len(s.encoded))
+	buf := []byte("[\n")
 	for p := range s.pods.All(s.db.ReadTxn()) {
-		if p.Source == SourceAPI {
-			pods = append(pods, p)
+		if p.Source != SourceAPI {
+			continue
+		}
+		key := p.Key()
+		e, ok := s.encoded[key]
+		if !ok || e.row != p {
+			b, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			e = encodedPod{row: p, json: b}
+			s.encoded[key] = e
+		}
+		if len(seen) > 0 {
+			buf = append(buf, ",\n"...)
+		}
+		seen[key] = struct{}{}
+		buf = append(buf, e.json...)
+	}
+	buf = append(buf, "\n]\n"...)
+	for key := range s.encoded {
+		if _, ok := seen[key]; !ok {
+			delete(s.encoded, key)
 		}
 	}
-	return s.dir.WriteJSON(podsFile, pods)
+	return s.dir.WriteFile(podsFile, buf)
 }
 
 func (s *Source) restore() error {

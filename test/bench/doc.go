@@ -34,6 +34,12 @@
 //     the API without veths): the duration of a scrape of /metrics, the
 //     agent CPU a scrape takes, and the agent's resident memory with
 //     --prometheus-serve-addr and without it (docs/metrics.md).
+//   - BenchmarkControlPlane: one agent at 0, 100 and 1,000 endpoints (made
+//     through the API without veths): live heap and RSS per endpoint,
+//     endpoint creations with new and known identities (rate, agent CPU),
+//     PUT /v1/policy until every endpoint's key is in the pinned policy
+//     map, and kill -9 until the agent serves and every endpoint is ready
+//     again, against the goals (docs/benchmarks-controlplane.md).
 //
 // Benchmarks report numbers (b.ReportMetric, and a table printed on
 // standard output before each benchmark's result line); they assert no
