@@ -202,6 +202,9 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 
 		epInit, epInitWatch := c.endpointsTbl.Initialized(txn)
 		writeErr := c.write(epInit)
+		// Health first: whoever waits for the progress then reads the
+		// health of what it waited for.
+		c.reportHealth(health, writeErr)
 		if writeErr == nil {
 			c.progress.set(c.seen)
 			retry = nil
@@ -211,7 +214,6 @@ func (c *controller) loop(ctx context.Context, health cell.Health,
 		if c.initialized {
 			epInitWatch = nil
 		}
-		c.reportHealth(health, writeErr)
 
 		select {
 		case <-ctx.Done():
