@@ -12,6 +12,8 @@ import (
 	k8serrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/cilium/statedb"
+
 	"github.com/membrane-net/membrane/internal/kubetest"
 	v2 "github.com/membrane-net/membrane/k8s/apis/cilium.io/v2"
 	"github.com/membrane-net/membrane/k8s/client"
@@ -330,4 +332,47 @@ func TestCollectorDeleteAndReclaim(t *testing.T) {
 		t.Errorf("claim of the reclaimed identity: %v", err)
 	}
 	assertOneEach(t, a, map[string]bool{web.String(): true})
+}
+
+// A build without the remote endpoints cell: the collector's leader
+// watches every CiliumEndpoint itself. An identity a CEP carries stays;
+// one nothing uses goes after the grace.
+func TestCollectorOwnCEPWatch(t *testing.T) {
+	c := startCluster(t)
+	a := newAgentBackend(t, c, "node-a")
+	ctx := allocCtx(t)
+	web, _, err := a.Allocate(ctx, lbls(t, "k8s:app=web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unused, _, err := a.Allocate(ctx, lbls(t, "k8s:app=unused"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As in Cilium's CRD, status is part of the object (no subresource).
+	cep := &v2.CiliumEndpoint{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-1"},
+		Status: v2.EndpointStatus{Identity: &v2.EndpointIdentity{ID: int64(web.ID)}}}
+	if _, err := a.cs.CiliumV2.CiliumEndpoints("default").Create(ctx, cep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	db := statedb.New()
+	eps, err := tables.NewEndpointsTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &collector{log: slog.Default(), db: db, endpoints: eps, cs: a.cs, cluster: a, grace: time.Second, event: func(string) {}}
+	lctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.lead(lctx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	name := func(id tables.NumericIdentity) string { return fmt.Sprint(id) }
+	waitFor(t, "the unused identity collected", func() bool {
+		_, err := a.cs.CiliumV2.CiliumIdentities().Get(ctx, name(unused.ID), metav1.GetOptions{})
+		return k8serrors.IsNotFound(err)
+	})
+	if _, err := a.cs.CiliumV2.CiliumIdentities().Get(ctx, name(web.ID), metav1.GetOptions{}); err != nil {
+		t.Errorf("the identity a CiliumEndpoint carries: %v", err)
+	}
 }

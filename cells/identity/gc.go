@@ -139,8 +139,10 @@ func (g *collector) interval() time.Duration {
 func (g *collector) lead(ctx context.Context) {
 	g.unusedSince = map[tables.NumericIdentity]time.Time{}
 	g.claimUnusedSince = map[string]time.Time{}
-	cepsSynced := g.remote.HasSynced
-	if g.remote == nil {
+	var cepsSynced cache.InformerSynced
+	if g.remote != nil {
+		cepsSynced = g.remote.HasSynced
+	} else {
 		g.ceps = g.cepInformer()
 		go g.ceps.RunWithContext(ctx)
 		cepsSynced = g.ceps.HasSynced
