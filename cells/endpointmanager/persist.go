@@ -164,21 +164,11 @@ func (p *persister) run(ctx context.Context, changes statedb.ChangeIterator[*tab
 // degrades the cell's health but does not fail the requests waiting for
 // the save; the next change writes the whole file again.
 func (p *persister) save(written map[uint16]string) {
-	ids := slices.Sorted(maps.Keys(written))
-	size := 4
-	for _, id := range ids {
-		size += len(written[id]) + 2
+	entries := make([]string, 0, len(written))
+	for _, id := range slices.Sorted(maps.Keys(written)) {
+		entries = append(entries, written[id])
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, '[', '\n')
-	for i, id := range ids {
-		buf = append(buf, written[id]...)
-		if i < len(ids)-1 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, '\n')
-	}
-	buf = append(buf, ']', '\n')
+	buf := statedir.JSONArray(entries)
 	if err := p.dir.WriteFile(endpointsFile, buf); err != nil {
 		p.m.log.Error("saving endpoints failed", "error", err)
 		p.health.Degraded("saving endpoints", fmt.Errorf("%s: %w", p.dir.Path(endpointsFile), err))

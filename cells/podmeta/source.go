@@ -99,7 +99,7 @@ func (s *Source) save() error {
 		s.encoded = map[string]encodedPod{}
 	}
 	seen := make(map[string]struct{}, len(s.encoded))
-	buf := []byte("[\n")
+	var entries [][]byte
 	for p := range s.pods.All(s.db.ReadTxn()) {
 		if p.Source != SourceAPI {
 			continue
@@ -114,19 +114,15 @@ func (s *Source) save() error {
 			e = encodedPod{row: p, json: b}
 			s.encoded[key] = e
 		}
-		if len(seen) > 0 {
-			buf = append(buf, ",\n"...)
-		}
 		seen[key] = struct{}{}
-		buf = append(buf, e.json...)
+		entries = append(entries, e.json)
 	}
-	buf = append(buf, "\n]\n"...)
 	for key := range s.encoded {
 		if _, ok := seen[key]; !ok {
 			delete(s.encoded, key)
 		}
 	}
-	return s.dir.WriteFile(podsFile, buf)
+	return s.dir.WriteFile(podsFile, statedir.JSONArray(entries))
 }
 
 func (s *Source) restore() error {

@@ -97,6 +97,29 @@ func (d Dir) WriteJSON(name string, v any) error {
 	return d.WriteFile(name, data)
 }
 
+// JSONArray joins JSON values encoded one by one into a JSON array, one
+// value to a line: what ReadJSON reads back into a slice. A state file
+// that keeps each entry's encoding (re-encoding only the entries that
+// changed) saves with it.
+func JSONArray[E ~string | ~[]byte](entries []E) []byte {
+	size := 4
+	for _, e := range entries {
+		size += len(e) + 2
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, '[', '\n')
+	for i, e := range entries {
+		if i > 0 {
+			buf = append(buf, ',', '\n')
+		}
+		buf = append(buf, e...)
+	}
+	if len(entries) > 0 {
+		buf = append(buf, '\n')
+	}
+	return append(buf, ']', '\n')
+}
+
 // ReadJSON unmarshals name into v; found is false if the file does not exist.
 // A file that cannot be parsed is an error naming it, never silently dropped.
 func (d Dir) ReadJSON(name string, v any) (found bool, err error) {
