@@ -2,6 +2,7 @@ package e2eutil
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -13,14 +14,22 @@ import (
 // the suite.
 func Eventually(tb testing.TB, within time.Duration, what string, cond func() error) {
 	tb.Helper()
+	if err := Poll(within, what, cond); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Poll is Eventually returning the error instead of failing the test,
+// for a caller that can go on without (a benchmark's optional mode).
+func Poll(within time.Duration, what string, cond func() error) error {
 	deadline := time.Now().Add(within)
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("%s: still not true after %s: %v", what, within, err)
+			return fmt.Errorf("%s: still not true after %s: %v", what, within, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -94,9 +94,9 @@ func BenchmarkDatapath(b *testing.B) {
 	var kept []*podPair
 	var keptIdx []int
 	for k, pp := range pairs {
-		err := retryErr(15*time.Second, pp.mode+": iperf3 warm-up", func() error { _, err := iperf(pp, 1); return err })
+		err := e2eutil.Poll(15*time.Second, pp.mode+": iperf3 warm-up", func() error { _, err := iperf(pp, 1); return err })
 		if err == nil {
-			err = retryErr(15*time.Second, pp.mode+": sockperf warm-up", func() error { _, err := sockperf(pp, cpu, 1); return err })
+			err = e2eutil.Poll(15*time.Second, pp.mode+": sockperf warm-up", func() error { _, err := sockperf(pp, cpu, 1); return err })
 		}
 		if err != nil && !pp.optional {
 			b.Fatal(err)
@@ -248,29 +248,6 @@ func fmtRuns(xs []float64, f string) string {
 		s[i] = fmt.Sprintf(f, x)
 	}
 	return strings.Join(s, " ")
-}
-
-// retry runs f until it succeeds, at most for d.
-func retry(b *testing.B, d time.Duration, what string, f func() error) {
-	b.Helper()
-	if err := retryErr(d, what, f); err != nil {
-		b.Fatal(err)
-	}
-}
-
-// retryErr is retry returning the last error instead of failing.
-func retryErr(d time.Duration, what string, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: still failing after %s: %v", what, d, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // loadPolicy imports an L4 allow policy on membrane: the server's labels

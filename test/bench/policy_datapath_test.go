@@ -118,8 +118,8 @@ spec: {nodeName: %s, containers: [{name: c, image: pause}]}
 	server.background(b, "iperf3", "-s", "-B", ip, "-p", strconv.Itoa(iperfPort))
 	server.background(b, "taskset", "-c", cpu, "sockperf", "server", "--tcp", "-i", ip, "-p", strconv.Itoa(sockperfPort))
 	apply(0)
-	retry(b, 15*time.Second, "iperf3 warm-up", func() error { _, err := iperf(pp, 1); return err })
-	retry(b, 15*time.Second, "sockperf warm-up", func() error { _, err := sockperf(pp, cpu, 1); return err })
+	e2eutil.Eventually(b, 15*time.Second, "iperf3 warm-up", func() error { _, err := iperf(pp, 1); return err })
+	e2eutil.Eventually(b, 15*time.Second, "sockperf warm-up", func() error { _, err := sockperf(pp, cpu, 1); return err })
 
 	var switchTimes []float64
 	for r := range runs {
