@@ -53,8 +53,10 @@ func (def Config) Flags(fs *pflag.FlagSet) {
 // kernels measured (docs/datapath.md) a tcx link costs a pod ~25 ms and
 // serialises bursts, a tc filter ~0.3 ms, with the same enforcement.
 //
-// Host routing stays legacy until the benchmark shows the gain of bpf
-// (docs/datapath.md#host-routing); then bpf becomes the default.
+// Host routing stays legacy: bpf changes what the host sees of pod
+// traffic (its firewall, tcpdump on the receiving veth), which operators
+// opt into, and it measures level with ptp, not past it
+// (docs/datapath.md#host-routing).
 var DefaultConfig = Config{BPFRoot: "/sys/fs/bpf/membrane", DatapathMode: ModeTC, HostRouting: HostRoutingLegacy}
 
 // Host routing modes (--host-routing), Cilium's words.
