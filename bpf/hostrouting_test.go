@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/membrane-net/membrane/datapath/maps"
 	"github.com/membrane-net/membrane/internal/testutil"
@@ -180,6 +181,61 @@ func TestHostRoutingIngressPolicyDrops(t *testing.T) {
 	if d.countOf(epID, egress, maps.ReasonDropPolicy) != 1 || d.countOf(webEpID, ingress, maps.ReasonForwardedPolicy) != 1 {
 		t.Errorf("egress drop %d (want 1), web ingress allowed %d (want 1, from before)",
 			d.countOf(epID, egress, maps.ReasonDropPolicy), d.countOf(webEpID, ingress, maps.ReasonForwardedPolicy))
+	}
+}
+
+// A reply is established at both ends by the entries of the flow it
+// answers, whichever of web's two conntrack keys holds it: host routing
+// looks up the reply key first there (the pod's egress found a reply),
+// then the key of the packet's own direction.
+func TestHostRoutingReplies(t *testing.T) {
+	// Both ends enforce policy and allow nothing: only conntrack passes.
+	d := loadMode(t, true, maps.EndpointFlagIngressEnforced|maps.EndpointFlagEgressEnforced)
+	d.endpoint(maps.EndpointFlagIngressEnforced | maps.EndpointFlagEgressEnforced)
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	ct := func(src, dst netip.Addr, sport, dport uint16, dir uint8, ep uint16) {
+		k := maps.ConntrackKey{Protocol: 6, Family: 4, Dir: dir}
+		s4, d4 := src.As4(), dst.As4()
+		copy(k.SAddr[:], s4[:])
+		copy(k.DAddr[:], d4[:])
+		binary.BigEndian.PutUint16(k.SPort[:], sport)
+		binary.BigEndian.PutUint16(k.DPort[:], dport)
+		d.put(maps.ConntrackMapName, k, maps.ConntrackValue{LastSeen: uint64(ts.Nano()), EndpointID: ep})
+	}
+	reply := func(what string, sport uint16) {
+		t.Helper()
+		before := d.countOf(webEpID, ingress, maps.ReasonForwardedCT)
+		if ret, _ := d.runOut(d.from, withChecksum(tcp4(podIP, webIP, 80, sport))); ret != tcRedirect {
+			t.Fatalf("%s: reply %d, want redirect", what, ret)
+		}
+		if n := d.countOf(webEpID, ingress, maps.ReasonForwardedCT) - before; n != 1 {
+			t.Errorf("%s: web's ingress counted %d established, want 1", what, n)
+		}
+	}
+
+	// web (port 50000) connected to the pod's port 80: what web's egress
+	// and the pod's ingress recorded.
+	ct(webIP, podIP, 50000, 80, egress, webEpID)
+	ct(webIP, podIP, 50000, 80, ingress, epID)
+	reply("entry of web's egress", 50000)
+
+	// The same flow known at web's ingress under the reply's own key only
+	// (as an entry of a flow the pod had started with these ports would
+	// be): found on the second lookup.
+	ct(webIP, podIP, 50001, 80, ingress, epID)
+	ct(podIP, webIP, 80, 50001, ingress, webEpID)
+	reply("entry of the reply's own direction", 50001)
+
+	// Without an entry at web, its ingress policy decides: dropped.
+	ct(webIP, podIP, 50002, 80, ingress, epID)
+	if ret, _ := d.runOut(d.from, withChecksum(tcp4(podIP, webIP, 80, 50002))); ret != tcShot {
+		t.Errorf("reply web's end does not know: %d, want drop", ret)
+	}
+	if n := d.countOf(epID, egress, maps.ReasonForwardedCT); n != 3 {
+		t.Errorf("the pod's egress counted %d replies established, want 3", n)
 	}
 }
 

@@ -80,6 +80,13 @@ struct event {
 	__u8 pad;
 };
 
+/* What conntrack found for a packet at one enforcement point. */
+enum ct_match {
+	CT_NEW = 0,   /* no live entry: policy decides */
+	CT_SAME = 1,  /* the flow, seen before in this direction */
+	CT_REPLY = 2, /* the reply of a flow allowed in the other direction */
+};
+
 #define CT_LIFETIME_TCP_NS (6ULL * 3600 * 1000000000ULL)
 #define CT_LIFETIME_OTHER_NS (60ULL * 1000000000ULL)
 
@@ -106,6 +113,7 @@ struct flow {
 	__u8 daddr[16];
 	__u8 frag;     /* enum frag_kind */
 	__be32 frag_id; /* IPv4 ID (low 16 bits) or IPv6 fragment ID */
+	__u8 ct;        /* enum ct_match of the last judgment */
 };
 
 #define IP_MF_ 0x2000
@@ -359,49 +367,64 @@ static __always_inline void emit(__u32 ifindex, __u8 type, __u16 ep, __u8 dir, _
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* ct_key_of fills k with the flow as seen in direction dir. */
-static __always_inline void ct_key_of(struct ct_key *k, struct flow *f, __u8 dir)
+/* ct_key_fill fills k with a flow at one point, in direction dir. */
+static __always_inline void ct_key_fill(struct ct_key *k, struct flow *f, __u8 *saddr, __u8 *daddr, __be16 sport,
+					__be16 dport, __u8 dir)
 {
-	__builtin_memcpy(k->saddr, f->saddr, 16);
-	__builtin_memcpy(k->daddr, f->daddr, 16);
-	k->sport = f->sport;
-	k->dport = f->dport;
+	__builtin_memcpy(k->saddr, saddr, 16);
+	__builtin_memcpy(k->daddr, daddr, 16);
+	k->sport = sport;
+	k->dport = dport;
 	k->protocol = f->protocol;
 	k->family = f->family;
 	k->dir = dir;
 }
 
-static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u64 now)
+/* ct_key_of fills k with the flow as seen in direction dir or, for reply,
+ * with its reverse in the other direction: the key its reply finds. */
+static __always_inline void ct_key_of(struct ct_key *k, struct flow *f, __u8 dir, int reply)
+{
+	if (reply)
+		ct_key_fill(k, f, f->daddr, f->saddr, f->dport, f->sport, dir ^ 1);
+	else
+		ct_key_fill(k, f, f->saddr, f->daddr, f->sport, f->dport, dir);
+}
+
+/* ct_live refreshes the entry of k and reports it, if it was seen within
+ * lifetime. Signed: an entry stamped on another CPU after now was read is
+ * fresh, not 2^64 ns old. */
+static __always_inline int ct_live(struct ct_key *k, __u64 now, __u64 lifetime)
+{
+	struct ct_value *v = bpf_map_lookup_elem(&mb_conntrack, k);
+	if (!v || (__s64)(now - v->last_seen) >= (__s64)lifetime)
+		return 0;
+	v->last_seen = now;
+	return 1;
+}
+
+/* ct_lookup finds the flow established at this point: the same flow seen
+ * before (CT_SAME), or the reverse flow allowed in the other direction of
+ * the same endpoint, whose reply this is (CT_REPLY). Which key is looked
+ * up first changes only the cost: reply_first when the packet is likely a
+ * reply, as host routing knows from the source's judgment. */
+static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u64 now, int reply_first)
 {
 	struct ct_key k = {};
 	__u64 lifetime = f->protocol == IPPROTO_TCP ? CT_LIFETIME_TCP_NS : CT_LIFETIME_OTHER_NS;
 
-	/* The same flow seen before at this point. */
-	ct_key_of(&k, f, dir);
-	struct ct_value *v = bpf_map_lookup_elem(&mb_conntrack, &k);
-	if (v && now - v->last_seen < lifetime) {
-		v->last_seen = now;
-		return 1;
-	}
-	/* A reply: the reverse flow was allowed in the other direction of the
-	 * same endpoint. */
-	__builtin_memcpy(k.saddr, f->daddr, 16);
-	__builtin_memcpy(k.daddr, f->saddr, 16);
-	k.sport = f->dport;
-	k.dport = f->sport;
-	k.dir = dir ^ 1;
-	v = bpf_map_lookup_elem(&mb_conntrack, &k);
-	if (v && now - v->last_seen < lifetime) {
-		v->last_seen = now;
-		return 1;
-	}
-	return 0;
+	ct_key_of(&k, f, dir, reply_first);
+	if (ct_live(&k, now, lifetime))
+		return reply_first ? CT_REPLY : CT_SAME;
+	ct_key_of(&k, f, dir, !reply_first);
+	if (ct_live(&k, now, lifetime))
+		return reply_first ? CT_SAME : CT_REPLY;
+	return CT_NEW;
 }
 
 static __always_inline void ct_create(struct flow *f, __u8 dir, __u16 ep, __u64 now)
 {
 	struct ct_key k = {};
-	ct_key_of(&k, f, dir);
+	ct_key_of(&k, f, dir, 0);
 	struct ct_value v = { .last_seen = now, .endpoint_id = ep };
 	bpf_map_update_elem(&mb_conntrack, &k, &v, BPF_ANY);
 }
@@ -491,7 +514,7 @@ static __always_inline int owns(struct endpoint_info *ep, struct flow *f, __u8 *
  * anti-spoofing (egress), fragments, conntrack, policy, with their
  * counters and events. TC_ACT_OK or TC_ACT_SHOT. */
 static __always_inline int judge(struct __sk_buff *skb, struct endpoint_info *ep, __u32 ifindex, __u8 dir,
-				 struct flow *f)
+				 struct flow *f, __u64 now)
 {
 	__u16 ep_id = ep->endpoint_id;
 	__u32 src_id, dst_id, peer;
@@ -507,7 +530,6 @@ static __always_inline int judge(struct __sk_buff *skb, struct endpoint_info *ep
 		}
 	}
 
-	__u64 now = bpf_ktime_get_ns();
 	struct frag_key fk = {};
 	if (f->frag != FRAG_NONE)
 		frag_key_of(&fk, f, ep_id, dir);
@@ -526,8 +548,10 @@ static __always_inline int judge(struct __sk_buff *skb, struct endpoint_info *ep
 	}
 
 	/* Established flows first: most packets are, and they need neither
-	 * the peer's identity (an LPM lookup) nor the policy. */
-	if (ct_lookup(f, dir, now)) {
+	 * the peer's identity (an LPM lookup) nor the policy. A packet the
+	 * other end of host routing found to be a reply is one here too. */
+	f->ct = ct_lookup(f, dir, now, f->ct == CT_REPLY);
+	if (f->ct != CT_NEW) {
 		if (f->frag == FRAG_FIRST)
 			frag_allow(&fk, f, REASON_FORWARDED_CT, now);
 		count(ep_id, dir, REASON_FORWARDED_CT, skb->len);
@@ -568,7 +592,7 @@ static __always_inline int judge(struct __sk_buff *skb, struct endpoint_info *ep
 /* handle judges a packet on the veth it is on, for that veth's endpoint,
  * leaving the parsed packet in f. f->family is 0 for a packet no policy
  * applies to (not IP, neighbour discovery): it is the stack's. */
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct flow *f)
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct flow *f, __u64 now)
 {
 	struct endpoint_key ek = { .ifindex = skb->ifindex };
 	struct endpoint_info *ep = bpf_map_lookup_elem(&mb_endpoints, &ek);
@@ -591,7 +615,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, struct flow *
 		emit(skb->ifindex, EVENT_DROP, ep->endpoint_id, dir, -ret, f, 0, 0);
 		return TC_ACT_SHOT;
 	}
-	return judge(skb, ep, skb->ifindex, dir, f);
+	return judge(skb, ep, skb->ifindex, dir, f, now);
 }
 
 static __always_inline int mac_set(__u8 *mac)
@@ -622,7 +646,7 @@ static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
  * netfilter, neighbour output and the destination veth's qdisc never see.
  * Anything else returns TC_ACT_OK to the stack before it is judged, and
  * to_container judges it as without host routing: never twice. */
-static __always_inline int route_local(struct __sk_buff *skb, struct flow *f)
+static __always_inline int route_local(struct __sk_buff *skb, struct flow *f, __u64 now)
 {
 	struct ipcache_value *ipc = ipcache_lookup(f, f->daddr);
 	if (!ipc || !ipc->ifindex || ipc->ifindex == skb->ifindex)
@@ -663,7 +687,7 @@ static __always_inline int route_local(struct __sk_buff *skb, struct flow *f)
 		f->dport = 0;
 		f->policy_port = 0;
 	}
-	if (judge(skb, dst, ifindex, DIR_INGRESS, f) != TC_ACT_OK)
+	if (judge(skb, dst, ifindex, DIR_INGRESS, f, now) != TC_ACT_OK)
 		return TC_ACT_SHOT;
 
 	__u8 macs[12];
@@ -696,16 +720,19 @@ SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 	struct flow f = {};
-	int ret = handle(skb, DIR_EGRESS, &f);
+	/* One clock read per packet, shared by both judgments of host
+	 * routing: in a virtual machine it is not cheap. */
+	__u64 now = bpf_ktime_get_ns();
+	int ret = handle(skb, DIR_EGRESS, &f, now);
 
 	if (!host_routing || ret != TC_ACT_OK || !f.family)
 		return ret;
-	return route_local(skb, &f);
+	return route_local(skb, &f, now);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
 	struct flow f = {};
-	return handle(skb, DIR_INGRESS, &f);
+	return handle(skb, DIR_INGRESS, &f, bpf_ktime_get_ns());
 }

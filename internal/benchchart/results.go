@@ -55,7 +55,23 @@ type Mode struct {
 	MedianGbps     float64 `json:"medianGbps,omitempty"`
 	MedianTPS      float64 `json:"medianTps,omitempty"`
 	MedianRTTP50us float64 `json:"medianRttP50us,omitempty"`
+	// Programs is what a mode's eBPF programs cost (Membrane's modes).
+	Programs *Programs `json:"programs,omitempty"`
 }
+
+// Programs is the cost of a mode's eBPF programs, from the kernel's run
+// time statistics during one more request/response run after the rounds
+// (the statistics cost a little on every run, so not during them).
+type Programs struct {
+	// NsPerRun is the mean time of one program run.
+	NsPerRun float64 `json:"nsPerRun"`
+	// RunsPerTrans is the program runs per request/response transaction
+	// (a little high: sockperf's warm-up messages are not transactions).
+	RunsPerTrans float64 `json:"runsPerTrans"`
+}
+
+// UsPerTrans is the programs' time per transaction, in µs.
+func (p Programs) UsPerTrans() float64 { return p.NsPerRun * p.RunsPerTrans / 1000 }
 
 // Measured reports whether the mode has numbers.
 func (m Mode) Measured() bool { return m.Skipped == "" && m.MedianGbps > 0 }

@@ -17,6 +17,9 @@ type podPair struct {
 	mode           string
 	optional       bool // a mode being built: skipped, not fatal, when it carries no traffic
 	server, client *pod
+	// hostIfindexes are the host veths whose programs the mode runs
+	// (Membrane's modes), for profilePrograms.
+	hostIfindexes []int
 }
 
 // datapathMode is one way to connect a client to a server.
@@ -140,6 +143,9 @@ func membranePair(needFlag string, args ...string) func(b *testing.B) (*podPair,
 		pp, err := addPods(n, server, client)
 		if err != nil {
 			return nil, "", err
+		}
+		for _, ep := range a.Endpoints() {
+			pp.hostIfindexes = append(pp.hostIfindexes, ep.InterfaceIndex)
 		}
 		return pp, loadPolicy(b, a, pp), nil
 	}

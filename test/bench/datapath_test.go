@@ -131,6 +131,7 @@ func BenchmarkDatapath(b *testing.B) {
 			m.RTTP50us = append(m.RTTP50us, rr.p50us)
 		}
 	}
+	profilePrograms(b, pairs, idx, res, cpu)
 	for _, i := range idx {
 		m := &res.Modes[i]
 		m.MedianGbps, m.MedianTPS, m.MedianRTTP50us = median(m.Gbps), median(m.TPS), median(m.RTTP50us)
@@ -216,6 +217,12 @@ func datapathTable(res *benchchart.Datapath) string {
 		g, v, l := m.MedianGbps/ptp.MedianGbps, m.MedianGbps/veth.MedianGbps, m.MedianRTTP50us/ptp.MedianRTTP50us
 		fmt.Fprintf(&sb, "  %-20s throughput %.2fx ptp (>= 1.2: %s), %.2fx veth (>= 0.9: %s); p50 round trip %.2fx ptp (<= 0.9: %s)\n",
 			m.Name, g, met(g >= 1.2), v, met(v >= 0.9), l, met(l <= 0.9))
+	}
+	fmt.Fprintf(&sb, "programs (one more sockperf run per mode, BPF run time statistics on):\n")
+	for _, m := range res.Modes {
+		if m.Programs != nil {
+			fmt.Fprintf(&sb, "  %-20s %s\n", m.Name, programsLine(*m.Programs, m.MedianRTTP50us))
+		}
 	}
 	fmt.Fprintf(&sb, "rounds:\n")
 	for _, m := range res.Modes {
@@ -352,7 +359,7 @@ func iperf(pp *podPair, secs int) (float64, error) {
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
-type rrResult struct{ tps, p50us float64 }
+type rrResult struct{ tps, p50us, messages float64 }
 
 var (
 	reValid = regexp.MustCompile(`\[Valid Duration\] RunTime=([0-9.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)`)
@@ -376,5 +383,5 @@ func sockperf(pp *podPair, cpu string, secs int) (rrResult, error) {
 	if secsValid <= 0 {
 		return rrResult{}, fmt.Errorf("%s: sockperf ran for %v s", pp.mode, secsValid)
 	}
-	return rrResult{tps: n / secsValid, p50us: p50}, nil
+	return rrResult{tps: n / secsValid, p50us: p50, messages: n}, nil
 }
