@@ -406,7 +406,7 @@ static __always_inline int ct_live(struct ct_key *k, __u64 now, __u64 lifetime)
  * before (CT_SAME), or the reverse flow allowed in the other direction of
  * the same endpoint, whose reply this is (CT_REPLY). Which key is looked
  * up first changes only the cost: reply_first when the packet is likely a
- * reply, as host routing knows from the source's judgment. */
+ * reply. */
 static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u64 now, int reply_first)
 {
 	struct ct_key k = {};
@@ -548,9 +548,13 @@ static __always_inline int judge(struct __sk_buff *skb, struct endpoint_info *ep
 	}
 
 	/* Established flows first: most packets are, and they need neither
-	 * the peer's identity (an LPM lookup) nor the policy. A packet the
-	 * other end of host routing found to be a reply is one here too. */
-	f->ct = ct_lookup(f, dir, now, f->ct == CT_REPLY);
+	 * the peer's identity (an LPM lookup) nor the policy. Which key first:
+	 * a packet the other end of host routing found to be a reply is one
+	 * here too; else one from a lower port to a higher one likely is (a
+	 * server answering from its port to a client's ephemeral one; an echo
+	 * reply has its id as the destination). */
+	int reply_first = f->ct != CT_NEW ? f->ct == CT_REPLY : bpf_ntohs(f->sport) < bpf_ntohs(f->dport);
+	f->ct = ct_lookup(f, dir, now, reply_first);
 	if (f->ct != CT_NEW) {
 		if (f->frag == FRAG_FIRST)
 			frag_allow(&fk, f, REASON_FORWARDED_CT, now);

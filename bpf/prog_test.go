@@ -249,7 +249,20 @@ func TestConntrackRepliesPassUnsolicitedDoNot(t *testing.T) {
 	if got := d.run(d.to, ipv4(dbIP, podIP, 17, udp(53, 5354))); got != tcShot {
 		t.Fatal("UDP to another port passed as a reply")
 	}
-	if d.count(ingress, maps.ReasonForwardedCT) != 2 || d.count(egress, maps.ReasonForwardedCT) != 1 {
+	// Which key conntrack tries first follows the ports (from a lower port
+	// to a higher one is likely a reply); a flow started the other way
+	// round is established in both directions all the same.
+	d.allow(ingress, webIdent, 17, 6000, 0, false)
+	for i, p := range []struct {
+		prog     *ebpf.Program
+		src, dst netip.Addr
+		sp, dp   uint16
+	}{{d.to, webIP, podIP, 53, 6000}, {d.to, webIP, podIP, 53, 6000}, {d.from, podIP, webIP, 6000, 53}} {
+		if got := d.run(p.prog, ipv4(p.src, p.dst, 17, udp(p.sp, p.dp))); got != tcOK {
+			t.Fatalf("flow from port 53 to 6000, packet %d dropped", i)
+		}
+	}
+	if d.count(ingress, maps.ReasonForwardedCT) != 3 || d.count(egress, maps.ReasonForwardedCT) != 2 {
 		t.Errorf("CT counters ingress %d egress %d", d.count(ingress, maps.ReasonForwardedCT), d.count(egress, maps.ReasonForwardedCT))
 	}
 }
