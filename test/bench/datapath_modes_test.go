@@ -39,8 +39,8 @@ var datapathModes = []datapathMode{
 	{name: "ptp", desc: "reference CNI plugin ptp + host-local: a routed veth pair per pod, no programs", setup: ptpPair},
 	{name: "veth", desc: "the limit: two network namespaces joined by one veth pair, addresses on it, no programs, no routing", setup: vethPair},
 	{name: "loopback", desc: "the other limit: client and server in one network namespace over lo (MTU 65536)", setup: loopbackPair},
-	{name: "membrane", desc: "membrane-cni, agent defaults (programs on the host veths, tc)", setup: membranePair("")},
-	{name: "membrane-hostrouting", desc: "membrane, agent with --host-routing=bpf", setup: membranePair("--host-routing", "--host-routing=bpf"), optional: true},
+	{name: "membrane", desc: "membrane-cni, programs on the host veths (tc), agent with --host-routing=legacy: pod to pod through the host stack", setup: membranePair("--host-routing", "--host-routing=legacy")},
+	{name: "membrane-hostrouting", desc: "membrane, agent with --host-routing=bpf (the default where the kernel has it)", setup: membranePair("--host-routing", "--host-routing=bpf"), optional: true},
 	{name: "membrane-netkit", desc: "membrane, agent with --device-mode=netkit", setup: membranePair("--device-mode", "--device-mode=netkit"), optional: true},
 }
 

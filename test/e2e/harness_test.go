@@ -57,9 +57,10 @@ type agentOpts struct {
 // bpffs dir, a free pod CIDR in 10.210.0.0-10.249.255.255) and waits until
 // it answers /v1/healthz. It is stopped (by PID) when the test ends.
 //
-// MEMBRANE_E2E_HOST_ROUTING=bpf runs it with --host-routing=bpf (make test
-// runs the policy suites a second time so); a test's own --host-routing
-// in Extra wins.
+// MEMBRANE_E2E_HOST_ROUTING=legacy runs it with --host-routing=legacy
+// (make test runs the policy suites a second time so; the default, auto,
+// is bpf on the kernels CI runs); a test's own --host-routing in Extra
+// wins.
 func startAgent(t *testing.T, o agentOpts) *agent {
 	t.Helper()
 	var extra []string
