@@ -153,6 +153,12 @@ func NewAgent(tb testing.TB, c AgentConfig) *Agent {
 // Stop it starts it again with the same flags, socket, state and bpffs
 // dirs, as systemd restarts it. The log is appended to.
 func (a *Agent) Start() error {
+	if a.running() {
+		// A second process would find the first one answering on the
+		// socket, look started, and leave the first one running past the
+		// test.
+		return fmt.Errorf("membrane-agent (pid %d) is running: stop it first", a.cmd.Process.Pid)
+	}
 	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -192,10 +198,11 @@ func (a *Agent) Start() error {
 	}
 }
 
-// Restart is Start after Stop for a test: it fails the test if the agent
-// does not come back.
+// Restart is Start after Stop (SIGTERM) for a test, when the agent is
+// still running; it fails the test if the agent does not come back.
 func (a *Agent) Restart() {
 	a.tb.Helper()
+	a.Stop()
 	if err := a.Start(); err != nil {
 		a.tb.Fatal(err)
 	}
