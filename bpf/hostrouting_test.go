@@ -35,7 +35,7 @@ var (
 // loadMode is load with host routing on or off, with web a local
 // endpoint behind ifindex webIfIndex: its ipcache entries name the
 // ifindex, its endpoint entry its MACs and ingressFlags.
-func loadMode(t *testing.T, hostRouting bool, ingressFlags uint16) *datapath {
+func loadMode(t testing.TB, hostRouting bool, ingressFlags uint16) *datapath {
 	d := loadColl(t, testutil.LoadDatapathMode(t, hostRouting))
 	for _, ip := range []netip.Addr{webIP, web6} {
 		d.put(maps.IPCacheMapName, maps.NewIPCacheKey(netip.PrefixFrom(ip, ip.BitLen())),
@@ -90,6 +90,23 @@ func csum(b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return uint16(s)
+}
+
+// tcpFlow writes the conntrack entry of an IPv4 TCP flow at endpoint ep
+// in direction dir, seen now: established as if its packets had passed.
+func (d *datapath) tcpFlow(src, dst netip.Addr, sport, dport uint16, dir uint8, ep uint16) {
+	d.t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		d.t.Fatal(err)
+	}
+	k := maps.ConntrackKey{Protocol: 6, Family: 4, Dir: dir}
+	s4, d4 := src.As4(), dst.As4()
+	copy(k.SAddr[:], s4[:])
+	copy(k.DAddr[:], d4[:])
+	binary.BigEndian.PutUint16(k.SPort[:], sport)
+	binary.BigEndian.PutUint16(k.DPort[:], dport)
+	d.put(maps.ConntrackMapName, k, maps.ConntrackValue{LastSeen: uint64(ts.Nano()), EndpointID: ep})
 }
 
 func TestHostRoutingRedirectsToLocalEndpoint(t *testing.T) {
@@ -192,19 +209,7 @@ func TestHostRoutingReplies(t *testing.T) {
 	// Both ends enforce policy and allow nothing: only conntrack passes.
 	d := loadMode(t, true, maps.EndpointFlagIngressEnforced|maps.EndpointFlagEgressEnforced)
 	d.endpoint(maps.EndpointFlagIngressEnforced | maps.EndpointFlagEgressEnforced)
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		t.Fatal(err)
-	}
-	ct := func(src, dst netip.Addr, sport, dport uint16, dir uint8, ep uint16) {
-		k := maps.ConntrackKey{Protocol: 6, Family: 4, Dir: dir}
-		s4, d4 := src.As4(), dst.As4()
-		copy(k.SAddr[:], s4[:])
-		copy(k.DAddr[:], d4[:])
-		binary.BigEndian.PutUint16(k.SPort[:], sport)
-		binary.BigEndian.PutUint16(k.DPort[:], dport)
-		d.put(maps.ConntrackMapName, k, maps.ConntrackValue{LastSeen: uint64(ts.Nano()), EndpointID: ep})
-	}
+	ct := d.tcpFlow
 	reply := func(what string, sport uint16) {
 		t.Helper()
 		before := d.countOf(webEpID, ingress, maps.ReasonForwardedCT)

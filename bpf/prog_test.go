@@ -36,7 +36,7 @@ var (
 )
 
 type datapath struct {
-	t        *testing.T
+	t        testing.TB
 	coll     *ebpf.Collection
 	from, to *ebpf.Program
 }
@@ -44,7 +44,7 @@ type datapath struct {
 func load(t *testing.T) *datapath { return loadColl(t, testutil.LoadDatapath(t)) }
 
 // loadColl fills the ipcache of a loaded datapath.
-func loadColl(t *testing.T, coll *ebpf.Collection) *datapath {
+func loadColl(t testing.TB, coll *ebpf.Collection) *datapath {
 	d := &datapath{t: t, coll: coll, from: coll.Programs["from_container"], to: coll.Programs["to_container"]}
 	for ip, id := range map[netip.Addr]uint32{webIP: webIdent, dbIP: dbIdent, hostIP: 1, web6: webIdent, podIP: epIdent, pod6: epIdent} {
 		d.put(maps.IPCacheMapName, maps.NewIPCacheKey(netip.PrefixFrom(ip, ip.BitLen())), maps.IPCacheValue{Identity: id})

@@ -60,12 +60,15 @@ type Mode struct {
 }
 
 // Programs is the cost of a mode's eBPF programs, from the kernel's run
-// time statistics during one more request/response run after the rounds
-// (the statistics cost a little on every run, so not during them).
+// time statistics during more request/response rounds after the measured
+// ones (the statistics cost a little on every run, so not during them).
 type Programs struct {
-	// NsPerRun is the mean time of one program run.
-	NsPerRun float64 `json:"nsPerRun"`
+	// NsPerRun is the median over the rounds of the mean time of one
+	// program run.
+	NsPerRun       float64   `json:"nsPerRun"`
+	NsPerRunRounds []float64 `json:"nsPerRunRounds,omitempty"`
 	// RunsPerTrans is the program runs per request/response transaction
+	// (median)
 	// (a little high: sockperf's warm-up messages are not transactions).
 	RunsPerTrans float64 `json:"runsPerTrans"`
 }

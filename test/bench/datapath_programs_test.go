@@ -14,26 +14,22 @@ import (
 )
 
 // profilePrograms measures what the eBPF programs of each Membrane mode
-// cost: one more sockperf run per mode with the kernel's BPF run time
-// statistics on, reading the run count and total run time of the
-// programs attached to the mode's host veths before and after. The
-// statistics take two clock reads per program run, so they stay off
-// during the measured rounds. It says where a round trip's time goes:
-// the programs' part against the whole.
-func profilePrograms(b *testing.B, pairs []*podPair, idx []int, res *benchchart.Datapath, cpu string) {
+// cost: more sockperf runs per mode (rounds of them, the order rotating)
+// with the kernel's BPF run time statistics on, reading the run count and
+// total run time of the programs attached to the mode's host veths before
+// and after each; the medians are kept. The statistics take two clock
+// reads per program run, so they stay off during the measured rounds. It
+// says where a round trip's time goes: the programs' part against the
+// whole.
+func profilePrograms(b *testing.B, pairs []*podPair, idx []int, res *benchchart.Datapath, cpu string, rounds int) {
 	b.Helper()
-	var measured bool
-	for _, pp := range pairs {
-		measured = measured || len(pp.hostIfindexes) > 0
+	type profiled struct {
+		pp          *podPair
+		mode        *benchchart.Mode
+		progs       []*ebpf.Program
+		ns, perTran []float64
 	}
-	if !measured {
-		return
-	}
-	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-	if err != nil {
-		b.Fatalf("enabling BPF run time statistics: %v", err)
-	}
-	defer stats.Close()
+	var ps []*profiled
 	for k, pp := range pairs {
 		if len(pp.hostIfindexes) == 0 {
 			continue
@@ -42,27 +38,42 @@ func profilePrograms(b *testing.B, pairs []*podPair, idx []int, res *benchchart.
 		if err != nil {
 			b.Fatalf("%s: %v", pp.mode, err)
 		}
-		before, err := programTotals(progs)
-		if err != nil {
-			b.Fatalf("%s: %v", pp.mode, err)
+		defer closeAll(progs)
+		ps = append(ps, &profiled{pp: pp, mode: &res.Modes[idx[k]], progs: progs})
+	}
+	if len(ps) == 0 {
+		return
+	}
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enabling BPF run time statistics: %v", err)
+	}
+	defer stats.Close()
+	for r := range rounds {
+		for _, i := range rotate(len(ps), r) {
+			p := ps[i]
+			before, err := programTotals(p.progs)
+			if err != nil {
+				b.Fatalf("%s: %v", p.pp.mode, err)
+			}
+			rr, err := sockperf(p.pp, cpu, secs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			after, err := programTotals(p.progs)
+			if err != nil {
+				b.Fatalf("%s: %v", p.pp.mode, err)
+			}
+			runs := float64(after.RunCount - before.RunCount)
+			if runs == 0 || rr.messages == 0 {
+				b.Fatalf("%s: the programs on the host veths did not run (%v runs, %v messages)", p.pp.mode, runs, rr.messages)
+			}
+			p.ns = append(p.ns, float64(after.Runtime-before.Runtime)/runs)
+			p.perTran = append(p.perTran, runs/rr.messages)
 		}
-		rr, err := sockperf(pp, cpu, secs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		after, err := programTotals(progs)
-		closeAll(progs)
-		if err != nil {
-			b.Fatalf("%s: %v", pp.mode, err)
-		}
-		runs := float64(after.RunCount - before.RunCount)
-		if runs == 0 || rr.messages == 0 {
-			b.Fatalf("%s: the programs on the host veths did not run (%v runs, %v messages)", pp.mode, runs, rr.messages)
-		}
-		res.Modes[idx[k]].Programs = &benchchart.Programs{
-			NsPerRun:     float64(after.Runtime-before.Runtime) / runs,
-			RunsPerTrans: runs / rr.messages,
-		}
+	}
+	for _, p := range ps {
+		p.mode.Programs = &benchchart.Programs{NsPerRun: median(p.ns), RunsPerTrans: median(p.perTran), NsPerRunRounds: p.ns}
 	}
 }
 
@@ -138,6 +149,6 @@ func programsLine(p benchchart.Programs, rttUs float64) string {
 	if rttUs > 0 {
 		share = fmt.Sprintf("%.0f %%", 100*p.UsPerTrans()/rttUs)
 	}
-	return fmt.Sprintf("%.0f ns per run, %.2f runs per transaction: %.2f µs per round trip (%s of its p50)",
-		p.NsPerRun, p.RunsPerTrans, p.UsPerTrans(), share)
+	return fmt.Sprintf("%.0f ns per run (rounds: %s), %.2f runs per transaction: %.2f µs per round trip (%s of its p50)",
+		p.NsPerRun, fmtRuns(p.NsPerRunRounds, "%.0f"), p.RunsPerTrans, p.UsPerTrans(), share)
 }

@@ -44,6 +44,10 @@ const (
 //     both pinned to the same CPU with taskset (unpinned results are
 //     bimodal), transactions/s and the p50 round trip.
 //
+// Then, for Membrane's modes, as many sockperf rounds again with the
+// kernel's BPF run time statistics on say what the programs cost per run
+// and per round trip (profilePrograms).
+//
 // MEMBRANE_BENCH_MODES (comma-separated) measures only some modes (ptp and
 // veth always). MEMBRANE_BENCH_OUT names a file (relative: to the module
 // root) the results are written to as JSON (internal/benchchart.Datapath),
@@ -131,7 +135,7 @@ func BenchmarkDatapath(b *testing.B) {
 			m.RTTP50us = append(m.RTTP50us, rr.p50us)
 		}
 	}
-	profilePrograms(b, pairs, idx, res, cpu)
+	profilePrograms(b, pairs, idx, res, cpu, runs)
 	for _, i := range idx {
 		m := &res.Modes[i]
 		m.MedianGbps, m.MedianTPS, m.MedianRTTP50us = median(m.Gbps), median(m.TPS), median(m.RTTP50us)
@@ -218,7 +222,7 @@ func datapathTable(res *benchchart.Datapath) string {
 		fmt.Fprintf(&sb, "  %-20s throughput %.2fx ptp (>= 1.2: %s), %.2fx veth (>= 0.9: %s); p50 round trip %.2fx ptp (<= 0.9: %s)\n",
 			m.Name, g, met(g >= 1.2), v, met(v >= 0.9), l, met(l <= 0.9))
 	}
-	fmt.Fprintf(&sb, "programs (one more sockperf run per mode, BPF run time statistics on):\n")
+	fmt.Fprintf(&sb, "programs (%d more sockperf rounds, BPF run time statistics on, medians):\n", res.Runs)
 	for _, m := range res.Modes {
 		if m.Programs != nil {
 			fmt.Fprintf(&sb, "  %-20s %s\n", m.Name, programsLine(*m.Programs, m.MedianRTTP50us))
