@@ -80,7 +80,7 @@ var Cell = cell.Module(
 	cell.Module("policy-reconciler", "Writes the endpoint-policy table into the policy map", cell.Invoke(registerPolicyReconciler)),
 )
 
-func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, error) {
+func newDatapath(lc cell.Lifecycle, log *slog.Logger, health cell.Health, cfg Config) (*Datapath, error) {
 	switch cfg.DatapathMode {
 	case ModeAuto, ModeTCX, ModeTC:
 	default:
@@ -133,6 +133,8 @@ func newDatapath(lc cell.Lifecycle, log *slog.Logger, cfg Config) (*Datapath, er
 				dp.Attacher = &tcAttacher{progs: dp.Programs, known: map[int]bool{}}
 			}
 			log.Info("datapath loaded", "bpf-root", cfg.BPFRoot, "mode", mode, "host-routing", hostRouting)
+			// What auto chose, where operators look: membrane status.
+			health.OK(fmt.Sprintf("datapath loaded: attach %s, host routing %s", mode, hostRouting))
 			return nil
 		},
 		OnStop: func(cell.HookContext) error {

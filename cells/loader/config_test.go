@@ -20,7 +20,7 @@ func TestConfigModesRefused(t *testing.T) {
 		{Config{DatapathMode: "tcp", HostRouting: HostRoutingLegacy}, "want auto, tcx or tc"},
 		{Config{DatapathMode: ModeTC, HostRouting: "ebpf"}, "want auto, bpf or legacy"},
 	} {
-		_, err := newDatapath(nil, slog.Default(), c.cfg)
+		_, err := newDatapath(nil, slog.Default(), nil, c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error saying %q", c.cfg, err, c.want)
 		}

@@ -3,9 +3,12 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/membrane-net/membrane/internal/e2eutil"
 )
 
 // With --host-routing=bpf a packet between two pods of the node goes from
@@ -16,14 +19,24 @@ import (
 // test); this test makes sure bpf mode does not quietly fall back to the
 // stack, and legacy mode does not bypass it.
 func TestHostRouting(t *testing.T) {
-	for _, mode := range []string{"bpf", "legacy"} {
+	// auto, the default, is bpf on the kernels CI runs (5.10+).
+	for _, mode := range []string{"bpf", "legacy", "auto"} {
 		t.Run(mode, func(t *testing.T) { testHostRouting(t, mode) })
 	}
 }
 
-func testHostRouting(t *testing.T, mode string) {
+func testHostRouting(t *testing.T, flag string) {
 	setup(t)
-	a := startAgent(t, agentOpts{DualStack: true, Extra: []string{"--host-routing", mode}})
+	mode := strings.Replace(flag, "auto", "bpf", 1)
+	a := startAgent(t, agentOpts{DualStack: true, Extra: []string{"--host-routing", flag}})
+	// membrane status says which mode the datapath runs.
+	s, err := a.Client.Healthz(e2eutil.Context(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Modules["loader"]; !strings.Contains(got, "host routing "+mode) {
+		t.Errorf("--host-routing=%s: status of the loader %q, want it to say host routing %s", flag, got, mode)
+	}
 	n := newNetwork(t, a, "", nil)
 	mk := func(name string) *pod {
 		a.putPod("default", name, map[string]string{"app": name})
