@@ -1,8 +1,9 @@
 // Package status answers GET /v1/healthz (the agent's version, uptime,
 // endpoints by state and the health each cell last reported; what
 // `membrane status` and the CNI plugin's STATUS read), GET /v1/config
-// (every flag's effective value) and GET /v1/debug/runtime (the process's
-// goroutines, threads, open files and memory, for leak checks).
+// (every flag's effective value), GET /v1/debug/runtime (the process's
+// goroutines, threads, open files and memory, for leak checks) and
+// GET /v1/debug/heap (the Go heap profile, for what holds the memory).
 //
 // Try it: curl --unix-socket /var/run/membrane/membrane.sock http://x/v1/debug/runtime
 package status
@@ -84,6 +85,7 @@ func newRoutes(p params) apiserver.RoutesOut {
 		{Pattern: "GET /v1/healthz", Handler: apiserver.Handle(healthz)},
 		{Pattern: "GET /v1/config", Handler: apiserver.Handle(config)},
 		{Pattern: "GET /v1/debug/runtime", Handler: apiserver.Handle(runtimeCounts)},
+		{Pattern: "GET /v1/debug/heap", Handler: http.HandlerFunc(heapProfile)},
 	}}
 }
 

@@ -56,9 +56,16 @@ func TestSetStateLogs(t *testing.T) {
 	}
 	for i := range 2 * maxLogEntries {
 		ep.AddLog("ok", strings.Repeat("x", i%3))
+		// Every row keeps its log: no spare capacity held with it.
+		if cap(ep.Log) != len(ep.Log) {
+			t.Fatalf("after %d entries the log holds room for %d", len(ep.Log), cap(ep.Log))
+		}
 	}
 	if len(ep.Log) != maxLogEntries {
 		t.Fatalf("log grew to %d entries, bound is %d", len(ep.Log), maxLogEntries)
+	}
+	if last := ep.Log[maxLogEntries-1].Message; last != strings.Repeat("x", (2*maxLogEntries-1)%3) {
+		t.Fatalf("newest entry %q is not the last one added", last)
 	}
 }
 

@@ -112,16 +112,23 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 // rssMiB is a process's resident memory (VmRSS of /proc/PID/status).
 func rssMiB(b *testing.B, pid int) float64 {
 	b.Helper()
+	return float64(procStatusKB(b, pid, "VmRSS")) / 1024
+}
+
+// procStatusKB is a field of /proc/PID/status given in kB (VmRSS,
+// RssAnon, RssFile), in kB.
+func procStatusKB(b *testing.B, pid int, field string) int64 {
+	b.Helper()
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
